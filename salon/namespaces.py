@@ -1,0 +1,23 @@
+"""Every XML namespace Salon speaks, declared once."""
+
+NS_STREAM = "http://etherx.jabber.org/streams"
+NS_CLIENT = "jabber:client"
+NS_SERVER = "jabber:server"
+NS_COMPONENT = "jabber:component:accept"
+NS_XML = "http://www.w3.org/XML/1998/namespace"
+
+NS_STREAMS = "urn:ietf:params:xml:ns:xmpp-streams"
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
+NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session"
+NS_SASL_CB = "urn:xmpp:sasl-cb:0"
+
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+NS_PING = "urn:xmpp:ping"
+NS_VERSION = "jabber:iq:version"
+NS_ROSTER = "jabber:iq:roster"
+NS_DELAY = "urn:xmpp:delay"
+NS_DATA_FORMS = "jabber:x:data"
