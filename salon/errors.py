@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class StreamErrorCondition(str, Enum):
+class StreamErrorCondition(StrEnum):
     BAD_FORMAT = "bad-format"
     BAD_NAMESPACE_PREFIX = "bad-namespace-prefix"
     CONFLICT = "conflict"
@@ -33,7 +33,7 @@ class StreamErrorCondition(str, Enum):
     UNSUPPORTED_VERSION = "unsupported-version"
 
 
-class StanzaErrorCondition(str, Enum):
+class StanzaErrorCondition(StrEnum):
     BAD_REQUEST = "bad-request"
     CONFLICT = "conflict"
     FEATURE_NOT_IMPLEMENTED = "feature-not-implemented"

@@ -1,0 +1,221 @@
+"""``salon``: the operator's one tool (serve, init, adduser, passwd, deluser, check)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from salon.auth.credentials import make_credentials
+from salon.certs import check_certificate, generate_self_signed, is_warning
+from salon.config import ConfigError, Settings, default_config_text, load_settings
+from salon.jid import JID, JIDError
+from salon.storage import AccountExists, AccountNotFound, open_storage
+
+DEFAULT_CONFIG = Path("var/salon.toml")
+config_option = click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    help="The TOML configuration file.",
+)
+
+
+def _load(config_path: Path) -> Settings:
+    try:
+        return load_settings(config_path)
+    except ConfigError as exc:
+        click.echo(f"{config_path}: the configuration has problems:", err=True)
+        for problem in exc.problems:
+            click.echo(f"  - {problem}", err=True)
+        sys.exit(2)
+
+
+def _account_jid(settings: Settings, text: str) -> JID:
+    try:
+        jid = JID.parse(text)
+    except JIDError as exc:
+        raise click.BadParameter(f"'{text}' is not a valid address: {exc}") from None
+    if jid.local is None or jid.resource is not None:
+        raise click.BadParameter(f"'{text}' is not an account address like user@{jid.domain}")
+    if jid.domain not in settings.hosts:
+        hosted = ", ".join(settings.hosts)
+        raise click.BadParameter(f"{jid.domain} is not hosted here (hosted: {hosted})")
+    return jid
+
+
+@click.group()
+def main() -> None:
+    """Salon, an XMPP server."""
+
+
+@main.command()
+@config_option
+@click.option("--domain", default="localhost", show_default=True, help="Domain to serve.")
+def init(config_path: Path, domain: str) -> None:
+    """Write a default config and self-signed certificates, where missing."""
+    if not config_path.exists():
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(default_config_text(domain))
+        click.echo(f"wrote {config_path}")
+    settings = _load(config_path)
+    for host in settings.hosts:
+        cert, key = settings.host_cert_paths(host)
+        if not cert.exists() or not key.exists():
+            generate_self_signed([host], cert, key)
+            click.echo(f"generated a self-signed certificate for {host}: {cert}")
+
+
+@main.command()
+@config_option
+def serve(config_path: Path) -> None:
+    """Run the server until interrupted."""
+    settings = _load(config_path)
+    _setup_logging(settings.server.log_level)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> None:
+    from salon.core.server import Server
+
+    server = Server(settings)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    for kind, addresses in server.addresses().items():
+        for address, port in addresses:
+            click.echo(f"listening: {kind} on {address}:{port}")
+    await stop.wait()
+    click.echo("stopping")
+    await server.stop()
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _ask_password(password: str | None) -> str:
+    if password is not None:
+        return password
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+@main.command()
+@config_option
+@click.argument("jid")
+@click.option("--password", help="The password (asked for when left out).")
+def adduser(config_path: Path, jid: str, password: str | None) -> None:
+    """Create the account JID (user@domain)."""
+    settings = _load(config_path)
+    account = _account_jid(settings, jid)
+    credentials = make_credentials(_ask_password(password))
+
+    async def run() -> None:
+        storage = await open_storage(settings.storage_url(), base_dir=settings.data_path())
+        try:
+            await storage.accounts.create(account.domain, account.local or "", credentials)
+        finally:
+            await storage.close()
+
+    try:
+        asyncio.run(run())
+    except AccountExists:
+        click.echo(f"{account} already exists.", err=True)
+        sys.exit(1)
+    click.echo(f"created {account}")
+
+
+@main.command()
+@config_option
+@click.argument("jid")
+@click.option("--password", help="The new password (asked for when left out).")
+def passwd(config_path: Path, jid: str, password: str | None) -> None:
+    """Change the password of the account JID."""
+    settings = _load(config_path)
+    account = _account_jid(settings, jid)
+    credentials = make_credentials(_ask_password(password))
+
+    async def run() -> None:
+        storage = await open_storage(settings.storage_url(), base_dir=settings.data_path())
+        try:
+            await storage.accounts.set_credentials(account.domain, account.local or "", credentials)
+        finally:
+            await storage.close()
+
+    try:
+        asyncio.run(run())
+    except AccountNotFound:
+        click.echo(f"{account} does not exist.", err=True)
+        sys.exit(1)
+    click.echo(f"changed the password of {account}")
+
+
+@main.command()
+@config_option
+@click.argument("jid")
+def deluser(config_path: Path, jid: str) -> None:
+    """Delete the account JID and everything stored for it."""
+    settings = _load(config_path)
+    account = _account_jid(settings, jid)
+
+    async def run() -> bool:
+        storage = await open_storage(settings.storage_url(), base_dir=settings.data_path())
+        try:
+            return await storage.accounts.delete(account.domain, account.local or "")
+        finally:
+            await storage.close()
+
+    if not asyncio.run(run()):
+        click.echo(f"{account} does not exist.", err=True)
+        sys.exit(1)
+    click.echo(f"deleted {account}")
+
+
+@main.command()
+@config_option
+def check(config_path: Path) -> None:
+    """Validate the configuration, modules and certificates; explain each problem."""
+    from salon.core.hosts import ModuleError, module_class
+
+    settings = _load(config_path)
+    errors = 0
+    for name in settings.modules.enabled:
+        try:
+            cls = module_class(name)
+            cls.Options.model_validate(settings.modules.options_for(name))
+        except ModuleError as exc:
+            click.echo(f"modules: {exc}.")
+            errors += 1
+        except ValueError as exc:
+            click.echo(f"modules.{name}: {exc}")
+            errors += 1
+    for host in settings.hosts:
+        cert, key = settings.host_cert_paths(host)
+        for problem in check_certificate(cert, key, host):
+            if is_warning(problem):
+                click.echo(f"{host}: warning: {problem}")
+            else:
+                click.echo(f"{host}: {problem}")
+                errors += 1
+    if errors:
+        click.echo(f"{errors} problem(s) found.")
+        sys.exit(1)
+    click.echo(f"{config_path}: configuration and certificates are fine.")

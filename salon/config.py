@@ -1,0 +1,758 @@
+"""Salon's configuration: one TOML file validated into typed settings.
+
+The file is read with :mod:`tomllib` and validated with pydantic.  Every option
+has a default, so an empty file is a working configuration that serves
+``localhost``.  Unknown keys are errors, and every problem found is reported as
+one plain sentence in :attr:`ConfigError.problems`, for example::
+
+    c2s.port: 'abc' is not a whole number.
+    c2s.prot: unknown option; did you mean 'port'?
+
+Relative paths in the file are relative to ``server.data_dir``, which is itself
+relative to the folder holding the config file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import re
+import textwrap
+import tomllib
+import unicodedata
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+__all__ = [
+    "DEFAULT_MODULES",
+    "C2SSettings",
+    "ConfigError",
+    "HostSettings",
+    "ModulesSettings",
+    "ServerSettings",
+    "Settings",
+    "default_config_text",
+    "load_settings",
+    "normalise_domain",
+    "settings_from_dict",
+]
+
+#: Modules enabled when the config file does not list any.
+DEFAULT_MODULES: tuple[str, ...] = ("disco", "ping", "version", "presence", "message")
+
+#: Domain hosted when the config file has no ``[hosts]`` table.
+DEFAULT_HOST = "localhost"
+
+_CUSTOM_ERROR = "salon_config"
+_LABEL_CHARS_HINT = "use only letters, digits, hyphens and dots"
+
+
+class ConfigError(Exception):
+    """The configuration could not be loaded.
+
+    :attr:`problems` holds one plain sentence per problem found, suitable for
+    showing to the person who wrote the file.
+    """
+
+    def __init__(self, problems: str | Sequence[str], *, path: Path | None = None) -> None:
+        """Create the error from one problem sentence or a list of them."""
+        self.problems: list[str] = [problems] if isinstance(problems, str) else list(problems)
+        self.path = path
+        super().__init__("\n".join(self.problems))
+
+
+def _custom_error(text: str) -> PydanticCustomError:
+    """A validation error whose message is *text*, used as-is in problem sentences."""
+    return PydanticCustomError(_CUSTOM_ERROR, "{text}", {"text": text})
+
+
+def normalise_domain(domain: str) -> str:
+    """Return *domain* in the form Salon uses as a host key, or raise ``ValueError``.
+
+    The name is NFC-normalised and lowercased (no IDNA conversion, so
+    internationalised names stay in Unicode) and one trailing dot is removed.
+    It must look like a plausible DNS name: dot-separated labels of 1 to 63
+    letters, digits or hyphens, not starting or ending with a hyphen, at most
+    253 characters in all.  An IPv4 address or a bracketed IPv6 address is also
+    accepted.  The ``ValueError`` message is one sentence without a trailing
+    period.
+    """
+    name = unicodedata.normalize("NFC", domain).lower()
+    if name.endswith(".") and len(name) > 1:
+        name = name[:-1]
+    shown = repr(domain)
+    if not name:
+        raise ValueError("a domain name must not be empty")
+    if name.startswith("[") and name.endswith("]"):
+        try:
+            address = ipaddress.IPv6Address(name[1:-1])
+        except ValueError:
+            raise ValueError(f"{shown} is not a valid bracketed IPv6 address") from None
+        return f"[{address.compressed}]"
+    if len(name) > 253:
+        raise ValueError(f"{shown} is longer than the 253 characters a domain name may have")
+    for label in name.split("."):
+        if not label:
+            raise ValueError(f"{shown} is not a plausible domain name: it has an empty label")
+        if len(label) > 63:
+            raise ValueError(
+                f"{shown} is not a plausible domain name: the label {label!r} is longer "
+                "than 63 characters"
+            )
+        bad = next((c for c in label if not (c.isalnum() or c == "-")), None)
+        if bad is not None:
+            raise ValueError(
+                f"{shown} is not a plausible domain name: {bad!r} is not allowed "
+                f"({_LABEL_CHARS_HINT})"
+            )
+        if label.startswith("-") or label.endswith("-"):
+            raise ValueError(
+                f"{shown} is not a plausible domain name: the label {label!r} starts or "
+                "ends with a hyphen"
+            )
+    return name
+
+
+def _validate_domain_key(domain: str) -> str:
+    """Pydantic hook: normalise a ``[hosts]`` key, reporting implausible names."""
+    try:
+        return normalise_domain(domain)
+    except ValueError as exc:
+        raise _custom_error(str(exc)) from None
+
+
+DomainName = Annotated[str, AfterValidator(_validate_domain_key)]
+
+
+class _Section(BaseModel):
+    """Base for every config table: strict TOML types, unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ServerSettings(_Section):
+    """The ``[server]`` table: process-wide settings."""
+
+    data_dir: str = Field(
+        default=".",
+        min_length=1,
+        description=(
+            "Folder for Salon's data. Relative paths elsewhere in this file are relative "
+            "to it; it is itself relative to the folder holding this file."
+        ),
+    )
+    storage: str = Field(
+        default="sqlite:///salon.db",
+        min_length=1,
+        description=(
+            "Where accounts and other data are stored: 'sqlite:///salon.db' (a file, "
+            "relative to data_dir) or 'postgresql://user@host:5432/db'."
+        ),
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info",
+        description="How much to log: 'debug', 'info', 'warning' or 'error'.",
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lowercase_level(cls, value: Any) -> Any:
+        """Accept log levels in any letter case."""
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("storage")
+    @classmethod
+    def _check_storage(cls, value: str) -> str:
+        """Only SQLite and PostgreSQL URLs are supported."""
+        scheme = value.split(":", 1)[0].split("+", 1)[0].lower() if ":" in value else ""
+        if scheme not in {"sqlite", "postgresql", "postgres"} or "://" not in value:
+            raise _custom_error(
+                f"{value!r} is not a supported database URL; use 'sqlite:///salon.db' or "
+                "'postgresql://user@host:5432/db'"
+            )
+        return value
+
+
+class C2SSettings(_Section):
+    """The ``[c2s]`` table: client-to-server listeners and stream limits."""
+
+    interfaces: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description=(
+            'Addresses to listen on for client connections; use "0.0.0.0" for every '
+            'IPv4 address and "::" for every IPv6 address.'
+        ),
+    )
+    port: int = Field(
+        default=5222,
+        ge=0,
+        le=65535,
+        description="Port for client connections that start in plain text and use STARTTLS "
+        "(0 picks a free port).",
+    )
+    direct_tls_port: int = Field(
+        default=5223,
+        ge=0,
+        le=65535,
+        description="Port for client connections that start with TLS (XEP-0368) "
+        "(0 picks a free port).",
+    )
+    starttls_enabled: bool = Field(
+        default=True, description="Whether to listen on 'port' and offer STARTTLS there."
+    )
+    direct_tls_enabled: bool = Field(
+        default=True, description="Whether to listen on 'direct_tls_port'."
+    )
+    require_encryption: bool = Field(
+        default=True,
+        description="Whether clients must use TLS before they may authenticate.",
+    )
+    max_stanza_size: int = Field(
+        default=262144,
+        ge=1,
+        description="Largest stanza a client may send, in bytes (RFC 6120 requires at "
+        "least 10000).",
+    )
+    max_depth: int = Field(
+        default=32, ge=1, description="Deepest XML element nesting allowed inside a stanza."
+    )
+    idle_timeout: float = Field(
+        default=600.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds a connection may send nothing before it is closed.",
+    )
+    handshake_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds a new connection has to authenticate and bind a resource.",
+    )
+    max_auth_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="Failed authentication attempts allowed before the connection is closed.",
+    )
+    auth_failure_delay: float = Field(
+        default=1.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Seconds to wait before answering a failed authentication; it doubles "
+        "with each further failure on the same connection.",
+    )
+    max_send_queue: int = Field(
+        default=1048576,
+        ge=1,
+        description="Bytes that may wait to be sent to a slow client before the "
+        "connection is closed.",
+    )
+
+    @field_validator("interfaces")
+    @classmethod
+    def _check_interfaces(cls, value: list[str]) -> list[str]:
+        """Every interface must be an IP address or a plausible host name."""
+        if not value:
+            raise _custom_error("list at least one address to listen on")
+        for address in value:
+            try:
+                ipaddress.ip_address(address)
+                continue
+            except ValueError:
+                pass
+            try:
+                normalise_domain(address)
+            except ValueError:
+                raise _custom_error(f"{address!r} is not an IP address or host name") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_ports(self) -> C2SSettings:
+        """The two listeners cannot share a fixed port."""
+        if (
+            self.starttls_enabled
+            and self.direct_tls_enabled
+            and self.port != 0
+            and self.port == self.direct_tls_port
+        ):
+            raise _custom_error(
+                f"port and direct_tls_port are both {self.port}, but they must differ"
+            )
+        return self
+
+
+class HostSettings(_Section):
+    """One ``[hosts."<domain>"]`` table: a domain this server hosts."""
+
+    certificate: str | None = Field(
+        default=None,
+        min_length=1,
+        description="PEM certificate file for this domain (default: certs/<domain>.crt).",
+    )
+    key: str | None = Field(
+        default=None,
+        min_length=1,
+        description="PEM private key file for this domain (default: certs/<domain>.key).",
+    )
+
+
+class ModulesSettings(_Section):
+    """The ``[modules]`` table: which modules run, and their options.
+
+    In the file, every sub-table other than ``enabled`` holds one module's
+    options (``[modules.version]``); they are collected into :attr:`options`
+    keyed by module name and validated later by each module.  A dict that
+    already has an ``options`` key (the shape of :meth:`model_dump`) is also
+    accepted, so settings round-trip.
+    """
+
+    enabled: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_MODULES),
+        description="Names of the modules to run.",
+    )
+    options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Options for each module, keyed by module name; each module checks "
+        "its own options.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_module_tables(cls, data: Any) -> Any:
+        """Move every key other than ``enabled`` into ``options``."""
+        if not isinstance(data, dict):
+            return data
+        result: dict[str, Any] = {}
+        options: dict[str, Any] = {}
+        given = data.get("options")
+        if isinstance(given, dict) and all(isinstance(v, dict) for v in given.values()):
+            options.update(given)
+        elif "options" in data:
+            options["options"] = given
+        for key, value in data.items():
+            if key == "enabled":
+                result["enabled"] = value
+            elif key != "options":
+                if key in options:
+                    raise _custom_error(f"options for module {key!r} are given twice")
+                options[key] = value
+        result["options"] = options
+        return result
+
+    @field_validator("enabled")
+    @classmethod
+    def _check_enabled(cls, value: list[str]) -> list[str]:
+        """Module names must be non-empty and listed once."""
+        seen: set[str] = set()
+        for name in value:
+            if not name.strip():
+                raise _custom_error("module names must not be empty")
+            if name in seen:
+                raise _custom_error(f"{name!r} is listed more than once")
+            seen.add(name)
+        return value
+
+    def options_for(self, module: str) -> dict[str, Any]:
+        """Return the option table given for *module*, or an empty dict."""
+        return dict(self.options.get(module, {}))
+
+
+def _default_hosts() -> dict[str, HostSettings]:
+    """Hosts served when the file has no ``[hosts]`` table."""
+    return {DEFAULT_HOST: HostSettings()}
+
+
+class Settings(_Section):
+    """The whole configuration file."""
+
+    server: ServerSettings = Field(
+        default_factory=ServerSettings, description="Process-wide settings."
+    )
+    c2s: C2SSettings = Field(
+        default_factory=C2SSettings, description="Client-to-server listeners and limits."
+    )
+    hosts: dict[DomainName, HostSettings] = Field(
+        default_factory=_default_hosts,
+        description="One table per hosted domain; keys are lowercased domain names.",
+    )
+    modules: ModulesSettings = Field(
+        default_factory=ModulesSettings, description="Modules to run and their options."
+    )
+    config_path: Path | None = Field(
+        default=None,
+        exclude=True,
+        strict=False,
+        description="Absolute path of the file these settings were loaded from, if any.",
+    )
+
+    @field_validator("hosts", mode="before")
+    @classmethod
+    def _check_hosts_table(cls, value: Any) -> Any:
+        """At least one domain, and no two keys naming the same domain."""
+        if not isinstance(value, dict):
+            return value
+        if not value:
+            raise _custom_error("at least one hosted domain is required")
+        seen: dict[str, str] = {}
+        for key in value:
+            if not isinstance(key, str):
+                continue
+            try:
+                normal = normalise_domain(key)
+            except ValueError:
+                continue  # reported per key by DomainName
+            if normal in seen:
+                raise _custom_error(
+                    f"{seen[normal]!r} and {key!r} name the same domain; keep only one"
+                )
+            seen[normal] = key
+        return value
+
+    def data_path(self) -> Path:
+        """Absolute path of ``server.data_dir``.
+
+        A relative ``data_dir`` is taken relative to the config file's folder,
+        or to the current directory when the settings did not come from a file.
+        """
+        data_dir = Path(self.server.data_dir).expanduser()
+        if not data_dir.is_absolute():
+            base = self.config_path.parent if self.config_path is not None else Path.cwd()
+            data_dir = base / data_dir
+        return data_dir.resolve()
+
+    def resolve(self, p: str | Path) -> Path:
+        """Absolute path for *p*, taken relative to :meth:`data_path` if relative."""
+        path = Path(p).expanduser()
+        if path.is_absolute():
+            return path
+        return (self.data_path() / path).resolve()
+
+    def host_cert_paths(self, domain: str) -> tuple[Path, Path]:
+        """Absolute ``(certificate, key)`` paths for hosted *domain*.
+
+        Raises ``KeyError`` if *domain* is not hosted.
+        """
+        try:
+            name = normalise_domain(domain)
+        except ValueError:
+            name = domain
+        host = self.hosts.get(name)
+        if host is None:
+            raise KeyError(f"{domain!r} is not a hosted domain")
+        cert = host.certificate if host.certificate is not None else f"certs/{name}.crt"
+        key = host.key if host.key is not None else f"certs/{name}.key"
+        return self.resolve(cert), self.resolve(key)
+
+    def storage_url(self) -> str:
+        """``server.storage`` with a relative SQLite file made absolute under data_dir."""
+        url = self.server.storage
+        prefix, sep, rest = url.partition(":///")
+        if (
+            sep
+            and prefix.split("+", 1)[0].lower() == "sqlite"
+            and rest
+            and not rest.startswith((":memory:", "/", "file:"))
+        ):
+            path_part, query_sep, query = rest.partition("?")
+            absolute = self.resolve(path_part)
+            return f"{prefix}:///{absolute}{query_sep}{query}"
+        return url
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_settings(path: Path | str) -> Settings:
+    """Read and validate the TOML config file at *path*.
+
+    Raises :class:`ConfigError` listing every problem found.
+    """
+    config_path = Path(path).expanduser().absolute()
+    try:
+        raw = config_path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"The config file {config_path} does not exist.", path=config_path
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"The config file {config_path} is a folder, not a file.", path=config_path
+        ) from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(
+            f"The config file {config_path} could not be read: {reason}.", path=config_path
+        ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"The config file is not valid UTF-8 text (bad byte at line {line}).",
+            path=config_path,
+        ) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(_toml_syntax_problem(exc), path=config_path) from None
+    return settings_from_dict(data, config_path=config_path)
+
+
+def settings_from_dict(data: dict[str, Any], *, config_path: Path | None = None) -> Settings:
+    """Validate already-parsed TOML *data* into :class:`Settings`.
+
+    *config_path* is where the data came from; relative ``data_dir`` values
+    are taken relative to its folder.  Raises :class:`ConfigError`.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError("The configuration must be a table of settings.", path=config_path)
+    if "config_path" in data:
+        raise ConfigError(
+            "config_path: unknown option; it is set by Salon, not in the file.",
+            path=config_path,
+        )
+    path = Path(config_path).absolute() if config_path is not None else None
+    try:
+        return Settings.model_validate({**data, "config_path": path})
+    except ValidationError as exc:
+        problems = [_problem_sentence(error, data) for error in exc.errors()]
+        raise ConfigError(problems, path=path) from None
+
+
+_TOML_POSITION = re.compile(r"^(?P<msg>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)$")
+
+
+def _toml_syntax_problem(exc: tomllib.TOMLDecodeError) -> str:
+    """One sentence describing a TOML syntax error."""
+    message = str(exc)
+    match = _TOML_POSITION.match(message)
+    if match:
+        detail = _sentence_fragment(match["msg"])
+        return (
+            f"The config file has a TOML syntax error at line {match['line']}, "
+            f"column {match['col']}: {detail}."
+        )
+    if message.endswith("(at end of document)"):
+        detail = _sentence_fragment(message.removesuffix("(at end of document)"))
+        return f"The config file has a TOML syntax error at the end of the file: {detail}."
+    return f"The config file has a TOML syntax error: {_sentence_fragment(message)}."
+
+
+def _sentence_fragment(text: str) -> str:
+    """Strip *text* and its final period, and lowercase its first letter."""
+    text = text.strip().rstrip(".")
+    if text[:1].isupper() and text[1:2].islower():
+        text = text[0].lower() + text[1:]
+    return text
+
+
+# --------------------------------------------------------------------------- error text
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _toml_location(loc: Iterable[int | str]) -> str:
+    """Render a pydantic error location the way the key is written in TOML."""
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            if parts:
+                parts[-1] += f"[{item}]"
+            else:
+                parts.append(f"[{item}]")
+        elif _BARE_KEY.match(item):
+            parts.append(item)
+        else:
+            parts.append(json.dumps(item, ensure_ascii=False))
+    return ".".join(parts)
+
+
+def _file_location(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """Map a location in the model to the location of the key in the file."""
+    loc = tuple(item for item in loc if item != "[key]")
+    if loc[:2] == ("modules", "options"):
+        loc = ("modules", *loc[2:])
+    return loc
+
+
+def _show(value: Any) -> str:
+    """A short rendering of a value from the file, in TOML-ish notation."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """Keys allowed in the table at model location *loc*."""
+    model: type[BaseModel] = Settings
+    index = 0
+    while index < len(loc):
+        field = model.model_fields.get(str(loc[index]))
+        if field is None:
+            return []
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+            index += 1
+            continue
+        if get_origin(annotation) is dict:
+            value_type = get_args(annotation)[1]
+            if isinstance(value_type, type) and issubclass(value_type, BaseModel):
+                model = value_type
+                index += 2
+                continue
+        return []
+    return [name for name in model.model_fields if name != "config_path"]
+
+
+def _suggestion(word: str, choices: Sequence[str]) -> str:
+    """``"; did you mean 'x'?"`` for the choice closest to *word*, or ``""``."""
+    lowered = {choice.lower(): choice for choice in choices}
+    match = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
+    if not match and len(word) >= 3:
+        # Abbreviations such as 'cert' for 'certificate'.
+        match = [choice for choice in lowered if choice.startswith(word.lower())][:1]
+    return f"; did you mean {lowered[match[0]]!r}?" if match else ""
+
+
+def _problem_sentence(error: Any, data: dict[str, Any]) -> str:
+    """Turn one pydantic error into one plain sentence about the config file."""
+    loc = tuple(error["loc"])
+    where = _toml_location(_file_location(loc)) or "The configuration"
+    kind: str = error["type"]
+    value = error.get("input")
+    ctx: dict[str, Any] = error.get("ctx") or {}
+    shown = _show(value)
+
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        what = "section" if isinstance(value, dict) else "option"
+        hint = _suggestion(key, _known_keys(loc[:-1]))
+        return f"{where}: unknown {what}{hint or '.'}"
+    if kind == _CUSTOM_ERROR:
+        return f"{where}: {ctx.get('text', error['msg'])}."
+    if loc[:2] == ("modules", "options") and len(loc) == 3 and kind == "dict_type":
+        hint = _suggestion(str(loc[2]), ["enabled"])
+        if hint:
+            return f"{where}: unknown option{hint}"
+        return f"{where}: module options must be a table such as [{where}], not {shown}."
+
+    simple = {
+        "int_type": f"{shown} is not a whole number",
+        "int_parsing": f"{shown} is not a whole number",
+        "int_from_float": f"{shown} is not a whole number",
+        "float_type": f"{shown} is not a number",
+        "float_parsing": f"{shown} is not a number",
+        "finite_number": f"{shown} is not a finite number",
+        "bool_type": f"{shown} is not true or false",
+        "bool_parsing": f"{shown} is not true or false",
+        "string_type": f"{shown} is not a text string; put it in double quotes",
+        "list_type": f'{shown} is not a list; write it like ["a", "b"]',
+        "dict_type": f"{shown} is not a table",
+        "model_type": f"{shown} is not a table",
+        "model_attributes_type": f"{shown} is not a table",
+    }
+    if kind in simple:
+        return f"{where}: {simple[kind]}."
+    if kind == "literal_error":
+        return f"{where}: {shown} is not one of {ctx.get('expected', 'the allowed values')}."
+    if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
+        bound = ctx.get("gt", ctx.get("ge", ctx.get("lt", ctx.get("le"))))
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)
+        phrase = {
+            "greater_than": "more than",
+            "greater_than_equal": "at least",
+            "less_than": "less than",
+            "less_than_equal": "at most",
+        }[kind]
+        return f"{where}: {shown} is out of range; it must be {phrase} {bound}."
+    if kind == "string_too_short":
+        return f"{where}: must not be empty."
+    message = str(error.get("msg", "is not valid")).rstrip(".")
+    return f"{where}: {_sentence_fragment(message)} (got {shown})."
+
+
+# --------------------------------------------------------------------------- default file
+
+
+def _toml_value(value: Any) -> str:
+    """Render a simple Python value as a TOML value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(f"cannot render {type(value).__name__} as TOML")
+
+
+def _comment(text: str) -> list[str]:
+    """*text* wrapped into ``#`` comment lines."""
+    return [f"# {line}" for line in textwrap.wrap(text, width=76)]
+
+
+def _section_lines(model: type[BaseModel], instance: BaseModel) -> list[str]:
+    """Commented ``key = default`` lines for every field of a section."""
+    lines: list[str] = []
+    for name, field in model.model_fields.items():
+        lines.extend(_comment(field.description or name))
+        lines.append(f"{name} = {_toml_value(getattr(instance, name))}")
+        lines.append("")
+    return lines
+
+
+def default_config_text(domain: str = DEFAULT_HOST) -> str:
+    """A commented config file serving *domain*, with every option at its default.
+
+    Raises ``ValueError`` if *domain* is not a plausible domain name.
+    """
+    name = normalise_domain(domain)
+    quoted = json.dumps(name, ensure_ascii=False)
+    lines = [
+        "# Salon configuration file.",
+        "#",
+        "# Every option below is shown with its default value; you may delete any",
+        "# of them. Relative paths are relative to server.data_dir, which is itself",
+        "# relative to the folder holding this file.",
+        "",
+        "[server]",
+        *_section_lines(ServerSettings, ServerSettings()),
+        "[c2s]",
+        *_section_lines(C2SSettings, C2SSettings()),
+        '# One [hosts."<domain>"] table for each domain this server hosts.',
+        f"[hosts.{quoted}]",
+        *_comment(HostSettings.model_fields["certificate"].description or ""),
+        f"certificate = {_toml_value(f'certs/{name}.crt')}",
+        "",
+        *_comment(HostSettings.model_fields["key"].description or ""),
+        f"key = {_toml_value(f'certs/{name}.key')}",
+        "",
+        "[modules]",
+        *_comment(ModulesSettings.model_fields["enabled"].description or ""),
+        f"enabled = {_toml_value(list(DEFAULT_MODULES))}",
+        "",
+        "# Options for a module go in a table named after it, for example:",
+        "# [modules.version]",
+        "# hide_os = false",
+    ]
+    return "\n".join(lines) + "\n"

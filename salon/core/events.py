@@ -1,0 +1,104 @@
+"""The catalogue of hook events: one place to read them all.
+
+Routing events carry the origin session (None when the stanza came from elsewhere, e.g. the
+server itself or, later, a remote server), the stanza with ``from`` already stamped, and the
+parsed addresses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from salon.core.hooks import Dispatch, Notification
+from salon.core.session import C2SSession
+from salon.jid import JID
+from salon.xml.element import Element
+
+
+@dataclass(slots=True)
+class RoutedStanza(Dispatch):
+    origin: C2SSession | None
+    stanza: Element
+    sender: JID
+    to: JID
+
+    @property
+    def stanza_type(self) -> str:
+        return self.stanza.get("type") or ("normal" if self.stanza.tag == "message" else "")
+
+
+@dataclass(slots=True)
+class PreStanza(Dispatch):
+    """A stanza from a local client, stamped and about to be routed. GUARD-priority modules
+    (privacy, blocking, rate limits) may answer it and return HANDLED to stop it."""
+
+    origin: C2SSession
+    stanza: Element
+    to: JID | None
+
+
+@dataclass(slots=True)
+class MessageToFull(RoutedStanza):
+    pass
+
+
+@dataclass(slots=True)
+class MessageToBare(RoutedStanza):
+    pass
+
+
+@dataclass(slots=True)
+class MessageToHost(RoutedStanza):
+    pass
+
+
+@dataclass(slots=True)
+class MessageUndeliverable(RoutedStanza):
+    """No resource can take this message now (RFC 6121 §8.5.2.2): offline storage may take it
+    (return HANDLED); otherwise the router answers service-unavailable."""
+
+
+@dataclass(slots=True)
+class PresenceToFull(RoutedStanza):
+    pass
+
+
+@dataclass(slots=True)
+class PresenceToBare(RoutedStanza):
+    pass
+
+
+@dataclass(slots=True)
+class PresenceToHost(RoutedStanza):
+    pass
+
+
+@dataclass(slots=True)
+class PresenceBroadcast(Dispatch):
+    """Presence without ``to`` from a local client (RFC 6121 §4.2, §4.4, §4.5)."""
+
+    origin: C2SSession
+    stanza: Element
+
+
+@dataclass(slots=True)
+class IqToFull(RoutedStanza):
+    pass
+
+
+@dataclass(slots=True)
+class ResourceBound(Notification):
+    session: C2SSession
+
+
+@dataclass(slots=True)
+class ResourceUnbound(Notification):
+    """A session ended (logout, dropped connection, conflict); ``error`` says why, if known."""
+
+    session: C2SSession
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class AccountDeleted(Notification):
+    jid: JID

@@ -1,0 +1,118 @@
+"""IQ requests to the server and to accounts: dispatch by (type, namespace, element, target).
+
+RFC 6120 §8.2.3: every get/set is answered; an unhandled one gets service-unavailable
+(§8.4); result and error are never answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import Flag, auto
+
+from salon.core.session import C2SSession
+from salon.jid import JID
+from salon.xml.element import Element
+from salon.xml.stanza import iq_result
+
+
+class Target(Flag):
+    """Whom an IQ is addressed to, seen from the server."""
+
+    HOST = auto()  # the server's domain
+    SELF = auto()  # the sender's own bare JID (or no 'to')
+    BARE = auto()  # another local account's bare JID
+    ACCOUNT = SELF | BARE
+    ANY = HOST | SELF | BARE
+
+
+@dataclass(slots=True)
+class IqRequest:
+    stanza: Element
+    origin: C2SSession | None
+    sender: JID
+    to: JID
+    target: Target
+
+    @property
+    def payload(self) -> Element:
+        child = self.stanza.first_child
+        assert child is not None
+        return child
+
+    @property
+    def type(self) -> str:
+        return self.stanza.get("type") or ""
+
+    def result(self, payload: Element | None = None) -> Element:
+        return iq_result(self.stanza, payload)
+
+
+IqHandler = Callable[[IqRequest], "Element | Awaitable[Element | None] | None"]
+
+
+@dataclass(slots=True)
+class _IqRoute:
+    handler: IqHandler
+    targets: Target
+    owner: str
+    is_async: bool
+
+
+class IqHandlers:
+    """The IQ handler table of one host."""
+
+    def __init__(self) -> None:
+        self._routes: dict[tuple[str, str, str], list[_IqRoute]] = {}
+
+    def add(
+        self,
+        iq_type: str,
+        ns: str,
+        tag: str,
+        handler: IqHandler,
+        targets: Target,
+        owner: str,
+    ) -> Callable[[], None]:
+        route = _IqRoute(handler, targets, owner, inspect.iscoroutinefunction(handler))
+        self._routes.setdefault((iq_type, ns, tag), []).append(route)
+
+        def remove() -> None:
+            routes = self._routes.get((iq_type, ns, tag), [])
+            if route in routes:
+                routes.remove(route)
+
+        return remove
+
+    def find(self, iq_type: str, ns: str, tag: str, target: Target) -> _IqRoute | None:
+        for route in self._routes.get((iq_type, ns, tag), ()):
+            if route.targets & target:
+                return route
+        return None
+
+
+class PendingIqs:
+    """IQs the server sent (e.g. pings to clients) waiting for their result or error."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, asyncio.Future[Element]] = {}
+        self._ids = itertools.count(1)
+
+    def new_id(self) -> str:
+        return f"salon-{next(self._ids)}"
+
+    def expect(self, iq_id: str) -> asyncio.Future[Element]:
+        future: asyncio.Future[Element] = asyncio.get_running_loop().create_future()
+        self._pending[iq_id] = future
+        future.add_done_callback(lambda _f: self._pending.pop(iq_id, None))
+        return future
+
+    def resolve(self, stanza: Element) -> bool:
+        future = self._pending.get(stanza.get("id") or "")
+        if future is None or future.done():
+            return False
+        future.set_result(stanza)
+        return True

@@ -1,0 +1,70 @@
+"""XEP-0030: Service Discovery for the server and for accounts.
+
+Modules announce features with ``add_feature`` (server) and ``add_account_feature``
+(accounts); this module collects them, nobody calls it.
+"""
+
+from __future__ import annotations
+
+from salon.core.iq import IqRequest, Target
+from salon.core.module import Identity, Module, Spec
+from salon.errors import StanzaError, StanzaErrorCondition
+from salon.namespaces import NS_DISCO_INFO, NS_DISCO_ITEMS
+from salon.xml.element import Element
+
+
+class Disco(Module):
+    name = "disco"
+    specs = (Spec("XEP-0030", "2.5rc3"),)
+
+    def setup(self) -> None:
+        self.add_identity("server", "im", "Salon")
+        self.add_feature(NS_DISCO_INFO)
+        self.add_feature(NS_DISCO_ITEMS)
+        self.add_account_feature(NS_DISCO_INFO)
+        self.on_iq("get", NS_DISCO_INFO, "query", self.info, to=Target.ANY)
+        self.on_iq("get", NS_DISCO_ITEMS, "query", self.items, to=Target.ANY)
+
+    async def info(self, request: IqRequest) -> Element:
+        node = request.payload.get("node")
+        query = Element("query", NS_DISCO_INFO)
+        if node is not None:
+            raise StanzaError(StanzaErrorCondition.ITEM_NOT_FOUND)
+        if request.target is Target.HOST:
+            identities: list[Identity] = self.host.items("disco_identity")
+            features: list[str] = self.host.items("disco_feature")
+        else:
+            if not await self._account_exists(request):
+                raise StanzaError(StanzaErrorCondition.SERVICE_UNAVAILABLE)
+            identities = [Identity("account", "registered")]
+            features = self.host.items("account_feature")
+        for identity in identities:
+            attrs = {"category": identity.category, "type": identity.type}
+            if identity.name:
+                attrs["name"] = identity.name
+            query.add("identity", attrs=attrs)
+        for feature in sorted(set(features)):
+            query.add("feature", attrs={"var": feature})
+        return request.result(query)
+
+    async def items(self, request: IqRequest) -> Element:
+        if request.payload.get("node") is not None:
+            raise StanzaError(StanzaErrorCondition.ITEM_NOT_FOUND)
+        if request.target is not Target.HOST and not await self._account_exists(request):
+            raise StanzaError(StanzaErrorCondition.SERVICE_UNAVAILABLE)
+        query = Element("query", NS_DISCO_ITEMS)
+        if request.target is Target.HOST:
+            for jid, name in self.host.items("disco_item"):
+                attrs = {"jid": jid}
+                if name:
+                    attrs["name"] = name
+                query.add("item", attrs=attrs)
+        return request.result(query)
+
+    async def _account_exists(self, request: IqRequest) -> bool:
+        if request.target is Target.SELF:
+            return True
+        to = request.to
+        if self.server.sessions.is_online(to):
+            return True
+        return await self.storage.accounts.get(self.domain, to.local or "") is not None

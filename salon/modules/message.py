@@ -1,0 +1,73 @@
+"""Message delivery to local accounts (RFC 6121 §8.5.2, §8.5.3).
+
+Bare JID: chat/normal go to the available resources with the highest non-negative priority;
+headline to every such resource; groupchat is refused; errors are dropped. Full JID: the
+resource if it is connected, otherwise chat/normal fall back to the bare-JID rules, headline
+and error are dropped, groupchat is refused. When no resource can take a chat/normal
+message, ``MessageUndeliverable`` lets offline storage take it; otherwise the sender gets
+<service-unavailable/>.
+"""
+
+from __future__ import annotations
+
+from salon.core.events import MessageToBare, MessageToFull, MessageUndeliverable, RoutedStanza
+from salon.core.hooks import HANDLED, Priority
+from salon.core.module import Module, Spec
+from salon.core.session import C2SSession
+from salon.errors import StanzaError, StanzaErrorCondition
+
+
+def delivery_targets(sessions: list[C2SSession], stype: str) -> list[C2SSession]:
+    """The resources a message to a bare JID goes to (RFC 6121 §8.5.2.1)."""
+    eligible = [s for s in sessions if s.is_available and s.priority >= 0]
+    if not eligible or stype == "headline":
+        return eligible
+    top = max(s.priority for s in eligible)
+    return [s for s in eligible if s.priority == top]
+
+
+class MessageDelivery(Module):
+    name = "message"
+    specs = (Spec("RFC 6121 §8.5", "", "message delivery rules for local accounts"),)
+
+    def setup(self) -> None:
+        self.hook(MessageToBare, self.to_bare, Priority.DELIVER)
+        self.hook(MessageToFull, self.to_full, Priority.DELIVER)
+
+    async def to_bare(self, event: RoutedStanza) -> bool:
+        stype = event.stanza_type
+        if stype == "error":
+            return HANDLED
+        if stype == "groupchat":
+            raise StanzaError(StanzaErrorCondition.SERVICE_UNAVAILABLE)
+        targets = delivery_targets(self.server.sessions.resources(event.to), stype)
+        if targets:
+            for session in targets:
+                session.send(event.stanza)
+            return HANDLED
+        if stype == "headline":
+            return HANDLED  # RFC 6121 §8.5.2.2.1: silently ignored
+        if not await self._exists(event):
+            raise StanzaError(StanzaErrorCondition.SERVICE_UNAVAILABLE)
+        undeliverable = MessageUndeliverable(event.origin, event.stanza, event.sender, event.to)
+        if await self.host.hooks.fire(undeliverable):
+            return HANDLED
+        raise StanzaError(StanzaErrorCondition.SERVICE_UNAVAILABLE)
+
+    async def to_full(self, event: RoutedStanza) -> bool:
+        session = self.server.sessions.get(event.to)
+        if session is not None:
+            session.send(event.stanza)
+            return HANDLED
+        stype = event.stanza_type
+        if stype in ("error", "headline"):
+            return HANDLED
+        if stype == "groupchat":
+            raise StanzaError(StanzaErrorCondition.SERVICE_UNAVAILABLE)
+        bare = MessageToBare(event.origin, event.stanza, event.sender, event.to.bare)
+        return await self.to_bare(bare)
+
+    async def _exists(self, event: RoutedStanza) -> bool:
+        if self.server.sessions.is_online(event.to.bare):
+            return True
+        return await self.storage.accounts.get(self.domain, event.to.local or "") is not None

@@ -1,0 +1,59 @@
+"""SQL implementation of :class:`~salon.storage.interfaces.KeyValueStore`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from salon.storage.sql.dialect import upsert
+from salon.storage.sql.schema import kv
+
+__all__ = ["SqlKeyValueStore"]
+
+_KEY = ("host", "username", "store")
+
+
+class SqlKeyValueStore:
+    """One named store's documents, as rows of the shared ``kv`` table."""
+
+    def __init__(self, engine: AsyncEngine, store: str) -> None:
+        """Serve the documents of ``store`` (e.g. ``"vcard"``) from ``engine``."""
+        if not store or len(store) > 255:
+            raise ValueError(f"invalid key-value store name {store!r}")
+        self._engine = engine
+        self.store = store
+
+    async def get(self, host: str, username: str) -> str | None:
+        """Return the document, or ``None``."""
+        async with self._engine.begin() as conn:
+            value: str | None = await conn.scalar(
+                select(kv.c.value).where(
+                    kv.c.host == host, kv.c.username == username, kv.c.store == self.store
+                )
+            )
+            return value
+
+    async def set(self, host: str, username: str, value: str | None) -> None:
+        """Insert or replace the document; ``None`` deletes it."""
+        async with self._engine.begin() as conn:
+            if value is None:
+                await conn.execute(
+                    delete(kv).where(
+                        kv.c.host == host, kv.c.username == username, kv.c.store == self.store
+                    )
+                )
+                return
+            await upsert(
+                conn,
+                kv,
+                {
+                    "host": host,
+                    "username": username,
+                    "store": self.store,
+                    "value": value,
+                    "updated_at": datetime.now(UTC),
+                },
+                key=_KEY,
+            )

@@ -1,0 +1,37 @@
+"""The SQL :class:`~salon.storage.interfaces.Storage` bundle."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from salon.storage.interfaces import AccountStore
+from salon.storage.sql.accounts import SqlAccountStore
+from salon.storage.sql.kv import SqlKeyValueStore
+
+__all__ = ["SqlStorage"]
+
+
+class SqlStorage:
+    """All stores over one engine (SQLite or PostgreSQL).
+
+    The engine must already be migrated (see
+    :func:`salon.storage.sql.migrations.migrate`); :func:`salon.storage.open_storage`
+    does both.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        """Build the stores over ``engine``; :meth:`close` disposes of it."""
+        self.engine = engine
+        self.accounts: AccountStore = SqlAccountStore(engine)
+        self._keyvalue: dict[str, SqlKeyValueStore] = {}
+
+    def keyvalue(self, store: str) -> SqlKeyValueStore:
+        """Return the key-value store called ``store``."""
+        kv = self._keyvalue.get(store)
+        if kv is None:
+            kv = self._keyvalue[store] = SqlKeyValueStore(self.engine, store)
+        return kv
+
+    async def close(self) -> None:
+        """Close all pooled connections."""
+        await self.engine.dispose()
