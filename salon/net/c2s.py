@@ -46,6 +46,7 @@ class C2SConnection(asyncio.Protocol):
         "_deferred_handle",
         "_inbox",
         "_out",
+        "_held_data",
         "_reading_paused",
         "_worker",
         "connected_at",
@@ -72,6 +73,7 @@ class C2SConnection(asyncio.Protocol):
         self._deferred_handle: asyncio.TimerHandle | None = None
         self._closing = False
         self._reading_paused = False
+        self._held_data: list[bytes] | None = None  # bytes that arrive while TLS is starting
         loop = asyncio.get_running_loop()
         self.connected_at = self.last_activity = loop.time()
 
@@ -88,6 +90,10 @@ class C2SConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = asyncio.get_running_loop().time()
+        if self._held_data is not None:
+            # The TLS handshake finished but start_tls() has not returned to us yet.
+            self._held_data.append(data)
+            return
         self._execute(self.stream.receive_data(data))
 
     def eof_received(self) -> bool | None:
@@ -188,6 +194,7 @@ class C2SConnection(asyncio.Protocol):
             return
         self._flush()
         loop = asyncio.get_running_loop()
+        self._held_data = []
         try:
             transport = await loop.start_tls(self.transport, self, ctx, server_side=True)
         except (TimeoutError, OSError, ConnectionError) as exc:
@@ -200,6 +207,9 @@ class C2SConnection(asyncio.Protocol):
         self.transport = transport
         sslobj = transport.get_extra_info("ssl_object")
         self._execute(self.stream.tls_established(self.server.tls.channel_bindings(sslobj)))
+        held, self._held_data = self._held_data or [], None
+        for data in held:
+            self.data_received(data)
 
     async def _lookup(self, username: str) -> None:
         assert self.stream.host is not None

@@ -145,6 +145,7 @@ class XmlStreamParser:
         "_events",
         "_fed",
         "_head",
+        "_interned",
         "_mark",
         "_max_depth",
         "_max_stanza_bytes",
@@ -167,8 +168,11 @@ class XmlStreamParser:
 
         Everything is forgotten, including a previous error.
         """
-        self._parser = self._new_expat_parser()
+        # expat interns every element and attribute name it reports in _interned; _names maps
+        # an element's expat name to its (ns, tag)
+        self._interned: dict[str, str] = {}
         self._names: dict[str, tuple[str, str]] = {}
+        self._parser = self._new_expat_parser()
         self._events: list[ParserEvent] = []
         self._stack: list[Element] = []  # the open stanza and its open descendants
         self._text: list[str] = []  # text for _stack[-1] not yet appended to its children
@@ -210,7 +214,9 @@ class XmlStreamParser:
 
     # setup ------------------------------------------------------------------
     def _new_expat_parser(self) -> expat.XMLParserType:
-        parser = expat.ParserCreate(encoding="UTF-8", namespace_separator=_SEP)
+        parser = expat.ParserCreate(
+            encoding="UTF-8", namespace_separator=_SEP, intern=self._interned
+        )
         # expat >= 2.6 may hold back a complete final token until more data arrives; a stream
         # must deliver every stanza as soon as its last byte is in.
         set_deferral = getattr(parser, "SetReparseDeferralEnabled", None)
@@ -286,9 +292,9 @@ class XmlStreamParser:
         if self._parser.CurrentByteIndex - self._mark > self._max_stanza_bytes:
             raise self._too_big()
         self._events.append(stanza)
-        if len(self._names) > _MAX_CACHED_NAMES:
+        if len(self._interned) > _MAX_CACHED_NAMES:
+            self._interned.clear()
             self._names.clear()
-            self._parser.intern.clear()
 
     def _check_size(self) -> None:
         """After a feed: fail if the open stanza, or the unparsed tail, is already too big."""

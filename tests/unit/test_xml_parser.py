@@ -477,6 +477,17 @@ def test_dead_after_error() -> None:
         assert again.value.condition is C.RESTRICTED_XML
 
 
+def test_name_caches_stay_bounded() -> None:
+    # white-box: made-up element and attribute names must not pile up for the stream's lifetime
+    parser = XmlStreamParser()
+    parser.feed(HEADER)
+    for i in range(6000):
+        assert len(parser.feed(f"<e{i} a{i}='1' b{i}='2'/>".encode())) == 1
+    assert parser._parser.intern is parser._interned
+    assert 0 < len(parser._interned) <= 5000
+    assert len(parser._names) <= 5000
+
+
 def test_invalid_limits_are_rejected() -> None:
     with pytest.raises(ValueError):
         XmlStreamParser(max_depth=0)

@@ -1,0 +1,393 @@
+"""Start a real Salon server in-process on ephemeral ports and talk to it over sockets.
+
+Two kinds of client:
+
+* ``SlixClient``: slixmpp, a real client library, for normal flows.
+* ``RawClient``: bytes over a socket for edge cases. It reads the server's output with the
+  standard library's ``XMLPullParser``, a different parser from the server's, so a parser bug
+  cannot hide itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import ssl
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import slixmpp
+import trustme
+
+from salon.auth.credentials import make_credentials
+from salon.config import settings_from_dict
+from salon.core.server import Server
+
+NS_STREAM = "http://etherx.jabber.org/streams"
+NS_STREAMS = "urn:ietf:params:xml:ns:xmpp-streams"
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
+NS_CLIENT = "jabber:client"
+PASSWORD = "correct horse battery staple"
+DOMAINS = ("localhost", "example.test")
+DEFAULT_TIMEOUT = 5.0
+
+
+def q(ns: str, tag: str) -> str:
+    """ElementTree's Clark name."""
+    return f"{{{ns}}}{tag}"
+
+
+@dataclass
+class RunningServer:
+    server: Server
+    ca: trustme.CA
+    ca_path: Path
+    data_dir: Path
+    domain: str = "localhost"
+    _counter: int = 0
+
+    @property
+    def port(self) -> int:
+        return self.server.port("c2s")
+
+    @property
+    def tls_port(self) -> int:
+        return self.server.port("c2s_direct_tls")
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context()
+        self.ca.configure_trust(ctx)
+        return ctx
+
+    async def add_user(
+        self, local: str | None = None, password: str = PASSWORD, domain: str | None = None
+    ) -> str:
+        """Create a fresh account; returns its bare JID."""
+        if local is None:
+            self._counter += 1
+            local = f"user{self._counter}-{uuid.uuid4().hex[:6]}"
+        domain = domain or self.domain
+        await self.server.storage.accounts.create(domain, local, make_credentials(password))
+        return f"{local}@{domain}"
+
+
+def issue_host_certs(ca: trustme.CA, data_dir: Path, domains: tuple[str, ...]) -> dict[str, Any]:
+    hosts: dict[str, Any] = {}
+    for domain in domains:
+        cert = ca.issue_cert(domain)
+        cert_path = data_dir / "certs" / f"{domain}.crt"
+        key_path = data_dir / "certs" / f"{domain}.key"
+        cert_path.parent.mkdir(parents=True, exist_ok=True)
+        cert.cert_chain_pems[0].write_to_path(str(cert_path))
+        for extra in cert.cert_chain_pems[1:]:
+            with cert_path.open("ab") as f:
+                f.write(extra.bytes())
+        cert.private_key_pem.write_to_path(str(key_path))
+        hosts[domain] = {"certificate": str(cert_path), "key": str(key_path)}
+    return hosts
+
+
+def server_settings(data_dir: Path, hosts: dict[str, Any], **c2s: Any) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "interfaces": ["127.0.0.1"],
+        "port": 0,
+        "direct_tls_port": 0,
+        "auth_failure_delay": 0.01,
+    }
+    options.update(c2s)
+    return {
+        "server": {"data_dir": str(data_dir), "storage": "sqlite:///salon.db"},
+        "c2s": options,
+        "hosts": hosts,
+    }
+
+
+async def start_server(
+    data_dir: Path, ca: trustme.CA, *, modules: list[str] | None = None, **c2s: Any
+) -> RunningServer:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    hosts = issue_host_certs(ca, data_dir, DOMAINS)
+    data = server_settings(data_dir, hosts, **c2s)
+    if modules is not None:
+        data["modules"] = {"enabled": modules}
+    settings = settings_from_dict(data)
+    server = Server(settings)
+    await server.start()
+    ca_path = data_dir / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    return RunningServer(server, ca, ca_path, data_dir)
+
+
+# --------------------------------------------------------------------------- slixmpp
+@dataclass
+class SlixClient:
+    """A connected, authenticated, bound slixmpp client plus a queue of what it received."""
+
+    xmpp: slixmpp.ClientXMPP
+    inbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+
+    @property
+    def jid(self) -> str:
+        return str(self.xmpp.boundjid)
+
+    async def expect(
+        self, predicate: Callable[[Any], bool] = lambda s: True, timeout: float = DEFAULT_TIMEOUT
+    ) -> Any:
+        """The next received stanza for which ``predicate`` holds (others are skipped)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError("expected stanza did not arrive")
+            try:
+                stanza = await asyncio.wait_for(self.inbox.get(), remaining)
+            except asyncio.TimeoutError:
+                raise AssertionError("expected stanza did not arrive") from None
+            if predicate(stanza):
+                return stanza
+
+    async def expect_nothing(
+        self, predicate: Callable[[Any], bool] = lambda s: True, within: float = 0.3
+    ) -> None:
+        """Prove a negative, bounded: nothing matching arrives within ``within`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while (remaining := deadline - loop.time()) > 0:
+            try:
+                stanza = await asyncio.wait_for(self.inbox.get(), remaining)
+            except asyncio.TimeoutError:
+                return
+            if predicate(stanza):
+                raise AssertionError(f"unexpected stanza: {stanza}")
+
+    async def disconnect(self) -> None:
+        self.xmpp.disconnect()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.xmpp.disconnected, 3)
+
+
+async def connect_slixmpp(
+    srv: RunningServer,
+    jid: str,
+    password: str = PASSWORD,
+    *,
+    mechanism: str | None = None,
+    direct_tls: bool = False,
+    timeout: float = 10.0,
+) -> SlixClient:
+    xmpp = slixmpp.ClientXMPP(jid, password, sasl_mech=mechanism)
+    xmpp.ca_certs = srv.ca_path
+    xmpp.enable_plaintext = False
+    xmpp.enable_direct_tls = direct_tls
+    xmpp.enable_starttls = not direct_tls
+    client = SlixClient(xmpp)
+    loop = asyncio.get_running_loop()
+    started: asyncio.Future[bool] = loop.create_future()
+
+    def on_start(_event: Any) -> None:
+        if not started.done():
+            started.set_result(True)
+
+    def on_fail(event: Any) -> None:
+        if not started.done():
+            started.set_exception(AssertionError(f"login failed: {event}"))
+
+    def incoming(stanza: Any) -> Any:
+        client.inbox.put_nowait(stanza)
+        return stanza
+
+    xmpp.add_event_handler("session_start", on_start)
+    xmpp.add_event_handler("failed_all_auth", on_fail)
+    xmpp.add_event_handler("connection_failed", on_fail)
+    xmpp.add_filter("in", incoming)
+    port = srv.tls_port if direct_tls else srv.port
+    xmpp.connect("127.0.0.1", port)
+    try:
+        await asyncio.wait_for(started, timeout)
+    except BaseException:
+        xmpp.disconnect()
+        raise
+    return client
+
+
+# --------------------------------------------------------------------------- raw sockets
+class RawClient:
+    """A byte-level XMPP client for edge cases, reading with the stdlib's XMLPullParser."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.stream_attrs: dict[str, str] = {}
+        self.closed_by_server = False
+        self._reset_parser()
+
+    @classmethod
+    async def connect(
+        cls, srv: RunningServer, *, direct_tls: bool = False, server_hostname: str = "localhost"
+    ) -> RawClient:
+        if direct_tls:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1",
+                srv.tls_port,
+                ssl=srv.client_ssl_context(),
+                server_hostname=server_hostname,
+            )
+        else:
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        return cls(reader, writer)
+
+    def _reset_parser(self) -> None:
+        self._parser = ET.XMLPullParser(events=("start", "end"))
+        self._depth = 0
+        self._ready: list[ET.Element] = []
+        self.stream_closed = False
+
+    async def send(self, data: str | bytes) -> None:
+        self.writer.write(data.encode() if isinstance(data, str) else data)
+        await self.writer.drain()
+
+    def _pump(self, data: bytes) -> None:
+        self._parser.feed(data)
+        for event, elem in self._parser.read_events():
+            if event == "start":
+                self._depth += 1
+                if self._depth == 1:
+                    self.stream_attrs = dict(elem.attrib)
+            else:
+                self._depth -= 1
+                if self._depth == 1:
+                    self._ready.append(elem)
+                elif self._depth == 0:
+                    self.stream_closed = True
+
+    async def _read_more(self, timeout: float) -> bool:
+        try:
+            data = await asyncio.wait_for(self.reader.read(65536), timeout)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            data = b""
+        if not data:
+            self.closed_by_server = True
+            return False
+        self._pump(data)
+        return True
+
+    async def next(self, timeout: float = DEFAULT_TIMEOUT) -> ET.Element:
+        """The next top-level element the server sent."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self._ready:
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self.closed_by_server:
+                raise AssertionError("no element arrived")
+            try:
+                if not await self._read_more(remaining):
+                    raise AssertionError("connection closed before an element arrived")
+            except asyncio.TimeoutError:
+                raise AssertionError("no element arrived") from None
+        return self._ready.pop(0)
+
+    async def expect_nothing(self, within: float = 0.3) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while not self._ready and (remaining := deadline - loop.time()) > 0:
+            try:
+                if not await self._read_more(remaining):
+                    break
+            except asyncio.TimeoutError:
+                break
+        assert not self._ready, f"unexpected: {ET.tostring(self._ready[0])!r}"
+
+    async def open(self, to: str = "localhost", *, header: str | None = None) -> ET.Element:
+        """Send a stream header; return the server's <stream:features/>."""
+        self._reset_parser()
+        await self.send(
+            header
+            or (
+                f"<?xml version='1.0'?><stream:stream to='{to}' version='1.0' "
+                f"xmlns='jabber:client' xmlns:stream='{NS_STREAM}'>"
+            )
+        )
+        features = await self.next()
+        assert features.tag == q(NS_STREAM, "features"), features.tag
+        return features
+
+    async def starttls(self, srv: RunningServer, server_hostname: str = "localhost") -> None:
+        await self.send(f"<starttls xmlns='{NS_TLS}'/>")
+        proceed = await self.next()
+        assert proceed.tag == q(NS_TLS, "proceed"), proceed.tag
+        await self.writer.start_tls(srv.client_ssl_context(), server_hostname=server_hostname)
+
+    async def auth_plain(self, jid: str, password: str = PASSWORD) -> ET.Element:
+        local = jid.split("@", 1)[0]
+        payload = base64.b64encode(f"\0{local}\0{password}".encode()).decode()
+        await self.send(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{payload}</auth>")
+        return await self.next()
+
+    async def bind(self, resource: str | None = None) -> str:
+        inner = f"<resource>{resource}</resource>" if resource else ""
+        await self.send(f"<iq type='set' id='bind1'><bind xmlns='{NS_BIND}'>{inner}</bind></iq>")
+        reply = await self.next()
+        assert reply.get("type") == "result", ET.tostring(reply)
+        jid = reply.find(f"{q(NS_BIND, 'bind')}/{q(NS_BIND, 'jid')}")
+        assert jid is not None and jid.text
+        return jid.text
+
+    async def login(
+        self,
+        srv: RunningServer,
+        jid: str,
+        password: str = PASSWORD,
+        resource: str | None = "raw",
+        domain: str = "localhost",
+    ) -> str:
+        """STARTTLS, SASL PLAIN, restart, bind; returns the bound full JID."""
+        await self.open(domain)
+        await self.starttls(srv, domain)
+        await self.open(domain)
+        success = await self.auth_plain(jid, password)
+        assert success.tag == q(NS_SASL, "success"), ET.tostring(success)
+        await self.open(domain)
+        return await self.bind(resource)
+
+    async def expect_stream_error(self, condition: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """The server sends <stream:error> with ``condition``, closes the stream and the TCP
+        connection (RFC 6120 §4.9.1.1)."""
+        error = await self.next(timeout)
+        assert error.tag == q(NS_STREAM, "error"), ET.tostring(error)
+        conditions = [child.tag for child in error if child.tag != q(NS_STREAMS, "text")]
+        assert conditions == [q(NS_STREAMS, condition)], conditions
+        await self.expect_closed(timeout)
+
+    async def expect_closed(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.closed_by_server:
+            remaining = deadline - loop.time()
+            assert remaining > 0, "the server did not close the connection"
+            with contextlib.suppress(asyncio.TimeoutError):
+                await self._read_more(remaining)
+        assert self.stream_closed, "the server closed TCP without </stream:stream>"
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+            await asyncio.wait_for(self.writer.wait_closed(), 2)
+
+
+def stanza_error_condition(stanza: ET.Element) -> str | None:
+    """The defined condition of an error stanza, or None."""
+    for error in stanza:
+        if error.tag.endswith("}error"):
+            for child in error:
+                if child.tag.startswith(f"{{{NS_STANZAS}}}") and not child.tag.endswith("}text"):
+                    return child.tag.split("}", 1)[1]
+    return None
