@@ -42,9 +42,7 @@ def module_class(name: str) -> type[Module]:
 
 def available_modules() -> list[str]:
     return sorted(
-        info.name
-        for info in pkgutil.iter_modules(salon.modules.__path__)
-        if info.name[0] != "_"
+        info.name for info in pkgutil.iter_modules(salon.modules.__path__) if info.name[0] != "_"
     )
 
 

@@ -150,7 +150,7 @@ class SlixClient:
                 raise AssertionError("expected stanza did not arrive")
             try:
                 stanza = await asyncio.wait_for(self.inbox.get(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise AssertionError("expected stanza did not arrive") from None
             if predicate(stanza):
                 return stanza
@@ -164,7 +164,7 @@ class SlixClient:
         while (remaining := deadline - loop.time()) > 0:
             try:
                 stanza = await asyncio.wait_for(self.inbox.get(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return
             if predicate(stanza):
                 raise AssertionError(f"unexpected stanza: {stanza}")
@@ -291,7 +291,7 @@ class RawClient:
             try:
                 if not await self._read_more(remaining):
                     raise AssertionError("connection closed before an element arrived")
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise AssertionError("no element arrived") from None
         return self._ready.pop(0)
 
@@ -302,7 +302,7 @@ class RawClient:
             try:
                 if not await self._read_more(remaining):
                     break
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
         assert not self._ready, f"unexpected: {ET.tostring(self._ready[0])!r}"
 
