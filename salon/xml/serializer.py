@@ -5,9 +5,19 @@ from __future__ import annotations
 from salon.namespaces import NS_STREAM, NS_XML
 from salon.xml.element import Element
 
-_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+# \r would be read back as \n, and tab/newline in attributes as spaces: write them as references.
+_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
 _ATTR_ESCAPES = str.maketrans(
-    {"&": "&amp;", "<": "&lt;", ">": "&gt;", "'": "&apos;", '"': "&quot;"}
+    {
+        "&": "&amp;",
+        "<": "&lt;",
+        ">": "&gt;",
+        "'": "&apos;",
+        '"': "&quot;",
+        "\t": "&#9;",
+        "\n": "&#10;",
+        "\r": "&#13;",
+    }
 )
 
 
@@ -29,7 +39,7 @@ def _attr_name(name: str, out: list[str], declared: dict[str, str]) -> str:
     if prefix is None:
         prefix = f"a{len(declared)}"
         declared[ns] = prefix
-        out.append(f" xmlns:{prefix}='{escape_attr(ns)}'")
+        out.append(f"xmlns:{prefix}='{escape_attr(ns)}' ")
     return f"{prefix}:{local}"
 
 
