@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
@@ -83,6 +84,10 @@ class C2SConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.transport.set_write_buffer_limits(high=self.server.settings.c2s.max_send_queue)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Small writes (handshake records, short stanzas) must not wait for delayed ACKs.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.direct_tls:
             sslobj = transport.get_extra_info("ssl_object")
             self.stream.channel_bindings = self.server.tls.channel_bindings(sslobj)
