@@ -58,6 +58,8 @@ class TlsContexts:
         except (OSError, ssl.SSLError, ValueError) as exc:
             log.warning("no TLS for %s: %s", domain, exc)
             return False
+        # Direct TLS switches to this context on SNI, and OpenSSL then answers ALPN from it.
+        ctx.set_alpn_protocols(["xmpp-client"])
         self._hosts[domain] = _HostTls(ctx, cert_path, key_path, cb_hash)
         self._by_context[id(ctx)] = domain
         if self._default is None:

@@ -59,6 +59,7 @@ from salon.xml.parser import StreamClosed, StreamOpened, XmlStreamParser
 from salon.xml.serializer import STREAM_CLOSE, serialize, stream_header
 
 STANZA_TAGS = frozenset(("message", "presence", "iq"))
+MAX_HELD_STANZAS = 32
 NS_XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 
 
@@ -97,6 +98,7 @@ class C2SStream:
         "_auth_failures",
         "_bind_pending",
         "_header_sent",
+        "_held",
         "_lang",
         "_parser",
         "_sasl",
@@ -127,6 +129,7 @@ class C2SStream:
         self._sasl_mechanism = ""
         self._auth_failures = 0
         self._bind_pending = False
+        self._held: list[Element] = []  # stanzas pipelined behind the bind request
 
     # ------------------------------------------------------------------ inputs
     def receive_data(self, data: bytes) -> list[StreamAction]:
@@ -180,7 +183,11 @@ class C2SStream:
         self.state = C2SState.BOUND
         iq = Element("iq", NS_CLIENT, {"type": "result", "id": iq_id})
         iq.add("bind", NS_BIND).add("jid", NS_BIND, text=str(jid))
-        return [Send(serialize(iq, NS_CLIENT))]
+        actions: list[StreamAction] = [Send(serialize(iq, NS_CLIENT))]
+        held, self._held = self._held, []
+        for stanza in held:
+            actions.extend(self._on_element(stanza))
+        return actions
 
     def close(
         self, condition: StreamErrorCondition | None = None, text: str | None = None
@@ -273,6 +280,11 @@ class C2SStream:
     # ------------------------------------------------------------- elements
     def _on_element(self, el: Element) -> list[StreamAction]:
         state = self.state
+        if el.ns == NS_STREAM and el.tag == "error":
+            # The peer ended the stream (RFC 6120 §4.9): close our side, in every state, and
+            # never answer an error with an error.
+            self.state = C2SState.CLOSED
+            return [Send(STREAM_CLOSE), CloseConnection(None)]
         if state is C2SState.BOUND:
             if el.ns == NS_CLIENT and el.tag in STANZA_TAGS:
                 if el.tag == "iq" and el.get("type") == "set" and _first_ns(el) == NS_SESSION:
@@ -281,9 +293,6 @@ class C2SStream:
                     return [Send(_iq_error(el, StanzaErrorCondition.NOT_ALLOWED))]
                 return [StanzaReceived(el)]
             return self._on_nonza(el)
-        if el.ns == NS_STREAM and el.tag == "error":
-            self.state = C2SState.CLOSED
-            return [Send(STREAM_CLOSE), CloseConnection(None)]
         if state is C2SState.NEGOTIATING:
             if el.ns == NS_TLS and el.tag == "starttls":
                 return self._on_starttls()
@@ -297,6 +306,10 @@ class C2SStream:
         if state is C2SState.BIND:
             if el.ns == NS_CLIENT and el.tag == "iq" and _first_ns(el) == NS_BIND:
                 return self._on_bind(el)
+            if self._bind_pending and len(self._held) < MAX_HELD_STANZAS:
+                # Pipelined behind the bind request: handled once the resource is bound.
+                self._held.append(el)
+                return []
             raise StreamError(StreamErrorCondition.NOT_AUTHORIZED, "bind a resource first")
         raise StreamError(StreamErrorCondition.BAD_FORMAT)
 
@@ -326,6 +339,9 @@ class C2SStream:
             if not self.is_secure and self.policy.require_encryption:
                 return self._sasl_failure(SaslCondition.ENCRYPTION_REQUIRED, counts=False)
             mechanism = el.get("mechanism") or ""
+            if mechanism == "PLAIN" and self.policy.allow_plain and not self.is_secure:
+                # RFC 6120 §6.5.4: usable, but only on a protected stream.
+                return self._sasl_failure(SaslCondition.ENCRYPTION_REQUIRED, counts=False)
             if mechanism not in offered_mechanisms(
                 is_secure=self.is_secure,
                 channel_bindings=list(self.channel_bindings),

@@ -227,6 +227,7 @@ class RawClient:
         self.reader = reader
         self.writer = writer
         self.stream_attrs: dict[str, str] = {}
+        self.stream_tag = ""  # Clark name of the root element the server opened, once it has
         self.closed_by_server = False
         self._reset_parser()
 
@@ -262,6 +263,7 @@ class RawClient:
                 self._depth += 1
                 if self._depth == 1:
                     self.stream_attrs = dict(elem.attrib)
+                    self.stream_tag = elem.tag
             else:
                 self._depth -= 1
                 if self._depth == 1:
@@ -358,6 +360,14 @@ class RawClient:
         await self.open(domain)
         return await self.bind(resource)
 
+    async def ping(self, to: str = "localhost", iq_id: str = "ping1") -> ET.Element:
+        """Send an XEP-0199 ping and return the server's reply, asserting it is the result."""
+        await self.send(f"<iq type='get' id='{iq_id}' to='{to}'><ping xmlns='urn:xmpp:ping'/></iq>")
+        reply = await self.next()
+        assert reply.tag == q(NS_CLIENT, "iq"), ET.tostring(reply)
+        assert reply.get("id") == iq_id and reply.get("type") == "result", ET.tostring(reply)
+        return reply
+
     async def expect_stream_error(self, condition: str, timeout: float = DEFAULT_TIMEOUT) -> None:
         """The server sends <stream:error> with ``condition``, closes the stream and the TCP
         connection (RFC 6120 §4.9.1.1)."""
@@ -381,6 +391,18 @@ class RawClient:
         with contextlib.suppress(Exception):
             self.writer.close()
             await asyncio.wait_for(self.writer.wait_closed(), 2)
+
+
+async def raw_session(
+    srv: RunningServer, jid: str | None = None, resource: str | None = "raw"
+) -> tuple[RawClient, str]:
+    """A RawClient logged in and bound (a fresh account unless ``jid`` is given); returns it
+    with its full JID."""
+    if jid is None:
+        jid = await srv.add_user()
+    client = await RawClient.connect(srv)
+    full = await client.login(srv, jid, resource=resource)
+    return client, full
 
 
 def stanza_error_condition(stanza: ET.Element) -> str | None:
