@@ -357,15 +357,17 @@ class C2SStream:
             )
             self._sasl_mechanism = mechanism
             self.state = C2SState.SASL
-            data = _decode_sasl_payload(el.text)
-            if data is False:
+            try:
+                data = _decode_sasl_payload(el.text)
+            except ValueError:
                 return self._sasl_failure(SaslCondition.INCORRECT_ENCODING)
             return self._sasl_step(self._sasl.start(data))
         if el.tag == "response":
             if self._sasl is None or self.state is not C2SState.SASL:
                 return self._sasl_failure(SaslCondition.MALFORMED_REQUEST, counts=False)
-            data = _decode_sasl_payload(el.text)
-            if data is False:
+            try:
+                data = _decode_sasl_payload(el.text)
+            except ValueError:
                 return self._sasl_failure(SaslCondition.INCORRECT_ENCODING)
             return self._sasl_step(self._sasl.respond(data or b""))
         if el.tag == "abort":
@@ -442,8 +444,8 @@ def _first_ns(el: Element) -> str | None:
     return None if child is None else child.ns
 
 
-def _decode_sasl_payload(text: str) -> bytes | bool | None:
-    """RFC 6120 §6.4.2: no text = no data, '=' = empty data; False when not base64."""
+def _decode_sasl_payload(text: str) -> bytes | None:
+    """RFC 6120 §6.4.2: no text = no data, '=' = empty data; ValueError when not base64."""
     text = text.strip()
     if not text:
         return None
@@ -451,8 +453,8 @@ def _decode_sasl_payload(text: str) -> bytes | bool | None:
         return b""
     try:
         return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return False
+    except binascii.Error as exc:  # a ValueError subclass
+        raise ValueError(str(exc)) from None
 
 
 def _sasl_element(tag: str, data: bytes | None) -> bytes:
