@@ -38,6 +38,13 @@ class PreStanza(Dispatch):
 
 
 @dataclass(slots=True)
+class InboundStanza(RoutedStanza):
+    """Any stanza addressed to a local account (bare or full JID), fired before the
+    kind-specific event. GUARD modules (blocking, privacy) return HANDLED to stop it; they
+    answer the sender themselves or raise StanzaError."""
+
+
+@dataclass(slots=True)
 class MessageToFull(RoutedStanza):
     pass
 
@@ -84,6 +91,21 @@ class PresenceBroadcast(Dispatch):
 @dataclass(slots=True)
 class IqToFull(RoutedStanza):
     pass
+
+
+@dataclass(slots=True)
+class AvailablePresence(Notification):
+    """A session sent available presence while it was unavailable (initial presence, or
+    available again after unavailable). Offline delivery and the like hook here."""
+
+    session: C2SSession
+
+
+@dataclass(slots=True)
+class RosterRequested(Notification):
+    """A session fetched its roster: it is now an "interested resource" (RFC 6121 §2.1.6)."""
+
+    session: C2SSession
 
 
 @dataclass(slots=True)

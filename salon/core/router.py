@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from salon.core.events import (
+    InboundStanza,
     IqToFull,
     MessageToBare,
     MessageToFull,
@@ -106,6 +107,10 @@ class Router:
         else:
             kind = "full"
         try:
+            if kind != "host" and await host.hooks.fire(
+                InboundStanza(origin, stanza, sender, to)
+            ):
+                return
             if stanza.tag == "iq" and kind != "full":
                 await self._iq_to_server(host, stanza, origin, sender, to)
                 return

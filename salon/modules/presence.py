@@ -9,6 +9,7 @@ plug in through the same events.
 from __future__ import annotations
 
 from salon.core.events import (
+    AvailablePresence,
     PresenceBroadcast,
     PresenceToBare,
     PresenceToFull,
@@ -48,13 +49,18 @@ class Presence(Module):
         self.hook(ResourceUnbound, self.session_ended)
 
     # ------------------------------------------------------------------ broadcast
-    def broadcast(self, event: PresenceBroadcast) -> bool:
+    async def broadcast(self, event: PresenceBroadcast) -> bool:
         session, stanza = event.origin, event.stanza
         stype = stanza.get("type")
         if stype is None:
             session.priority = parse_priority(stanza)
+            was_available = session.is_available
             session.is_available = True
             session.presence = stanza
+            self._send_to_own_resources(session, stanza)
+            if not was_available:
+                await self.host.hooks.fire(AvailablePresence(session))
+            return HANDLED
         elif stype == "unavailable":
             session.is_available = False
             session.presence = None

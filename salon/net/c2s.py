@@ -130,6 +130,10 @@ class C2SConnection(asyncio.Protocol):
     def close_stream(
         self, condition: StreamErrorCondition | None = None, text: str | None = None
     ) -> None:
+        if condition is not None:
+            # The core ended the stream with an error (invalid-from, conflict, ...): stanzas
+            # still queued arrived after the fault and are not processed (RFC 6120 §4.9.1.1).
+            self._inbox.clear()
         self._execute(self.stream.close(condition, text))
 
     # ------------------------------------------------------------------ actions

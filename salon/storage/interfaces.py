@@ -19,7 +19,14 @@ __all__ = [
     "AccountExists",
     "AccountNotFound",
     "AccountStore",
+    "BlocklistStore",
     "KeyValueStore",
+    "OfflineMessage",
+    "OfflineStore",
+    "PendingSubscription",
+    "Roster",
+    "RosterItem",
+    "RosterStore",
     "ScramCredential",
     "Storage",
 ]
@@ -122,10 +129,122 @@ class KeyValueStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class RosterItem:
+    """One contact in a user's roster (RFC 6121 §2.1.2)."""
+
+    jid: str
+    """The contact's bare JID, normalised."""
+    name: str | None = None
+    subscription: str = "none"
+    """``"none"``, ``"to"``, ``"from"`` or ``"both"``."""
+    ask: bool = False
+    """Pending-out: the user asked to subscribe and the contact has not answered."""
+    approved: bool = False
+    """Pre-approved: a future inbound subscribe is accepted at once (RFC 6121 §3.4)."""
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Roster:
+    version: int
+    """Increases with every change (RFC 6121 §2.6); 0 for a roster never written."""
+    items: dict[str, RosterItem]
+    """Keyed by :attr:`RosterItem.jid`."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSubscription:
+    """An inbound subscription request waiting for the user (RFC 6121 §3.1.3)."""
+
+    jid: str
+    """The requester's bare JID."""
+    stanza: str
+    """The serialized subscribe presence, redelivered while it waits."""
+
+
+class RosterStore(Protocol):
+    """Rosters and pending inbound subscription requests."""
+
+    async def get(self, host: str, username: str) -> Roster:
+        """The whole roster; an empty roster at version 0 when there is none."""
+        ...
+
+    async def get_item(self, host: str, username: str, jid: str) -> RosterItem | None: ...
+
+    async def put_item(self, host: str, username: str, item: RosterItem) -> int:
+        """Insert or replace the item for ``item.jid``; returns the new roster version."""
+        ...
+
+    async def remove_item(self, host: str, username: str, jid: str) -> int | None:
+        """Remove the item; the new roster version, or None when there was no such item."""
+        ...
+
+    async def count(self, host: str, username: str) -> int: ...
+
+    async def add_pending(self, host: str, username: str, jid: str, stanza: str) -> None:
+        """Remember (or replace) the inbound request from ``jid``."""
+        ...
+
+    async def remove_pending(self, host: str, username: str, jid: str) -> bool: ...
+
+    async def list_pending(self, host: str, username: str) -> list[PendingSubscription]:
+        """Oldest first."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineMessage:
+    id: int
+    """Increases with arrival order."""
+    stanza: str
+    """The serialized message as it arrived (``from`` already stamped)."""
+    stored_at: datetime
+    """Timezone-aware UTC."""
+
+
+class OfflineStore(Protocol):
+    """Messages held for users with no available resource (XEP-0160). ``push`` commits
+    before it returns: an accepted message survives a crash."""
+
+    async def push(self, host: str, username: str, stanza: str, *, limit: int) -> bool:
+        """Store the message unless the user already has ``limit`` of them (then False);
+        the count check and the insert are one transaction."""
+        ...
+
+    async def list(self, host: str, username: str) -> list[OfflineMessage]:
+        """Oldest first."""
+        ...
+
+    async def delete(self, host: str, username: str, ids: Sequence[int]) -> None: ...
+
+    async def count(self, host: str, username: str) -> int: ...
+
+
+class BlocklistStore(Protocol):
+    """Blocked JIDs per user (XEP-0191). JIDs are stored as given after normalisation; they
+    may be domains, bare JIDs or full JIDs."""
+
+    async def get(self, host: str, username: str) -> list[str]:
+        """Sorted."""
+        ...
+
+    async def add(self, host: str, username: str, jids: Sequence[str]) -> None:
+        """Idempotent."""
+        ...
+
+    async def remove(self, host: str, username: str, jids: Sequence[str]) -> None:
+        """Remove these; an empty ``jids`` removes every entry."""
+        ...
+
+
 class Storage(Protocol):
     """The bundle of stores a running server uses."""
 
     accounts: AccountStore
+    roster: RosterStore
+    offline: OfflineStore
+    blocklist: BlocklistStore
 
     def keyvalue(self, store: str) -> KeyValueStore:
         """Return the key-value store called ``store`` (e.g. ``"vcard"``)."""

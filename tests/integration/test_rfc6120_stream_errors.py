@@ -344,6 +344,22 @@ async def test_forged_from_gets_invalid_from(server: RunningServer, forged: str)
     await bystander.ping()
 
 
+async def test_stanzas_after_a_forged_from_are_not_processed(server: RunningServer) -> None:
+    """The stream error ends processing: what the client sent before the forged stanza is
+    delivered, what it sent after it (in the same packet) is not (RFC 6120 §4.9.1.1)."""
+    bystander, bystander_full = await raw_session(server)
+    client, _ = await raw_session(server)
+    await client.send(
+        f"<message to='{bystander_full}' type='chat' id='early'><body>1</body></message>"
+        f"<message from='{bystander_full}' to='{bystander_full}' type='chat' id='forged'/>"
+        f"<message to='{bystander_full}' type='chat' id='late'><body>3</body></message>"
+    )
+    await client.expect_stream_error("invalid-from")
+    assert (await bystander.next()).get("id") == "early"
+    await bystander.expect_nothing(within=0.3)
+    await bystander.ping()
+
+
 async def test_from_equal_to_own_full_or_bare_jid_is_accepted(server: RunningServer) -> None:
     bystander, bystander_full = await raw_session(server)
     client, own_full = await raw_session(server)
@@ -372,11 +388,14 @@ async def test_unknown_top_level_element_gets_unsupported_stanza_type(
 ) -> None:
     bystander, bystander_full = await raw_session(server)
     client, _ = await raw_session(server)
-    # The message after the bad element is in the same packet: it must not be routed.
+    # All in one packet: the message before the bad element is routed, the one after is not.
     await client.send(
-        element + f"<message to='{bystander_full}' type='chat'><body>late</body></message>"
+        f"<message to='{bystander_full}' type='chat' id='early'><body>1</body></message>"
+        + element
+        + f"<message to='{bystander_full}' type='chat' id='late'><body>3</body></message>"
     )
     await client.expect_stream_error("unsupported-stanza-type")
+    assert (await bystander.next()).get("id") == "early"
     await bystander.expect_nothing(within=0.3)
     await bystander.ping()
 
