@@ -41,17 +41,36 @@ __all__ = [
     "C2SSettings",
     "ConfigError",
     "HostSettings",
+    "HttpSettings",
     "ModulesSettings",
+    "S2SSettings",
     "ServerSettings",
     "Settings",
     "default_config_text",
     "load_settings",
     "normalise_domain",
+    "parse_s2s_target",
     "settings_from_dict",
 ]
 
 #: Modules enabled when the config file does not list any.
-DEFAULT_MODULES: tuple[str, ...] = ("disco", "ping", "version", "presence", "message")
+DEFAULT_MODULES: tuple[str, ...] = (
+    "disco",
+    "ping",
+    "version",
+    "time",
+    "last",
+    "vcard",
+    "private",
+    "caps",
+    "contact",
+    "presence",
+    "message",
+    "offline",
+    "carbons",
+    "blocking",
+    "register",
+)
 
 #: Domain hosted when the config file has no ``[hosts]`` table.
 DEFAULT_HOST = "localhost"
@@ -293,6 +312,284 @@ class C2SSettings(_Section):
         return self
 
 
+def _check_url_path(value: str) -> str:
+    """A mount point: starts with '/', is not the root, and ends without '/'."""
+    path = value.rstrip("/")
+    if not value.startswith("/") or not path or any(c in value for c in " ?#"):
+        raise _custom_error(f"{value!r} is not a URL path such as '/http-bind'")
+    return path
+
+
+UrlPath = Annotated[str, AfterValidator(_check_url_path)]
+
+
+class HttpSettings(_Section):
+    """The ``[http]`` table: the web server for BOSH, WebSocket, host-meta and the chat page."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Whether to run the HTTP server (BOSH, WebSocket, host-meta, /chat).",
+    )
+    interfaces: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description="Addresses the HTTP and HTTPS ports listen on; behind a reverse proxy "
+        "keep 127.0.0.1.",
+    )
+    port: int = Field(
+        default=5280, ge=0, le=65535, description="Plain HTTP port (0 picks a free port)."
+    )
+    tls_port: int = Field(
+        default=5281,
+        ge=0,
+        le=65535,
+        description="HTTPS port, using the hosts' certificates (0 picks a free port).",
+    )
+    tls_enabled: bool = Field(default=True, description="Whether to listen on 'tls_port'.")
+    bosh_path: UrlPath = Field(
+        default="/http-bind", description="Where BOSH (XEP-0124, XEP-0206) is served."
+    )
+    websocket_path: UrlPath = Field(
+        default="/xmpp-websocket", description="Where XMPP over WebSocket (RFC 7395) is served."
+    )
+    chat_path: UrlPath = Field(default="/chat", description="Where the web chat page is served.")
+    web_client_dir: str = Field(
+        default="web/node_modules/converse.js/dist",
+        min_length=1,
+        description="Folder holding Converse.js's dist files, served by the chat page "
+        "('make run' installs them under var/web).",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description='Web origins whose pages may use BOSH and host-meta ("*" for any; an '
+        "empty list sends no CORS headers).",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        description="Addresses of reverse proxies whose X-Forwarded-Proto, -Host and -For "
+        "headers are believed.",
+    )
+    consider_secure: bool = Field(
+        default=False,
+        description="Treat plain-HTTP clients as encrypted; only for a TLS-terminating "
+        "proxy that cannot send X-Forwarded-Proto.",
+    )
+    public_url: str = Field(
+        default="",
+        description="Base URL advertised in host-meta, such as 'https://chat.example.org' "
+        "(empty: taken from each request).",
+    )
+    see_other_uri: str = Field(
+        default="",
+        description="When set, WebSocket clients are sent to this ws:// or wss:// URI "
+        "instead of being served (RFC 7395 see-other-uri).",
+    )
+    bosh_max_wait: int = Field(
+        default=60, ge=1, le=3600, description="Longest time a BOSH request is held, in seconds."
+    )
+    bosh_max_hold: int = Field(
+        default=1, ge=1, le=8, description="Most BOSH requests held at once per session."
+    )
+    bosh_inactivity: int = Field(
+        default=60,
+        ge=1,
+        le=3600,
+        description="Seconds a BOSH session may go without any request before it ends.",
+    )
+    bosh_polling: int = Field(
+        default=2,
+        ge=0,
+        le=600,
+        description="Shortest interval between empty requests of a polling BOSH client.",
+    )
+    bosh_max_pause: int = Field(
+        default=120, ge=0, le=3600, description="Longest BOSH pause a client may ask for."
+    )
+
+    @field_validator("interfaces", "trusted_proxies")
+    @classmethod
+    def _check_addresses(cls, value: list[str]) -> list[str]:
+        """Every entry must be an IP address or a plausible host name."""
+        return _check_address_list(value)
+
+    @field_validator("see_other_uri")
+    @classmethod
+    def _check_see_other_uri(cls, value: str) -> str:
+        """RFC 7395 redirects to WebSocket URIs only."""
+        if value and not value.startswith(("ws://", "wss://")):
+            raise _custom_error(f"{value!r} is not a ws:// or wss:// URI")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str) -> str:
+        """An http(s) base URL, kept without its trailing slash."""
+        if value and not value.startswith(("http://", "https://")):
+            raise _custom_error(f"{value!r} is not an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_distinct(self) -> HttpSettings:
+        """Ports and mount points must not collide."""
+        if self.tls_enabled and self.port != 0 and self.port == self.tls_port:
+            raise _custom_error(f"port and tls_port are both {self.port}, but they must differ")
+        paths = [self.bosh_path, self.websocket_path, self.chat_path]
+        if len(set(paths)) != len(paths):
+            raise _custom_error("bosh_path, websocket_path and chat_path must differ")
+        if any(p == "/.well-known" or p.startswith("/.well-known/") for p in paths):
+            raise _custom_error("/.well-known is reserved for host-meta")
+        return self
+
+
+def _check_address_list(value: list[str]) -> list[str]:
+    """Pydantic helper: IP addresses or host names (shared by listener address lists)."""
+    for address in value:
+        try:
+            ipaddress.ip_address(address)
+            continue
+        except ValueError:
+            pass
+        try:
+            normalise_domain(address)
+        except ValueError:
+            raise _custom_error(f"{address!r} is not an IP address or host name") from None
+    return value
+
+
+def parse_s2s_target(value: str) -> tuple[str, int, bool]:
+    """``"host:port"`` (STARTTLS) or ``"xmpps://host:port"`` (direct TLS, XEP-0368) as
+    ``(host, port, is_direct_tls)``; an IPv6 host is written in brackets. Raises
+    ``ValueError`` with one sentence."""
+    text = value.strip()
+    is_direct_tls = text.startswith("xmpps://")
+    text = text.removeprefix("xmpps://").removeprefix("xmpp://")
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f'{value!r} is not host:port (for example "10.0.0.5:5269")')
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        normalise_domain(host)
+    return host, int(port_text), is_direct_tls
+
+
+class S2SSettings(_Section):
+    """The ``[s2s]`` table: federation with other XMPP servers (server-to-server)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Whether to federate at all; false keeps a private deployment to itself "
+        "(stanzas to other domains get remote-server-not-found).",
+    )
+    interfaces: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description='Addresses to listen on for other servers; use "0.0.0.0" and "::" in '
+        "production.",
+    )
+    port: int = Field(
+        default=5269,
+        ge=0,
+        le=65535,
+        description="Port for server connections that start in plain text and use STARTTLS "
+        "(0 picks a free port).",
+    )
+    direct_tls_port: int = Field(
+        default=5270,
+        ge=0,
+        le=65535,
+        description="Port for server connections that start with TLS (XEP-0368) "
+        "(0 picks a free port).",
+    )
+    direct_tls_enabled: bool = Field(
+        default=True, description="Whether to listen on 'direct_tls_port'."
+    )
+    require_encryption: bool = Field(
+        default=True, description="Whether server connections must use TLS, both ways."
+    )
+    require_certificate: bool = Field(
+        default=False,
+        description="Whether peers must prove their domain with a certificate that validates "
+        "against ca_file; false also accepts Server Dialback (XEP-0220).",
+    )
+    ca_file: str = Field(
+        default="",
+        description="PEM bundle of the certificate authorities trusted for peers' "
+        "certificates; empty means the system's bundle.",
+    )
+    overrides: dict[DomainName, str] = Field(
+        default_factory=dict,
+        description='Where to reach a domain instead of asking DNS: "host:port" (STARTTLS) '
+        'or "xmpps://host:port" (direct TLS), e.g. { "partner.example" = "10.0.0.5:5269" }.',
+    )
+    allow: list[str] = Field(
+        default_factory=list,
+        description="If not empty, the only remote domains to federate with.",
+    )
+    deny: list[str] = Field(
+        default_factory=list, description="Remote domains never to federate with."
+    )
+    idle_timeout: float = Field(
+        default=600.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds a server connection may carry nothing before it is closed.",
+    )
+    connect_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds to reach and authenticate with a remote server before the "
+        "stanzas waiting for it bounce with remote-server-timeout.",
+    )
+    max_queue: int = Field(
+        default=1000,
+        ge=1,
+        description="Stanzas that may wait for a connection to one remote domain; more "
+        "bounce with resource-constraint.",
+    )
+    max_stanza_size: int = Field(
+        default=262144, ge=10000, description="Largest stanza a remote server may send, in bytes."
+    )
+
+    @field_validator("interfaces")
+    @classmethod
+    def _check_interfaces(cls, value: list[str]) -> list[str]:
+        """Every interface must be an IP address or a plausible host name."""
+        if not value:
+            raise _custom_error("list at least one address to listen on")
+        return _check_address_list(value)
+
+    @field_validator("allow", "deny")
+    @classmethod
+    def _check_domains(cls, value: list[str]) -> list[str]:
+        """Domain names, normalised."""
+        try:
+            return [normalise_domain(domain) for domain in value]
+        except ValueError as exc:
+            raise _custom_error(str(exc)) from None
+
+    @field_validator("overrides")
+    @classmethod
+    def _check_overrides(cls, value: dict[str, str]) -> dict[str, str]:
+        """Every target must be host:port."""
+        for target in value.values():
+            try:
+                parse_s2s_target(target)
+            except ValueError as exc:
+                raise _custom_error(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_ports(self) -> S2SSettings:
+        """The two listeners cannot share a fixed port."""
+        if self.direct_tls_enabled and self.port != 0 and self.port == self.direct_tls_port:
+            raise _custom_error(
+                f"port and direct_tls_port are both {self.port}, but they must differ"
+            )
+        return self
+
+
 class HostSettings(_Section):
     """One ``[hosts."<domain>"]`` table: a domain this server hosts."""
 
@@ -382,6 +679,13 @@ class Settings(_Section):
     )
     c2s: C2SSettings = Field(
         default_factory=C2SSettings, description="Client-to-server listeners and limits."
+    )
+    s2s: S2SSettings = Field(
+        default_factory=S2SSettings, description="Federation with other XMPP servers."
+    )
+    http: HttpSettings = Field(
+        default_factory=HttpSettings,
+        description="The web server: BOSH, WebSocket, host-meta and the chat page.",
     )
     hosts: dict[DomainName, HostSettings] = Field(
         default_factory=_default_hosts,
@@ -703,6 +1007,11 @@ def _toml_value(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        items = (
+            f"{json.dumps(k, ensure_ascii=False)} = {_toml_value(v)}" for k, v in value.items()
+        )
+        return "{" + ", ".join(items) + "}"
     raise TypeError(f"cannot render {type(value).__name__} as TOML")
 
 
@@ -739,6 +1048,10 @@ def default_config_text(domain: str = DEFAULT_HOST) -> str:
         *_section_lines(ServerSettings, ServerSettings()),
         "[c2s]",
         *_section_lines(C2SSettings, C2SSettings()),
+        "[s2s]",
+        *_section_lines(S2SSettings, S2SSettings()),
+        "[http]",
+        *_section_lines(HttpSettings, HttpSettings()),
         '# One [hosts."<domain>"] table for each domain this server hosts.',
         f"[hosts.{quoted}]",
         *_comment(HostSettings.model_fields["certificate"].description or ""),

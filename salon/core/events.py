@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from salon.core.hooks import Dispatch, Notification
 from salon.core.session import C2SSession
 from salon.jid import JID
+from salon.storage.interfaces import RosterItem
 from salon.xml.element import Element
 
 
@@ -109,6 +110,18 @@ class RosterRequested(Notification):
 
 
 @dataclass(slots=True)
+class RosterChanged(Notification):
+    """An item of a local user's roster was stored (``item``) or removed (``item`` None);
+    ``version`` is the roster's new version. The roster module pushes it to the user's
+    interested resources (RFC 6121 §2.1.6)."""
+
+    user: JID
+    jid: str
+    item: RosterItem | None
+    version: int
+
+
+@dataclass(slots=True)
 class ResourceBound(Notification):
     session: C2SSession
 
@@ -124,3 +137,16 @@ class ResourceUnbound(Notification):
 @dataclass(slots=True)
 class AccountDeleted(Notification):
     jid: JID
+
+
+@dataclass(slots=True)
+class PreAuthIqRequest(Dispatch):
+    """An iq get/set a client sent before authenticating, in a namespace a module opened with
+    the ``preauth_iq_namespace`` host item (XEP-0077 registration). The module answering it
+    sets ``reply`` and returns HANDLED, or raises StanzaError; unanswered ones get
+    service-unavailable."""
+
+    domain: str
+    stanza: Element
+    address: str  # the client's IP address
+    reply: Element | None = None

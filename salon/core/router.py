@@ -93,12 +93,26 @@ class Router:
             return
         await self.route(stanza, session, session.jid, to)
 
+    # ------------------------------------------------------------------ from servers
+    async def from_remote(self, stanza: Element, sender: JID, to: JID) -> None:
+        """A stanza a remote server delivered; its stream already checked that ``sender``'s
+        domain is authenticated and ``to``'s domain is ours (RFC 6120 §13.9.2)."""
+        condition = _check_type(stanza)
+        if condition is not None:
+            self.reply_error(None, stanza, condition)
+            return
+        await self.route(stanza, None, sender, to)
+
     # ------------------------------------------------------------------ routing
     async def route(self, stanza: Element, origin: C2SSession | None, sender: JID, to: JID) -> None:
         host = self.server.hosts.get(to.domain)
         if host is None:
-            # Federation is not part of this server yet: say so to the sender (RFC 6120 §10.4).
-            self.reply_error(origin, stanza, StanzaErrorCondition.REMOTE_SERVER_NOT_FOUND)
+            # Another domain (RFC 6120 §10.4): federation takes it, or bounces it to the sender
+            # when the remote server cannot be reached; without federation, say so here.
+            if not self.server.s2s.is_enabled:
+                self.reply_error(origin, stanza, StanzaErrorCondition.REMOTE_SERVER_NOT_FOUND)
+                return
+            self.server.s2s.send(stanza, sender, to)
             return
         if to.local is None:
             kind = "host"
@@ -107,9 +121,7 @@ class Router:
         else:
             kind = "full"
         try:
-            if kind != "host" and await host.hooks.fire(
-                InboundStanza(origin, stanza, sender, to)
-            ):
+            if kind != "host" and await host.hooks.fire(InboundStanza(origin, stanza, sender, to)):
                 return
             if stanza.tag == "iq" and kind != "full":
                 await self._iq_to_server(host, stanza, origin, sender, to)
@@ -188,6 +200,12 @@ class Router:
             return
         to = parse_jid(reply.get("to") or "")
         if to is None:
+            return
+        if to.domain not in self.server.hosts:
+            # The request came from a remote server: the reply goes back over federation.
+            sender = parse_jid(reply.get("from") or "")
+            if sender is not None and self.server.s2s.is_enabled:
+                self.server.s2s.send(reply, sender, to)
             return
         session = self.server.sessions.get(to)
         if session is not None:

@@ -8,19 +8,22 @@ from collections.abc import Coroutine
 from typing import Any
 
 from salon.config import Settings
-from salon.core.events import ResourceBound, ResourceUnbound
+from salon.core.events import PreAuthIqRequest, ResourceBound, ResourceUnbound
 from salon.core.hosts import VirtualHost
 from salon.core.iq import PendingIqs
 from salon.core.router import Router
 from salon.core.session import C2SSession
 from salon.core.sessions import SessionRegistry
-from salon.errors import StreamErrorCondition
+from salon.errors import StanzaError, StanzaErrorCondition, StreamErrorCondition
 from salon.jid import JID
 from salon.net.c2s import C2SConnection
+from salon.net.http import HttpService
+from salon.net.s2s import S2SManager
 from salon.net.tls import TlsContexts
 from salon.storage import Storage, open_storage
 from salon.stream.c2s import C2SPolicy
 from salon.xml.element import Element
+from salon.xml.stanza import error_reply
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,8 @@ class Server:
         self.tls = TlsContexts()
         self.connections: set[C2SConnection] = set()
         self.listeners: dict[str, list[asyncio.AbstractServer]] = {}
+        self.http: HttpService | None = None  # BOSH, WebSocket, host-meta, /chat
+        self.s2s = S2SManager(self)  # federation: listeners, outgoing connections, bounces
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
@@ -50,6 +55,9 @@ class Server:
             max_stanza_size=c2s.max_stanza_size,
             max_depth=c2s.max_depth,
             max_auth_attempts=c2s.max_auth_attempts,
+            preauth_iq_namespaces=lambda host: self._host_items(host, "preauth_iq_namespace"),
+            preauth_features=lambda host: self._host_items(host, "preauth_feature"),
+            postauth_features=lambda host: self._host_items(host, "stream_feature"),
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -63,6 +71,7 @@ class Server:
         for host in self.hosts.values():
             host.load_modules(list(settings.modules.enabled), settings.modules.options)
         await self._listen()
+        await self.s2s.start()
         for host in self.hosts.values():
             for module in host.modules.values():
                 await module.start()
@@ -89,6 +98,9 @@ class Server:
                 )
                 for host in c2s.interfaces
             ]
+        if self.settings.http.enabled:
+            self.http = HttpService(self)
+            self.listeners.update(await self.http.start())
 
     def addresses(self) -> dict[str, list[tuple[str, int]]]:
         """The bound (address, port) pairs of each listener kind."""
@@ -108,6 +120,7 @@ class Server:
                 srv.close()
         for conn in list(self.connections):
             conn.close_stream(StreamErrorCondition.SYSTEM_SHUTDOWN)
+        await self.s2s.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
         await asyncio.sleep(0)
@@ -115,6 +128,8 @@ class Server:
             if not self.connections and not self._tasks:
                 break
             await asyncio.sleep(0.02)
+        if self.http is not None:
+            await self.http.stop()
         for host in self.hosts.values():
             host.unload_modules()
         if self.storage is not None:
@@ -175,6 +190,22 @@ class Server:
         host = self.hosts.get(session.host)
         if host is not None:
             await host.hooks.fire(ResourceUnbound(session, error))
+
+    def _host_items(self, domain: str, kind: str) -> list[Any]:
+        host = self.hosts.get(domain)
+        return host.items(kind) if host is not None else []
+
+    async def preauth_iq(self, domain: str, stanza: Element, address: str) -> Element:
+        """The reply to an iq a client sent before authenticating (XEP-0077 registration),
+        from the module that opened its namespace on ``domain``."""
+        host = self.hosts.get(domain)
+        event = PreAuthIqRequest(domain, stanza, address)
+        try:
+            if host is not None and await host.hooks.fire(event) and event.reply is not None:
+                return event.reply
+        except StanzaError as err:
+            return error_reply(stanza, err)
+        return error_reply(stanza, StanzaErrorCondition.SERVICE_UNAVAILABLE)
 
     async def nonza(self, conn: C2SConnection, element: Element) -> None:
         conn.close_stream(StreamErrorCondition.UNSUPPORTED_STANZA_TYPE)

@@ -16,6 +16,10 @@ class Connection(Protocol):
     def close_stream(
         self, condition: StreamErrorCondition | None = None, text: str | None = None
     ) -> None: ...
+    def idle_seconds(self) -> float:
+        """Seconds since the peer last sent anything (whitespace included)."""
+        ...
+
     @property
     def peer(self) -> str: ...
 

@@ -1,16 +1,48 @@
 """XEP-0030: Service Discovery for the server and for accounts.
 
 Modules announce features with ``add_feature`` (server) and ``add_account_feature``
-(accounts); this module collects them, nobody calls it.
+(accounts); this module collects them, nobody calls it. Host items of kind
+``disco_extension`` (XEP-0128 data forms) extend the server's info, and kind
+``disco_info_node`` names nodes answered with that same info (XEP-0115 ``node#ver``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from salon.core.iq import IqRequest, Target
 from salon.core.module import Identity, Module, Spec
 from salon.errors import StanzaError, StanzaErrorCondition
 from salon.namespaces import NS_DISCO_INFO, NS_DISCO_ITEMS
 from salon.xml.element import Element
+
+if TYPE_CHECKING:
+    from salon.core.hosts import VirtualHost
+
+
+def info_query(
+    identities: Sequence[Identity], features: Iterable[str], extensions: Sequence[Element] = ()
+) -> Element:
+    """A disco#info <query/>: each identity once, features sorted, then extension forms."""
+    query = Element("query", NS_DISCO_INFO)
+    for identity in dict.fromkeys(identities):
+        attrs = {"category": identity.category, "type": identity.type}
+        if identity.name:
+            attrs["name"] = identity.name
+        query.add("identity", attrs=attrs)
+    for feature in sorted(set(features)):
+        query.add("feature", attrs={"var": feature})
+    for form in extensions:
+        query.append(form.copy())
+    return query
+
+
+def server_info(host: VirtualHost) -> Element:
+    """The disco#info of the server itself, as every module registered it."""
+    return info_query(
+        host.items("disco_identity"), host.items("disco_feature"), host.items("disco_extension")
+    )
 
 
 class Disco(Module):
@@ -27,25 +59,18 @@ class Disco(Module):
 
     async def info(self, request: IqRequest) -> Element:
         node = request.payload.get("node")
-        query = Element("query", NS_DISCO_INFO)
+        if request.target is Target.HOST:
+            if node is not None and node not in self.host.items("disco_info_node"):
+                raise StanzaError(StanzaErrorCondition.ITEM_NOT_FOUND)
+            query = server_info(self.host)
+            query.set("node", node)
+            return request.result(query)
         if node is not None:
             raise StanzaError(StanzaErrorCondition.ITEM_NOT_FOUND)
-        if request.target is Target.HOST:
-            identities: list[Identity] = self.host.items("disco_identity")
-            features: list[str] = self.host.items("disco_feature")
-        else:
-            if not await self._account_exists(request):
-                raise StanzaError(StanzaErrorCondition.SERVICE_UNAVAILABLE)
-            identities = [Identity("account", "registered")]
-            features = self.host.items("account_feature")
-        for identity in identities:
-            attrs = {"category": identity.category, "type": identity.type}
-            if identity.name:
-                attrs["name"] = identity.name
-            query.add("identity", attrs=attrs)
-        for feature in sorted(set(features)):
-            query.add("feature", attrs={"var": feature})
-        return request.result(query)
+        if not await self._account_exists(request):
+            raise StanzaError(StanzaErrorCondition.SERVICE_UNAVAILABLE)
+        account = [Identity("account", "registered")]
+        return request.result(info_query(account, self.host.items("account_feature")))
 
     async def items(self, request: IqRequest) -> Element:
         if request.payload.get("node") is not None:

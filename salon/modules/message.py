@@ -2,10 +2,10 @@
 
 Bare JID: chat/normal go to the available resources with the highest non-negative priority;
 headline to every such resource; groupchat is refused; errors are dropped. Full JID: the
-resource if it is connected, otherwise chat/normal fall back to the bare-JID rules, headline
-and error are dropped, groupchat is refused. When no resource can take a chat/normal
-message, ``MessageUndeliverable`` lets offline storage take it; otherwise the sender gets
-<service-unavailable/>.
+resource if it is connected, otherwise chat falls back to the bare-JID rules, headline
+and error are dropped, normal and groupchat are refused (§8.5.3.2.1). When no resource
+can take a chat/normal message, ``MessageUndeliverable`` lets offline storage take it;
+otherwise the sender gets <service-unavailable/>.
 """
 
 from __future__ import annotations
@@ -62,7 +62,9 @@ class MessageDelivery(Module):
         stype = event.stanza_type
         if stype in ("error", "headline"):
             return HANDLED
-        if stype == "groupchat":
+        if stype != "chat":
+            # RFC 6121 §8.5.3.2.1: normal (and unknown types, §5.2.2) and groupchat to an
+            # absent resource are ignored or bounced, never redirected; we bounce them.
             raise StanzaError(StanzaErrorCondition.SERVICE_UNAVAILABLE)
         bare = MessageToBare(event.origin, event.stanza, event.sender, event.to.bare)
         return await self.to_bare(bare)

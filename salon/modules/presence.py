@@ -1,27 +1,65 @@
-"""Presence for local sessions: availability, priorities, directed presence (RFC 6121 §4).
+"""Presence for local accounts (RFC 6121 §3, §4): availability and priority, broadcast to the
+user's own resources and to subscribed contacts, probes, directed presence, and presence
+subscriptions run through the rules of :mod:`salon.modules.subscription`.
 
-This module keeps the per-session state the router needs (available or not, priority, the
-last broadcast presence) and delivers broadcast presence to the user's own resources and
-directed presence to its addressee. Roster-based broadcast to contacts and subscriptions
-plug in through the same events.
+Everything addressed to a contact goes through the router: a contact may live on another
+server. Reading a local user's own roster is fine; a contact's roster is never read.
+
+Choices, with the text they follow:
+
+* Initial presence (§4.2.2) goes to the user's available resources, to every contact with a
+  ``from``/``both`` subscription, and a probe goes from the user's bare JID to every contact
+  with ``to``/``both`` (§4.3.1). The new resource also gets the presence of the user's other
+  available resources: a user is subscribed to its own presence.
+* A probe (§4.3.2) from an entity without ``from``/``both``, or for an account that does not
+  exist (§8.5.1), is answered ``unsubscribed``. A subscribed prober gets the last presence of
+  each available resource; when there is none, the last unavailable presence this server saw,
+  if it still remembers one (a bounded memory), else nothing.
+* Unavailable presence (§4.5), explicit or because the connection ended, goes to the user's
+  other resources, to ``from``/``both`` contacts when the resource was available, and to every
+  entity it sent directed presence to (§4.6) that the broadcast does not already reach.
+* Inbound presence (§8.5.2.1, §8.5.3): to the bare JID, every available resource; to a full
+  JID, that resource, silently dropped when it is not connected. Subscription stanzas to a
+  full JID count as sent to the bare JID (§3.1.3).
+* A subscription request waiting for the user is stored, delivered to every available
+  resource, and delivered again to each resource that becomes available until the user
+  answers (§3.1.3). At most ``max_pending`` requests wait per user; one more is refused with
+  ``resource-constraint``. A request to an account that does not exist is answered
+  ``unsubscribed`` (§8.5.1); other subscription stanzas to one are dropped.
+* Directed presence to at most ``max_directed`` entities is remembered per resource; one more
+  is refused with ``resource-constraint``, since its unavailable could not be sent.
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
+
+from pydantic import Field
 
 from salon.core.events import (
     AvailablePresence,
     PresenceBroadcast,
     PresenceToBare,
     PresenceToFull,
+    PreStanza,
     ResourceUnbound,
+    RosterChanged,
     RoutedStanza,
 )
 from salon.core.hooks import HANDLED, Priority
-from salon.core.module import Module, Spec
+from salon.core.module import Module, ModuleOptions, Spec
 from salon.core.session import C2SSession
 from salon.errors import StanzaError, StanzaErrorCondition
-from salon.namespaces import NS_CLIENT
+from salon.jid import JID, parse_jid
+from salon.modules.offline import parse_stored
+from salon.modules.subscription import SUBSCRIPTION_TYPES, Outcome, SubState, inbound, outbound
+from salon.namespaces import NS_CLIENT, NS_PRE_APPROVAL
+from salon.storage.interfaces import PendingSubscription, Roster, RosterItem
 from salon.xml.element import Element
+from salon.xml.serializer import serialize_str
+
+_FROM = ("from", "both")  # the contact receives the user's presence
+_TO = ("to", "both")  # the user receives the contact's presence
 
 
 def parse_priority(stanza: Element) -> int:
@@ -38,86 +76,296 @@ def parse_priority(stanza: Element) -> int:
     return value
 
 
+def contacts(roster: Roster, user: JID, subscriptions: tuple[str, ...]) -> list[JID]:
+    """The contacts whose item has one of ``subscriptions`` (the user itself left out)."""
+    found = []
+    for item in roster.items.values():
+        if item.subscription in subscriptions:
+            jid = parse_jid(item.jid)
+            if jid is not None and jid != user:
+                found.append(jid)
+    return found
+
+
+def _presence(stype: str, sender: JID, to: JID) -> Element:
+    return Element("presence", NS_CLIENT, {"type": stype, "from": str(sender), "to": str(to)})
+
+
+class PresenceOptions(ModuleOptions):
+    max_pending: int = Field(
+        1000, ge=1, description="Most subscription requests waiting for one user."
+    )
+    max_directed: int = Field(
+        1000, ge=1, description="Most entities one resource may send directed presence to."
+    )
+    remembered_unavailable: int = Field(
+        10_000, ge=0, description="Accounts whose last unavailable presence answers probes."
+    )
+
+
 class Presence(Module):
     name = "presence"
-    specs = (Spec("RFC 6121 §4", "", "availability, priority, directed presence"),)
+    specs = (
+        Spec("RFC 6121 §3", "", "presence subscriptions, with pre-approval (§3.4)"),
+        Spec("RFC 6121 §4", "", "presence broadcast, probes, directed presence"),
+    )
+    Options = PresenceOptions
 
     def setup(self) -> None:
+        assert isinstance(self.options, PresenceOptions)
+        self.opts = self.options
+        self.last_unavailable: OrderedDict[JID, Element] = OrderedDict()
+        self.add_item("stream_feature", Element("sub", NS_PRE_APPROVAL))
         self.hook(PresenceBroadcast, self.broadcast, Priority.DELIVER)
-        self.hook(PresenceToFull, self.to_full, Priority.DELIVER)
-        self.hook(PresenceToBare, self.to_bare, Priority.DELIVER)
+        self.hook(PreStanza, self.outbound, Priority.DELIVER)
+        self.hook(PresenceToFull, self.inbound, Priority.DELIVER)
+        self.hook(PresenceToBare, self.inbound, Priority.DELIVER)
+        self.hook(AvailablePresence, self.redeliver_requests)
         self.hook(ResourceUnbound, self.session_ended)
 
     # ------------------------------------------------------------------ broadcast
     async def broadcast(self, event: PresenceBroadcast) -> bool:
-        session, stanza = event.origin, event.stanza
-        stype = stanza.get("type")
-        if stype is None:
-            session.priority = parse_priority(stanza)
-            was_available = session.is_available
-            session.is_available = True
-            session.presence = stanza
-            self._send_to_own_resources(session, stanza)
-            if not was_available:
-                await self.host.hooks.fire(AvailablePresence(session))
-            return HANDLED
-        elif stype == "unavailable":
-            session.is_available = False
-            session.presence = None
-            self._send_to_directed(session, stanza)
-        else:
-            return HANDLED  # subscription states need a roster: handled elsewhere when enabled
-        self._send_to_own_resources(session, stanza)
-        return HANDLED
-
-    def _send_to_own_resources(self, session: C2SSession, stanza: Element) -> None:
-        for other in self.server.sessions.resources(session.jid.bare):
-            if other.is_available or other is session:
-                other.send(stanza)
-
-    def _send_to_directed(self, session: C2SSession, stanza: Element) -> None:
-        directed, session.directed = session.directed, None
-        for jid in directed or ():
-            copy = stanza.shallow_copy()
-            copy.set("to", str(jid))
-            self.server.spawn(self.server.router.route(copy, session, session.jid, jid))
-
-    # ------------------------------------------------------------------ directed
-    def _remember_directed(self, event: RoutedStanza) -> None:
-        origin = event.origin
-        if origin is None:
-            return
         stype = event.stanza.get("type")
         if stype is None:
-            if origin.directed is None:
-                origin.directed = set()
-            origin.directed.add(event.to)
-        elif stype == "unavailable" and origin.directed:
-            origin.directed.discard(event.to)
+            await self._available(event.origin, event.stanza)
+        elif stype == "unavailable":
+            await self._unavailable(event.origin, event.stanza)
+        return HANDLED  # any other type needs an addressee: without one there is nothing to do
 
-    def to_full(self, event: RoutedStanza) -> bool:
-        self._remember_directed(event)
-        session = self.server.sessions.get(event.to)
-        if session is not None and event.stanza.get("type") in (None, "unavailable", "error"):
-            session.send(event.stanza)
-        return HANDLED  # presence is never bounced for an offline resource (RFC 6121 §8.5.3.2.2)
-
-    def to_bare(self, event: RoutedStanza) -> bool:
-        self._remember_directed(event)
-        if event.stanza.get("type") in (None, "unavailable"):
-            for session in self.server.sessions.available(event.to):
-                session.send(event.stanza)
-        return HANDLED
-
-    # ------------------------------------------------------------------ logout
-    def session_ended(self, event: ResourceUnbound) -> None:
-        session = event.session
-        if not session.is_available and not session.directed:
+    async def _available(self, session: C2SSession, stanza: Element) -> None:
+        session.priority = parse_priority(stanza)
+        is_initial = not session.is_available
+        session.is_available = True
+        session.presence = stanza
+        user = session.jid.bare
+        self.last_unavailable.pop(user, None)
+        for other in self.server.sessions.available(user):
+            other.send(stanza)
+        roster = await self._roster(user)
+        for contact in contacts(roster, user, _FROM):
+            await self._route_copy(stanza, session, contact)
+        if not is_initial:
             return
+        for other in self.server.sessions.available(user):
+            if other is not session and other.presence is not None:
+                copy = other.presence.shallow_copy()
+                copy.set("to", str(session.jid))
+                session.send(copy)
+        for contact in contacts(roster, user, _TO):
+            await self.server.router.route(
+                _presence("probe", user, contact), session, user, contact
+            )
+        await self.host.hooks.fire(AvailablePresence(session))
+
+    async def _unavailable(self, session: C2SSession, stanza: Element) -> None:
+        was_available = session.is_available
         session.is_available = False
-        unavailable = Element(
-            "presence", NS_CLIENT, {"type": "unavailable", "from": str(session.jid)}
-        )
-        self._send_to_directed(session, unavailable)
-        for other in self.server.sessions.available(session.jid.bare):
-            other.send(unavailable)
+        session.presence = None
+        directed, session.directed = session.directed or set(), None
+        user = session.jid.bare
+        for other in self.server.sessions.resources(user):
+            if other.is_available or other is session:
+                other.send(stanza)
+        subscribers = contacts(await self._roster(user), user, _FROM) if was_available else []
+        reached = set(subscribers)
+        others = [jid for jid in directed if jid not in reached and jid.bare not in reached]
+        for jid in subscribers + others:
+            await self._route_copy(stanza, session, jid)
+        if self.opts.remembered_unavailable and not self.server.sessions.available(user):
+            last = stanza.shallow_copy()
+            last.set("to", None)
+            self.last_unavailable[user] = last
+            self.last_unavailable.move_to_end(user)
+            while len(self.last_unavailable) > self.opts.remembered_unavailable:
+                self.last_unavailable.popitem(last=False)
+
+    async def session_ended(self, event: ResourceUnbound) -> None:
+        session = event.session
+        if session.is_available or session.directed:
+            unavailable = Element("presence", NS_CLIENT, {"type": "unavailable"})
+            unavailable.set("from", str(session.jid))
+            await self._unavailable(session, unavailable)
+
+    async def _route_copy(self, stanza: Element, session: C2SSession, to: JID) -> None:
+        copy = stanza.shallow_copy()
+        copy.set("to", str(to))
+        await self.server.router.route(copy, session, session.jid, to)
+
+    # ------------------------------------------------------------------ from the user
+    async def outbound(self, event: PreStanza) -> bool | None:
+        """Presence a client addressed to someone: subscriptions, and directed presence."""
+        stanza, to, session = event.stanza, event.to, event.origin
+        if stanza.tag != "presence" or to is None:
+            return None
+        stype = stanza.get("type")
+        if stype in SUBSCRIPTION_TYPES:
+            await self._outbound_subscription(session, stanza, stype or "", to.bare)
+            return HANDLED
+        if to.bare == session.jid.bare:
+            return None  # the user's own resources hear its unavailable anyway
+        if stype is None:
+            directed = session.directed if session.directed is not None else set()
+            if to not in directed and len(directed) >= self.opts.max_directed:
+                raise StanzaError(StanzaErrorCondition.RESOURCE_CONSTRAINT, "too many directed")
+            directed.add(to)
+            session.directed = directed
+        elif stype == "unavailable" and session.directed:
+            session.directed.discard(to)
+        return None
+
+    async def _outbound_subscription(
+        self, session: C2SSession, stanza: Element, stype: str, contact: JID
+    ) -> None:
+        user = session.jid.bare
+        item, pending = await self._state(user, contact)
+        outcome = outbound(SubState.of(item, _has(pending, contact)), stype)
+        if item is None and outcome.item_changed:
+            await self._check_roster_room(user)
+        await self._record(user, contact, item, outcome, None)
+        if outcome.presence == "unavailable":
+            await self._send_unavailable(user, contact)  # §3.2.2: before "unsubscribed"
+        if outcome.forward:
+            copy = stanza.shallow_copy()
+            copy.set("from", str(user))  # §3: subscription stanzas come from the bare JID
+            copy.set("to", str(contact))
+            await self.server.router.route(copy, session, user, contact)
+        if outcome.presence == "available":
+            await self._send_current(user, contact)  # §3.1.5: after "subscribed"
+
+    async def _check_roster_room(self, user: JID) -> None:
+        limits: list[int] = self.host.items("roster_max_items")
+        if limits:
+            count = await self.storage.roster.count(user.domain, user.local or "")
+            if count >= min(limits):
+                raise StanzaError(StanzaErrorCondition.NOT_ALLOWED, "the roster is full")
+
+    # ------------------------------------------------------------------ to the user
+    async def inbound(self, event: RoutedStanza) -> bool:
+        stanza, to = event.stanza, event.to
+        stype = stanza.get("type")
+        if stype in SUBSCRIPTION_TYPES:
+            await self._inbound_subscription(event, stype or "")
+        elif stype == "probe":
+            await self._answer_probe(to.bare, event.sender)
+        elif to.resource is not None:
+            session = self.server.sessions.get(to)
+            if session is not None:
+                session.send(stanza)
+        elif stype in (None, "unavailable"):
+            for session in self.server.sessions.available(to):
+                session.send(stanza)
+        return HANDLED  # presence is never bounced for a missing resource (§8.5.3.2.2)
+
+    async def _inbound_subscription(self, event: RoutedStanza, stype: str) -> None:
+        user, contact = event.to.bare, event.sender.bare
+        if not await self._exists(user):
+            if stype == "subscribe":
+                await self._reply(user, contact, "unsubscribed")
+            return
+        item, pending = await self._state(user, contact)
+        outcome = inbound(SubState.of(item, _has(pending, contact)), stype)
+        if outcome.store_pending and len(pending) >= self.opts.max_pending:
+            raise StanzaError(StanzaErrorCondition.RESOURCE_CONSTRAINT, "too many requests")
+        delivered = event.stanza.shallow_copy()
+        delivered.set("from", str(contact))
+        delivered.set("to", str(user))
+        await self._record(user, contact, item, outcome, delivered)
+        if outcome.presence == "unavailable":
+            await self._send_unavailable(user, contact)  # §3.3.3
+        if outcome.forward:
+            for session in self.server.sessions.available(user):
+                session.send(delivered)
+        if outcome.reply is not None:
+            await self._reply(user, contact, outcome.reply)
+        if outcome.presence == "available":
+            await self._send_current(user, contact)
+
+    async def redeliver_requests(self, event: AvailablePresence) -> None:
+        """§3.1.3: a waiting request goes to every resource that becomes available."""
+        session = event.session
+        user = session.jid.bare
+        for request in await self.storage.roster.list_pending(user.domain, user.local or ""):
+            try:
+                session.send(parse_stored(request.stanza))
+            except ValueError:
+                self.log.error("stored subscription request from %s is unreadable", request.jid)
+
+    async def _answer_probe(self, user: JID, prober: JID) -> None:
+        if not await self._exists(user):
+            await self._reply(user, prober.bare, "unsubscribed")
+            return
+        item = await self.storage.roster.get_item(user.domain, user.local or "", str(prober.bare))
+        if item is None or item.subscription not in _FROM:
+            await self._reply(user, prober.bare, "unsubscribed")
+            return
+        sessions = self.server.sessions.available(user)
+        if not sessions:
+            last = self.last_unavailable.get(user)
+            if last is not None:
+                copy = last.shallow_copy()
+                copy.set("to", str(prober))
+                sender = parse_jid(last.get("from") or "") or user
+                await self.server.router.route(copy, None, sender, prober)
+            return
+        for session in sessions:
+            if session.presence is not None:
+                copy = session.presence.shallow_copy()
+                copy.set("to", str(prober))
+                await self.server.router.route(copy, None, session.jid, prober)
+
+    # ------------------------------------------------------------------ shared steps
+    async def _roster(self, user: JID) -> Roster:
+        return await self.storage.roster.get(user.domain, user.local or "")
+
+    async def _state(
+        self, user: JID, contact: JID
+    ) -> tuple[RosterItem | None, list[PendingSubscription]]:
+        username = user.local or ""
+        item = await self.storage.roster.get_item(user.domain, username, str(contact))
+        pending = await self.storage.roster.list_pending(user.domain, username)
+        return item, pending
+
+    async def _record(
+        self,
+        user: JID,
+        contact: JID,
+        item: RosterItem | None,
+        outcome: Outcome,
+        request: Element | None,
+    ) -> None:
+        """Store what the outcome changed: the roster item (then pushed) and the request."""
+        username, jid = user.local or "", str(contact)
+        if outcome.item_changed:
+            new_item = outcome.after.item(jid, item)
+            version = await self.storage.roster.put_item(user.domain, username, new_item)
+            await self.host.hooks.fire(RosterChanged(user, jid, new_item, version))
+        if outcome.store_pending and request is not None:
+            await self.storage.roster.add_pending(
+                user.domain, username, jid, serialize_str(request)
+            )
+        if outcome.drop_pending:
+            await self.storage.roster.remove_pending(user.domain, username, jid)
+
+    async def _reply(self, user: JID, contact: JID, stype: str) -> None:
+        """A subscription stanza the server sends on the user's behalf."""
+        await self.server.router.route(_presence(stype, user, contact), None, user, contact)
+
+    async def _send_unavailable(self, user: JID, contact: JID) -> None:
+        for session in self.server.sessions.available(user):
+            unavailable = _presence("unavailable", session.jid, contact)
+            await self.server.router.route(unavailable, session, session.jid, contact)
+
+    async def _send_current(self, user: JID, contact: JID) -> None:
+        for session in self.server.sessions.available(user):
+            if session.presence is not None:
+                await self._route_copy(session.presence, session, contact)
+
+    async def _exists(self, user: JID) -> bool:
+        if self.server.sessions.is_online(user):
+            return True
+        return await self.storage.accounts.get(user.domain, user.local or "") is not None
+
+
+def _has(pending: list[PendingSubscription], contact: JID) -> bool:
+    jid = str(contact)
+    return any(request.jid == jid for request in pending)

@@ -24,6 +24,7 @@ from salon.stream.events import (
     DelayedSend,
     LookupAccount,
     NonzaReceived,
+    PreAuthIq,
     Send,
     StanzaReceived,
     StartTls,
@@ -31,6 +32,7 @@ from salon.stream.events import (
 )
 from salon.xml.element import Element
 from salon.xml.serializer import serialize
+from salon.xml.stanza import error_reply
 
 if TYPE_CHECKING:
     from salon.core.server import Server
@@ -136,6 +138,9 @@ class C2SConnection(asyncio.Protocol):
             self._inbox.clear()
         self._execute(self.stream.close(condition, text))
 
+    def idle_seconds(self) -> float:
+        return asyncio.get_running_loop().time() - self.last_activity
+
     # ------------------------------------------------------------------ actions
     def _execute(self, actions: list[StreamAction]) -> None:
         for action in actions:
@@ -160,6 +165,8 @@ class C2SConnection(asyncio.Protocol):
                 self.server.spawn(self._bind(action))
             elif isinstance(action, NonzaReceived):
                 self.server.spawn(self.server.nonza(self, action.element))
+            elif isinstance(action, PreAuthIq):
+                self.server.spawn(self._preauth_iq(action.stanza))
 
     def _write(self, data: bytes) -> None:
         if self.transport is None or self._closing:
@@ -228,6 +235,16 @@ class C2SConnection(asyncio.Protocol):
             log.exception("account lookup failed")
             account = None
         self._execute(self.stream.account_loaded(account))
+
+    async def _preauth_iq(self, stanza: Element) -> None:
+        assert self.stream.host is not None
+        address = self.peer.rpartition(":")[0]  # "ip:port", IPv6 included
+        try:
+            reply = await self.server.preauth_iq(self.stream.host, stanza, address)
+        except Exception:
+            log.exception("pre-auth iq failed")
+            reply = error_reply(stanza, StanzaErrorCondition.INTERNAL_SERVER_ERROR)
+        self._execute(self.stream.preauth_result(reply))
 
     async def _bind(self, request: BindRequested) -> None:
         assert self.stream.host is not None and self.stream.username is not None

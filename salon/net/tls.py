@@ -90,6 +90,25 @@ class TlsContexts:
         self._by_context[id(ctx)] = self._default
         return ctx
 
+    def https_context(self) -> ssl.SSLContext | None:
+        """A context for the HTTPS port (BOSH, WebSocket, /chat): the host certificate picked
+        by SNI, HTTP/1.1 by ALPN."""
+        if self._default is None:
+            return None
+        contexts: dict[str, ssl.SSLContext] = {}
+        for domain, host in self._hosts.items():
+            contexts[domain] = _server_context(host.cert_path, host.key_path)
+            contexts[domain].set_alpn_protocols(["http/1.1"])
+        ctx = contexts[self._default]
+
+        def pick(sslobj: ssl.SSLObject, servername: str | None, _ctx: ssl.SSLContext) -> None:
+            chosen = contexts.get((servername or "").lower())
+            if chosen is not None:
+                sslobj.context = chosen
+
+        ctx.sni_callback = pick  # type: ignore[assignment]
+        return ctx
+
     def domain_of(self, sslobj: ssl.SSLObject | None) -> str | None:
         """The hosted domain whose certificate this TLS session presented."""
         if sslobj is None:

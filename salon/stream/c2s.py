@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -29,7 +29,7 @@ from salon.auth.sasl import (
     offered_mechanisms,
 )
 from salon.errors import StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition
-from salon.jid import JID, JIDError, prepare_resourcepart
+from salon.jid import JID, JIDError, prepare_domain, prepare_resourcepart
 from salon.namespaces import (
     NS_BIND,
     NS_CLIENT,
@@ -49,14 +49,15 @@ from salon.stream.events import (
     DelayedSend,
     LookupAccount,
     NonzaReceived,
+    PreAuthIq,
     Send,
     StanzaReceived,
     StartTls,
     StreamAction,
 )
+from salon.stream.framing import Framing, TcpFraming
 from salon.xml.element import Element
-from salon.xml.parser import StreamClosed, StreamOpened, XmlStreamParser
-from salon.xml.serializer import STREAM_CLOSE, serialize, stream_header
+from salon.xml.parser import ParserEvent, StreamClosed, StreamOpened
 
 STANZA_TAGS = frozenset(("message", "presence", "iq"))
 MAX_HELD_STANZAS = 32
@@ -88,6 +89,12 @@ class C2SPolicy:
     max_auth_attempts: int = 3
     nonza_namespaces: frozenset[str] = frozenset()
     extra_features: Callable[[], Sequence[Element]] = lambda: ()
+    # Per host: iq payload namespaces accepted before authentication (XEP-0077), and the
+    # features advertising them; both only once encryption is no longer required.
+    preauth_iq_namespaces: Callable[[str], Collection[str]] = lambda host: ()
+    preauth_features: Callable[[str], Sequence[Element]] = lambda host: ()
+    # Per host: features offered after authentication (roster versioning, pre-approval).
+    postauth_features: Callable[[str], Sequence[Element]] = lambda host: ()
     new_id: Callable[[], str] = field(default=lambda: secrets.token_urlsafe(12))
 
 
@@ -100,10 +107,11 @@ class C2SStream:
         "_header_sent",
         "_held",
         "_lang",
-        "_parser",
+        "_preauth_pending",
         "_sasl",
         "_sasl_mechanism",
         "channel_bindings",
+        "framing",
         "host",
         "is_secure",
         "policy",
@@ -112,7 +120,9 @@ class C2SStream:
         "username",
     )
 
-    def __init__(self, policy: C2SPolicy, *, is_secure: bool = False) -> None:
+    def __init__(
+        self, policy: C2SPolicy, *, is_secure: bool = False, framing: Framing | None = None
+    ) -> None:
         self.policy = policy
         self.is_secure = is_secure
         self.channel_bindings: Mapping[str, bytes] = {}
@@ -120,7 +130,8 @@ class C2SStream:
         self.host: str | None = None
         self.username: str | None = None
         self.stream_id = ""
-        self._parser = XmlStreamParser(
+        # TCP by default; WebSocket and BOSH shells pass theirs (salon/stream/framing.py).
+        self.framing: Framing = framing or TcpFraming(
             max_stanza_bytes=policy.max_stanza_size, max_depth=policy.max_depth
         )
         self._header_sent = False
@@ -130,15 +141,20 @@ class C2SStream:
         self._auth_failures = 0
         self._bind_pending = False
         self._held: list[Element] = []  # stanzas pipelined behind the bind request
+        self._preauth_pending = False  # a PreAuthIq waits for its answer
 
     # ------------------------------------------------------------------ inputs
     def receive_data(self, data: bytes) -> list[StreamAction]:
         if self.state is C2SState.CLOSED:
             return []
         try:
-            events = self._parser.feed(data)
+            events = self.framing.parse(data)
         except StreamError as exc:
             return self.close(exc.condition, exc.text)
+        return self.receive_events(events)
+
+    def receive_events(self, events: Iterable[ParserEvent]) -> list[StreamAction]:
+        """Input already parsed by the shell (the elements of a BOSH ``<body/>``)."""
         actions: list[StreamAction] = []
         for event in events:
             if self.state is C2SState.CLOSED or self.state is C2SState.TLS:
@@ -179,11 +195,11 @@ class C2SStream:
             iq = Element("iq", NS_CLIENT, {"type": "error", "id": iq_id})
             iq.add("bind", NS_BIND)
             iq.append(stanza_error_element(err))
-            return [Send(serialize(iq, NS_CLIENT))]
+            return self._send(iq)
         self.state = C2SState.BOUND
         iq = Element("iq", NS_CLIENT, {"type": "result", "id": iq_id})
         iq.add("bind", NS_BIND).add("jid", NS_BIND, text=str(jid))
-        actions: list[StreamAction] = [Send(serialize(iq, NS_CLIENT))]
+        actions = self._send(iq)
         held, self._held = self._held, []
         for stanza in held:
             actions.extend(self._on_element(stanza))
@@ -199,17 +215,19 @@ class C2SStream:
         if not self._header_sent:
             out.append(self._header_bytes(self.host or self.policy.default_host, None))
         if condition is not None:
-            out.append(serialize(stream_error_element(condition, text), NS_CLIENT))
-        out.append(STREAM_CLOSE)
+            out.append(self.framing.element(stream_error_element(condition, text)))
+        out.append(self.framing.close())
         self.state = C2SState.CLOSED
-        return [Send(b"".join(out)), CloseConnection(condition)]
+        actions: list[StreamAction] = [Send(data) for data in self.framing.batch(out)]
+        actions.append(CloseConnection(condition))
+        return actions
 
     # ------------------------------------------------------------- header
     def _on_header(self, header: StreamOpened) -> list[StreamAction]:
         if self.state is not C2SState.HEADER:
             raise StreamError(StreamErrorCondition.BAD_FORMAT, "unexpected stream header")
         to = header.attrs.get("to")
-        host = self.policy.default_host if not to else to.lower()
+        host = self.policy.default_host if not to else _stream_host(to)
         self._lang = header.attrs.get(NS_XML_LANG, self._lang) or self._lang
         if self.host is None:
             self.host = host if self.policy.is_local_host(host) else self.policy.default_host
@@ -228,12 +246,12 @@ class C2SStream:
         self._header_sent = True
         self.state = C2SState.NEGOTIATING if self.username is None else C2SState.BIND
         reply = self._header_bytes(self.host, header.attrs.get("from"))
-        return [Send(reply + serialize(self._features(), NS_CLIENT))]
+        features = self.framing.element(self._features())
+        return [Send(data) for data in self.framing.batch((reply, features))]
 
     def _header_bytes(self, host: str, peer: str | None) -> bytes:
         self._header_sent = True
-        return stream_header(
-            NS_CLIENT,
+        return self.framing.open(
             from_=host,
             to=peer,
             stream_id=self.stream_id or self.policy.new_id(),
@@ -248,8 +266,12 @@ class C2SStream:
             features.add("session", NS_SESSION).add("optional", NS_SESSION)
             for extra in self.policy.extra_features():
                 features.append(extra)
+            for extra in self.policy.postauth_features(self.host):
+                features.append(extra)
             return features
-        tls_offered = not self.is_secure and self.policy.can_starttls(self.host)
+        tls_offered = (
+            not self.is_secure and self.framing.can_starttls and self.policy.can_starttls(self.host)
+        )
         if tls_offered:
             starttls = features.add("starttls", NS_TLS)
             if self.policy.require_encryption:
@@ -266,16 +288,25 @@ class C2SStream:
                 cb = features.add("sasl-channel-binding", NS_SASL_CB)
                 for cb_type in self.channel_bindings:
                     cb.add("channel-binding", NS_SASL_CB, {"type": cb_type})
+            for extra in self.policy.preauth_features(self.host):
+                features.append(extra)
         return features
 
     def _restart(self) -> None:
-        self._parser.reset()
+        self.framing.restart()
         self._header_sent = False
         self.state = C2SState.HEADER
 
     def _on_stream_closed(self) -> list[StreamAction]:
         self.state = C2SState.CLOSED
-        return [Send(STREAM_CLOSE), CloseConnection(None)]
+        return [*self._send(close=True), CloseConnection(None)]
+
+    def _send(self, *elements: Element, close: bool = False) -> list[StreamAction]:
+        """Write ``elements`` (then the stream's closing), framed for the transport."""
+        units = [self.framing.element(el) for el in elements]
+        if close:
+            units.append(self.framing.close())
+        return [Send(data) for data in self.framing.batch(units)]
 
     # ------------------------------------------------------------- elements
     def _on_element(self, el: Element) -> list[StreamAction]:
@@ -284,13 +315,13 @@ class C2SStream:
             # The peer ended the stream (RFC 6120 §4.9): close our side, in every state, and
             # never answer an error with an error.
             self.state = C2SState.CLOSED
-            return [Send(STREAM_CLOSE), CloseConnection(None)]
+            return [*self._send(close=True), CloseConnection(None)]
         if state is C2SState.BOUND:
             if el.ns == NS_CLIENT and el.tag in STANZA_TAGS:
                 if el.tag == "iq" and el.get("type") == "set" and _first_ns(el) == NS_SESSION:
-                    return [Send(_empty_result(el))]
+                    return self._send(_empty_result(el))
                 if el.tag == "iq" and _first_ns(el) == NS_BIND:
-                    return [Send(_iq_error(el, StanzaErrorCondition.NOT_ALLOWED))]
+                    return self._send(_iq_error(el, StanzaErrorCondition.NOT_ALLOWED))
                 return [StanzaReceived(el)]
             return self._on_nonza(el)
         if state is C2SState.NEGOTIATING:
@@ -298,6 +329,8 @@ class C2SStream:
                 return self._on_starttls()
             if el.ns == NS_SASL:
                 return self._on_sasl_element(el)
+            if self._is_preauth_iq(el):
+                return self._on_preauth_iq(el)
             raise StreamError(StreamErrorCondition.NOT_AUTHORIZED, "authenticate first")
         if state is C2SState.SASL or state is C2SState.LOOKUP:
             if el.ns == NS_SASL:
@@ -324,12 +357,15 @@ class C2SStream:
     # ------------------------------------------------------------- TLS
     def _on_starttls(self) -> list[StreamAction]:
         assert self.host is not None
-        if self.is_secure or not self.policy.can_starttls(self.host):
-            failure = serialize(Element("failure", NS_TLS), NS_CLIENT)
+        if (
+            self.is_secure
+            or not self.framing.can_starttls
+            or not self.policy.can_starttls(self.host)
+        ):
             self.state = C2SState.CLOSED
-            return [Send(failure + STREAM_CLOSE), CloseConnection(None)]
+            return [*self._send(Element("failure", NS_TLS), close=True), CloseConnection(None)]
         self.state = C2SState.TLS
-        return [Send(serialize(Element("proceed", NS_TLS), NS_CLIENT)), StartTls()]
+        return [*self._send(Element("proceed", NS_TLS)), StartTls()]
 
     # ------------------------------------------------------------- SASL
     def _on_sasl_element(self, el: Element) -> list[StreamAction]:
@@ -376,7 +412,7 @@ class C2SStream:
 
     def _sasl_step(self, step: SaslStep) -> list[StreamAction]:
         if isinstance(step, Challenge):
-            return [Send(_sasl_element("challenge", step.data))]
+            return self._send(_sasl_element("challenge", step.data))
         if isinstance(step, NeedAccount):
             self.state = C2SState.LOOKUP
             return [LookupAccount(step.username)]
@@ -385,7 +421,7 @@ class C2SStream:
             self.username = step.username
             self._restart()
             return [
-                Send(_sasl_element("success", step.data)),
+                *self._send(_sasl_element("success", step.data)),
                 Authenticated(step.username, self._sasl_mechanism),
             ]
         assert isinstance(step, Failure)
@@ -400,10 +436,10 @@ class C2SStream:
         failure.add(condition.value, NS_SASL)
         if text:
             failure.add("text", NS_SASL, text=text)
-        data = serialize(failure, NS_CLIENT)
         if not counts:
-            return [Send(data)]
+            return self._send(failure)
         self._auth_failures += 1
+        data = self.framing.element(failure)
         actions: list[StreamAction] = [DelayedSend(data, self._auth_failures)]
         if self._auth_failures >= self.policy.max_auth_attempts:
             # RFC 6120 §6.4.5: too many retries end the stream with <policy-violation/>.
@@ -411,15 +447,43 @@ class C2SStream:
             error = stream_error_element(
                 StreamErrorCondition.POLICY_VIOLATION, "too many authentication failures"
             )
-            actions.append(DelayedSend(serialize(error, NS_CLIENT) + STREAM_CLOSE, 0))
+            units = (self.framing.element(error), self.framing.close())
+            actions.extend(DelayedSend(data, 0) for data in self.framing.batch(units))
             actions.append(CloseConnection(StreamErrorCondition.POLICY_VIOLATION))
         return actions
+
+    # ------------------------------------------------------------- pre-auth iq
+    def _is_preauth_iq(self, el: Element) -> bool:
+        if el.ns != NS_CLIENT or el.tag != "iq" or self.host is None:
+            return False
+        if not self.is_secure and self.policy.require_encryption:
+            return False
+        return _first_ns(el) in self.policy.preauth_iq_namespaces(self.host)
+
+    def _on_preauth_iq(self, iq: Element) -> list[StreamAction]:
+        """One at a time: a second while the first waits gets resource-constraint."""
+        iq_type = iq.get("type")
+        if iq_type in ("result", "error"):
+            return []  # never answered (RFC 6120 §8.2.3); nothing was asked before auth
+        if iq_type not in ("get", "set") or not iq.get("id") or len(list(iq.elements())) != 1:
+            return self._send(_iq_error(iq, StanzaErrorCondition.BAD_REQUEST))
+        if self._preauth_pending:
+            return self._send(_iq_error(iq, StanzaErrorCondition.RESOURCE_CONSTRAINT))
+        self._preauth_pending = True
+        return [PreAuthIq(iq)]
+
+    def preauth_result(self, reply: Element) -> list[StreamAction]:
+        """The shell's answer to PreAuthIq: the reply stanza to write."""
+        if self.state is C2SState.CLOSED or not self._preauth_pending:
+            return []
+        self._preauth_pending = False
+        return self._send(reply)
 
     # ------------------------------------------------------------- bind
     def _on_bind(self, iq: Element) -> list[StreamAction]:
         iq_id = iq.get("id")
         if iq.get("type") != "set" or not iq_id or self._bind_pending:
-            return [Send(_iq_error(iq, StanzaErrorCondition.BAD_REQUEST))]
+            return self._send(_iq_error(iq, StanzaErrorCondition.BAD_REQUEST))
         bind = iq.first_child
         assert bind is not None
         resource_el = bind.find("resource", NS_BIND)
@@ -428,7 +492,7 @@ class C2SStream:
             try:
                 resource = prepare_resourcepart(resource_el.text)
             except JIDError:
-                return [Send(_iq_error(iq, StanzaErrorCondition.BAD_REQUEST))]
+                return self._send(_iq_error(iq, StanzaErrorCondition.BAD_REQUEST))
         self._bind_pending = True
         return [BindRequested(iq_id, resource)]
 
@@ -437,6 +501,15 @@ class C2SStream:
 def _version_supported(version: str) -> bool:
     major, _, _minor = version.partition(".")
     return major == "1"
+
+
+def _stream_host(to: str) -> str:
+    """The header's ``to`` as a domainpart: case and one trailing dot do not matter (RFC 7622
+    §3.2). Left as given when it is no valid domain, so it matches no hosted one."""
+    try:
+        return prepare_domain(to)
+    except JIDError:
+        return to
 
 
 def _first_ns(el: Element) -> str | None:
@@ -457,13 +530,13 @@ def _decode_sasl_payload(text: str) -> bytes | None:
         raise ValueError(str(exc)) from None
 
 
-def _sasl_element(tag: str, data: bytes | None) -> bytes:
+def _sasl_element(tag: str, data: bytes | None) -> Element:
     el = Element(tag, NS_SASL)
     if data:
         el.text = base64.b64encode(data).decode()
     elif data is not None and tag == "success":
         el.text = "="
-    return serialize(el, NS_CLIENT)
+    return el
 
 
 def stream_error_element(condition: StreamErrorCondition, text: str | None = None) -> Element:
@@ -482,15 +555,15 @@ def stanza_error_element(err: StanzaError) -> Element:
     return error
 
 
-def _iq_error(iq: Element, condition: StanzaErrorCondition) -> bytes:
+def _iq_error(iq: Element, condition: StanzaErrorCondition) -> Element:
     reply = Element("iq", NS_CLIENT, {"type": "error"})
     if iq.get("id") is not None:
         reply.set("id", iq.get("id"))
     reply.append(stanza_error_element(StanzaError(condition)))
-    return serialize(reply, NS_CLIENT)
+    return reply
 
 
-def _empty_result(iq: Element) -> bytes:
+def _empty_result(iq: Element) -> Element:
     reply = Element("iq", NS_CLIENT, {"type": "result"})
     reply.set("id", iq.get("id"))
-    return serialize(reply, NS_CLIENT)
+    return reply

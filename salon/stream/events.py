@@ -67,6 +67,14 @@ class NonzaReceived:
 
 
 @dataclass(slots=True)
+class PreAuthIq:
+    """An iq get/set before authentication, in a namespace the policy opens for it (XEP-0077
+    registration); answer with ``preauth_result``."""
+
+    stanza: Element
+
+
+@dataclass(slots=True)
 class CloseConnection:
     """Close the transport once pending data is written. ``error`` is the stream error sent
     (None for an orderly close)."""
@@ -83,5 +91,6 @@ StreamAction = (
     | BindRequested
     | StanzaReceived
     | NonzaReceived
+    | PreAuthIq
     | CloseConnection
 )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from salon.errors import StanzaError, StanzaErrorCondition
-from salon.namespaces import NS_CLIENT, NS_STANZAS
+from salon.namespaces import NS_CLIENT, NS_STANZAS, NS_XML
 from salon.xml.element import Element
+
+XML_LANG = f"{{{NS_XML}}}lang"  # the parser's (Clark) key for xml:lang
 
 
 def error_element(err: StanzaError, ns: str = NS_CLIENT) -> Element:
@@ -21,7 +23,7 @@ def error_reply(stanza: Element, err: StanzaError | StanzaErrorCondition) -> Ele
     if isinstance(err, StanzaErrorCondition):
         err = StanzaError(err)
     reply = Element(stanza.tag, stanza.ns, {"type": "error"})
-    for name in ("id", "xml:lang"):
+    for name in ("id", XML_LANG):
         value = stanza.get(name)
         if value is not None:
             reply.set(name, value)

@@ -21,8 +21,9 @@ async def server_factory(
 ) -> AsyncIterator[Callable[..., Awaitable[RunningServer]]]:
     started: list[RunningServer] = []
 
-    async def make(**options: Any) -> RunningServer:
-        srv = await start_server(tmp_path / f"server{len(started)}", ca, **options)
+    async def make(data_dir: Path | None = None, **options: Any) -> RunningServer:
+        """Start a server; pass an earlier server's ``data_dir`` to restart on its data."""
+        srv = await start_server(data_dir or tmp_path / f"server{len(started)}", ca, **options)
         started.append(srv)
         return srv
 

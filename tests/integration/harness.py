@@ -62,6 +62,20 @@ class RunningServer:
     def tls_port(self) -> int:
         return self.server.port("c2s_direct_tls")
 
+    @property
+    def http_port(self) -> int:
+        return self.server.port("http")
+
+    @property
+    def https_port(self) -> int:
+        return self.server.port("https")
+
+    def http_url(self, path: str = "/", *, secure: bool = True) -> str:
+        """A URL of the web server: HTTPS (verified with ``client_ssl_context``) by default."""
+        if secure:
+            return f"https://localhost:{self.https_port}{path}"
+        return f"http://127.0.0.1:{self.http_port}{path}"
+
     def client_ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context()
         self.ca.configure_trust(ctx)
@@ -107,17 +121,34 @@ def server_settings(data_dir: Path, hosts: dict[str, Any], **c2s: Any) -> dict[s
         "server": {"data_dir": str(data_dir), "storage": "sqlite:///salon.db"},
         "c2s": options,
         "hosts": hosts,
+        "http": {"port": 0, "tls_port": 0},  # ephemeral ports; tests may add [http] options
+        # No federation unless a test asks (start_server(s2s={...})): nothing leaves loopback.
+        "s2s": {"enabled": False, "port": 0, "direct_tls_port": 0},
     }
 
 
 async def start_server(
-    data_dir: Path, ca: trustme.CA, *, modules: list[str] | None = None, **c2s: Any
+    data_dir: Path,
+    ca: trustme.CA,
+    *,
+    modules: list[str] | None = None,
+    module_options: dict[str, dict[str, Any]] | None = None,
+    http: dict[str, Any] | None = None,
+    s2s: dict[str, Any] | None = None,
+    **c2s: Any,
 ) -> RunningServer:
+    """``modules`` replaces the enabled list; ``module_options`` gives ``[modules.<name>]``
+    tables (e.g. ``{"ping": {"interval": 1}}``); ``http`` adds ``[http]`` options; other
+    keywords are ``[c2s]`` options."""
     data_dir.mkdir(parents=True, exist_ok=True)
     hosts = issue_host_certs(ca, data_dir, DOMAINS)
     data = server_settings(data_dir, hosts, **c2s)
-    if modules is not None:
-        data["modules"] = {"enabled": modules}
+    data["http"].update(http or {})
+    data["s2s"].update(s2s or {})
+    if modules is not None or module_options:
+        data["modules"] = dict(module_options or {})
+        if modules is not None:
+            data["modules"]["enabled"] = modules
     settings = settings_from_dict(data)
     server = Server(settings)
     await server.start()

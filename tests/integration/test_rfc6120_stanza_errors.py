@@ -20,6 +20,7 @@ from tests.integration.harness import (
 NS_PING = "urn:xmpp:ping"
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 NS_VERSION = "jabber:iq:version"
+XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 
 
 def error_type(stanza: ET.Element) -> str | None:
@@ -30,8 +31,8 @@ def error_type(stanza: ET.Element) -> str | None:
 async def expect_error(
     client: RawClient, tag: str, condition: str, kind: str, iq_id: str | None
 ) -> ET.Element:
-    """The next element is a ``tag`` of type error with ``condition``/``kind`` and ``iq_id``,
-    addressed to the sender; then the stream still works."""
+    """The next element the client receives is a ``tag`` of type error carrying ``condition``
+    with error type ``kind``, and the original ``id`` (``iq_id``, None when there was none)."""
     reply = await client.next()
     shown = ET.tostring(reply)
     assert reply.tag == q(NS_CLIENT, tag), shown
@@ -203,7 +204,7 @@ async def test_error_message_between_users_is_delivered_not_answered(
     delivered = await bob.next()
     assert delivered.get("id") == "e2" and delivered.get("type") == "error"
     await alice.expect_nothing(within=0.2)
-    await bob.expect_nothing(within=0.1)  # and bob's client is not made to answer it either
+    await bob.expect_nothing(within=0.1)  # delivered once, nothing else
 
 
 # --------------------------------------------------------------------------- presence
@@ -245,6 +246,16 @@ async def test_error_reply_keeps_id_and_swaps_addresses(server: RunningServer) -
     )
     reply = await expect_error(alice, "message", "service-unavailable", "cancel", "swap-3")
     assert reply.get("from") == "ghost@localhost" and reply.get("to") == alice_full
+
+
+async def test_error_reply_keeps_xml_lang(server: RunningServer) -> None:
+    client, _ = await raw_session(server)
+    await client.send(
+        "<message to='ghost@localhost' type='chat' id='fr1' xml:lang='fr'>"
+        "<body>Allô</body></message>"
+    )
+    reply = await expect_error(client, "message", "service-unavailable", "cancel", "fr1")
+    assert reply.get(XML_LANG) == "fr", ET.tostring(reply)
 
 
 # --------------------------------------------------------------------------- server queries

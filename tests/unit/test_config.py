@@ -15,7 +15,9 @@ from salon.config import (
     C2SSettings,
     ConfigError,
     HostSettings,
+    HttpSettings,
     ModulesSettings,
+    S2SSettings,
     ServerSettings,
     Settings,
     default_config_text,
@@ -120,7 +122,7 @@ def test_default_config_text_handles_unicode_domain() -> None:
 
 def test_default_config_text_mentions_every_option() -> None:
     text = default_config_text()
-    for model in (ServerSettings, C2SSettings, HostSettings):
+    for model in (ServerSettings, C2SSettings, S2SSettings, HttpSettings, HostSettings):
         for name in model.model_fields:
             assert re.search(rf"^{name} = ", text, re.MULTILINE), name
     assert re.search(r"^enabled = ", text, re.MULTILINE)
@@ -133,7 +135,7 @@ def test_default_config_text_rejects_bad_domain() -> None:
 
 
 @pytest.mark.parametrize(
-    "model", [ServerSettings, C2SSettings, HostSettings, ModulesSettings, Settings]
+    "model", [ServerSettings, C2SSettings, HttpSettings, HostSettings, ModulesSettings, Settings]
 )
 def test_every_option_has_a_description(model: type[BaseModel]) -> None:
     for name, field in model.model_fields.items():

@@ -32,7 +32,17 @@ from sqlalchemy import Connection, Table, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from salon.storage.sql.engine import MIGRATION_LOCK_KEY
-from salon.storage.sql.schema import account_credentials, accounts, kv, schema_version
+from salon.storage.sql.schema import (
+    account_credentials,
+    accounts,
+    blocklist,
+    kv,
+    offline_messages,
+    pending_subscriptions,
+    roster_items,
+    roster_versions,
+    schema_version,
+)
 
 __all__ = ["STORES", "MigrationError", "Step", "StoreSchema", "migrate"]
 
@@ -70,6 +80,9 @@ class StoreSchema:
 STORES: tuple[StoreSchema, ...] = (
     StoreSchema("accounts", 1, (accounts, account_credentials)),
     StoreSchema("kv", 1, (kv,)),
+    StoreSchema("roster", 1, (roster_versions, roster_items, pending_subscriptions)),
+    StoreSchema("offline", 1, (offline_messages,)),
+    StoreSchema("blocklist", 1, (blocklist,)),
 )
 
 

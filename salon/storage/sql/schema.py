@@ -9,10 +9,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
     ForeignKeyConstraint,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -28,8 +31,13 @@ __all__ = [
     "UtcDateTime",
     "account_credentials",
     "accounts",
+    "blocklist",
     "kv",
     "metadata",
+    "offline_messages",
+    "pending_subscriptions",
+    "roster_items",
+    "roster_versions",
     "schema_version",
 ]
 
@@ -37,6 +45,8 @@ __all__ = [
 _HOST = 1023
 _USERNAME = 1023
 _NAME = 255
+# A full JID: localpart@domainpart/resourcepart, each part at most 1023 octets.
+_JID = 3071
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -117,11 +127,89 @@ kv = Table(
     PrimaryKeyConstraint("host", "username", "store", name="pk_kv"),
 )
 
-PER_USER_TABLES: tuple[Table, ...] = (kv,)
+roster_versions = Table(
+    "roster_versions",
+    metadata,
+    Column("host", String(_HOST), nullable=False),
+    Column("username", String(_USERNAME), nullable=False),
+    Column("version", BigInteger, nullable=False),
+    PrimaryKeyConstraint("host", "username", name="pk_roster_versions"),
+)
+"""One row per user with a roster: its RFC 6121 §2.6 version counter.
+
+Every roster change updates this row first, in the same transaction, so the
+row also serialises writers to one roster (a row lock on PostgreSQL).
+"""
+
+roster_items = Table(
+    "roster_items",
+    metadata,
+    Column("host", String(_HOST), nullable=False),
+    Column("username", String(_USERNAME), nullable=False),
+    Column("jid", String(_JID), nullable=False),
+    Column("name", Text, nullable=True),
+    Column("subscription", String(8), nullable=False),
+    Column("ask", Boolean, nullable=False),
+    Column("approved", Boolean, nullable=False),
+    Column("groups", Text, nullable=False),
+    PrimaryKeyConstraint("host", "username", "jid", name="pk_roster_items"),
+)
+"""Roster items; ``groups`` is a JSON array of strings, in the item's order."""
+
+pending_subscriptions = Table(
+    "pending_subscriptions",
+    metadata,
+    Column("host", String(_HOST), nullable=False),
+    Column("username", String(_USERNAME), nullable=False),
+    Column("jid", String(_JID), nullable=False),
+    Column("stanza", Text, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    PrimaryKeyConstraint("host", "username", "jid", name="pk_pending_subscriptions"),
+)
+
+offline_messages = Table(
+    "offline_messages",
+    metadata,
+    # INTEGER (not BIGINT) on SQLite, where only INTEGER PRIMARY KEY can
+    # autoincrement. AUTOINCREMENT there keeps ids from ever being reused, so
+    # a late delete of already delivered ids cannot hit a newer message.
+    Column(
+        "id",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("host", String(_HOST), nullable=False),
+    Column("username", String(_USERNAME), nullable=False),
+    Column("stanza", Text, nullable=False),
+    Column("stored_at", UtcDateTime(), nullable=False),
+    Index("ix_offline_messages_user", "host", "username", "id"),
+    sqlite_autoincrement=True,
+)
+
+blocklist = Table(
+    "blocklist",
+    metadata,
+    Column("host", String(_HOST), nullable=False),
+    Column("username", String(_USERNAME), nullable=False),
+    Column("jid", String(_JID), nullable=False),
+    PrimaryKeyConstraint("host", "username", "jid", name="pk_blocklist"),
+)
+
+PER_USER_TABLES: tuple[Table, ...] = (
+    kv,
+    # roster_versions before roster_items: the roster store locks them in that
+    # order too, so an account deletion cannot deadlock with a roster change.
+    roster_versions,
+    roster_items,
+    pending_subscriptions,
+    offline_messages,
+    blocklist,
+)
 """Tables keyed by (host, username) whose rows go when the account is deleted.
 
 Every new per-user store adds its table here so that
 :meth:`~salon.storage.interfaces.AccountStore.delete` removes its rows in the
-same transaction. Their primary keys start with (host, username), so the
-delete uses the index.
+same transaction. Their primary keys (or, for ``offline_messages``, an
+index) start with (host, username), so the delete uses an index.
 """

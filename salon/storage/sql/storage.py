@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from salon.storage.interfaces import AccountStore
+from salon.storage.interfaces import AccountStore, BlocklistStore, OfflineStore, RosterStore
 from salon.storage.sql.accounts import SqlAccountStore
+from salon.storage.sql.blocklist import SqlBlocklistStore
 from salon.storage.sql.kv import SqlKeyValueStore
+from salon.storage.sql.offline import SqlOfflineStore
+from salon.storage.sql.roster import SqlRosterStore
 
 __all__ = ["SqlStorage"]
 
@@ -23,6 +26,9 @@ class SqlStorage:
         """Build the stores over ``engine``; :meth:`close` disposes of it."""
         self.engine = engine
         self.accounts: AccountStore = SqlAccountStore(engine)
+        self.roster: RosterStore = SqlRosterStore(engine)
+        self.offline: OfflineStore = SqlOfflineStore(engine)
+        self.blocklist: BlocklistStore = SqlBlocklistStore(engine)
         self._keyvalue: dict[str, SqlKeyValueStore] = {}
 
     def keyvalue(self, store: str) -> SqlKeyValueStore:

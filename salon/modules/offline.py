@@ -1,0 +1,261 @@
+"""XEP-0160: offline messages, stamped with XEP-0203 delayed delivery.
+
+A chat or normal message that no resource can take (RFC 6121 §8.5.2.2) is stored, committed
+before the router hears it was handled. When a resource of the user sends available presence
+with a non-negative priority, every stored message goes to that resource, oldest first,
+followed by an XEP-0199 ping; once the client answers it (so it has read what came before),
+exactly the messages sent are deleted. Delivery is at least once: a connection that dies, a
+client that never answers or a crash before the delete leave the messages stored, to be sent
+again, rather than lost.
+
+Choices, with the text they follow:
+
+* Stored: ``normal`` and ``chat`` (XEP-0160 §3). Not stored: ``groupchat``, ``headline`` and
+  ``error`` (the message module never offers them), a chat message carrying nothing but chat
+  state notifications (XEP-0160 §3: discarded, a typing notice is stale by the time anyone
+  reads it), and a message with the XEP-0334 ``<no-store/>`` hint (bounced, see below).
+* A full queue, or a message we will not store, is answered with ``<service-unavailable/>``
+  (XEP-0160 §2 step 3 names it for "the recipient's offline message queue is full"; RFC 6121
+  §8.5.2.2.1 for "no offline storage").
+* Delivery needs a non-negative priority (XEP-0160 §2 step 5: "when the recipient next sends
+  non-negative available presence"). A resource that is available with a negative priority
+  gets the messages when it raises its priority to zero or more.
+* One user's deliveries and stores are serialised by a per-user lock: two resources becoming
+  available together never both get a message, and a message is never stored while a
+  delivery it would miss is running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pydantic import Field
+
+from salon.core.events import (
+    AvailablePresence,
+    MessageUndeliverable,
+    PresenceBroadcast,
+    ResourceUnbound,
+)
+from salon.core.hooks import HANDLED, Priority
+from salon.core.module import Module, ModuleOptions, Spec
+from salon.core.session import C2SSession
+from salon.errors import StanzaError, StanzaErrorCondition, StreamError
+from salon.jid import JID
+from salon.modules.message import delivery_targets
+from salon.namespaces import (
+    NS_CHATSTATES,
+    NS_CLIENT,
+    NS_DELAY,
+    NS_HINTS,
+    NS_MSGOFFLINE,
+    NS_PING,
+    NS_STREAM,
+)
+from salon.xml.element import Element
+from salon.xml.parser import XmlStreamParser
+from salon.xml.serializer import serialize_str
+
+_STORED_TYPES = frozenset(("normal", "chat"))
+_STREAM_OPEN = f"<stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAM}'>".encode()
+
+
+def delay_stamp(now: datetime) -> str:
+    """An XEP-0082 DateTime in UTC with milliseconds, as XEP-0203 wants it."""
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def stamped(stanza: Element, domain: str, now: datetime) -> Element:
+    """A copy of ``stanza`` with ``<delay from=domain stamp=now>`` (XEP-0203 §3, XEP-0160 §2)."""
+    copy = stanza.shallow_copy()
+    copy.add("delay", NS_DELAY, {"from": domain, "stamp": delay_stamp(now)}, "Offline Storage")
+    return copy
+
+
+def parse_stored(text: str) -> Element:
+    """The stanza that ``serialize_str`` turned into ``text``; raises ValueError if it is not
+    exactly one element."""
+    data = text.encode()
+    parser = XmlStreamParser(max_stanza_bytes=len(data) + 1, max_depth=64)
+    try:
+        events = parser.feed(_STREAM_OPEN + data)
+    except StreamError as exc:
+        raise ValueError(str(exc)) from exc
+    elements = [event for event in events if isinstance(event, Element)]
+    if len(elements) != 1:
+        raise ValueError(f"{len(elements)} elements in a stored stanza")
+    return elements[0]
+
+
+def is_chat_state_only(stanza: Element) -> bool:
+    """XEP-0160 §3: a chat message whose only content is XEP-0085 chat states."""
+    contents = [c for c in stanza.elements() if not (c.tag == "thread" and c.ns == stanza.ns)]
+    return bool(contents) and all(c.ns == NS_CHATSTATES for c in contents)
+
+
+def announced_priority(stanza: Element) -> int | None:
+    """The priority an available presence announces (RFC 6121 §4.7.2.3), None if invalid."""
+    text = stanza.find_text("priority", NS_CLIENT)
+    if text is None:
+        return 0
+    try:
+        value = int(text.strip())
+    except ValueError:
+        return None
+    return value if -128 <= value <= 127 else None
+
+
+@dataclass(slots=True)
+class _Held:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+class UserLocks:
+    """One lock per bare JID, existing only while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[JID, _Held] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, user: JID) -> AsyncIterator[None]:
+        held = self._locks.get(user)
+        if held is None:
+            held = self._locks[user] = _Held()
+        held.users += 1
+        try:
+            async with held.lock:
+                yield
+        finally:
+            held.users -= 1
+            if held.users == 0:
+                del self._locks[user]
+
+
+class OfflineMessages(Module):
+    name = "offline"
+    specs = (
+        Spec("XEP-0160", "1.0.1", "offline messages for chat and normal types"),
+        Spec("XEP-0203", "2.0", "delay stamp on offline messages"),
+    )
+
+    class Options(ModuleOptions):
+        quota: int = Field(
+            1000, ge=1, description="Most messages held for one user; more are bounced."
+        )
+        ack_timeout: float = Field(
+            30.0,
+            gt=0,
+            description="Seconds a client has to answer the ping that confirms it received "
+            "its offline messages; unconfirmed messages stay stored.",
+        )
+
+    def setup(self) -> None:
+        assert isinstance(self.options, OfflineMessages.Options)
+        self.quota = self.options.quota
+        self.ack_timeout = self.options.ack_timeout
+        self.locks = UserLocks()
+        self.acks: dict[C2SSession, asyncio.Future[Element]] = {}
+        self.add_feature(NS_MSGOFFLINE)
+        self.hook(MessageUndeliverable, self.store, Priority.DELIVER)
+        self.hook(AvailablePresence, self.became_available)
+        # Just before the presence module handles it: AvailablePresence does not fire when an
+        # already available resource raises a negative priority, so watch for that here.
+        self.hook(PresenceBroadcast, self.priority_raised, Priority.DELIVER + 1)
+        self.hook(ResourceUnbound, self.session_ended)
+
+    # ------------------------------------------------------------------ storing
+    async def store(self, event: MessageUndeliverable) -> bool | None:
+        stanza, stype = event.stanza, event.stanza_type
+        if stype not in _STORED_TYPES:
+            return None
+        if stype == "chat" and is_chat_state_only(stanza):
+            return HANDLED
+        if stanza.find("no-store", NS_HINTS) is not None:
+            return None  # XEP-0334 §4: must not be stored; the sender hears it was not taken
+        user = event.to.bare
+        async with self.locks.hold(user):
+            # A resource may have become available while we waited: then it takes the message.
+            targets = delivery_targets(self.server.sessions.resources(user), stype)
+            for session in targets:
+                session.send(stanza)
+            if targets:
+                return HANDLED
+            text = serialize_str(stamped(stanza, self.domain, datetime.now(UTC)))
+            is_stored = await self.storage.offline.push(
+                self.domain, user.local or "", text, limit=self.quota
+            )
+        if not is_stored:
+            # XEP-0160 §2 step 3: a full queue is answered with <service-unavailable/>.
+            raise StanzaError(StanzaErrorCondition.SERVICE_UNAVAILABLE, "offline storage is full")
+        return HANDLED
+
+    # ------------------------------------------------------------------ delivering
+    def became_available(self, event: AvailablePresence) -> None:
+        if event.session.priority >= 0:
+            self.server.spawn(self.deliver(event.session))
+
+    def priority_raised(self, event: PresenceBroadcast) -> None:
+        session, stanza = event.origin, event.stanza
+        if stanza.get("type") is not None or not session.is_available or session.priority >= 0:
+            return
+        priority = announced_priority(stanza)
+        if priority is not None and priority >= 0:
+            self.server.spawn(self.deliver(session))
+
+    def session_ended(self, event: ResourceUnbound) -> None:
+        ack = self.acks.pop(event.session, None)
+        if ack is not None:
+            ack.cancel()
+
+    async def deliver(self, session: C2SSession) -> None:
+        """Send the user's stored messages to ``session`` in order; once it has answered a
+        ping sent after them, delete exactly those."""
+        user = session.jid.bare
+        async with self.locks.hold(user):
+            stored = await self.storage.offline.list(self.domain, user.local or "")
+            sent: list[int] = []
+            for message in stored:
+                if session.is_closed:
+                    break  # the rest stays for the next available resource
+                try:
+                    element = parse_stored(message.stanza)
+                except ValueError:
+                    self.log.error("offline message %d of %s is unreadable", message.id, user)
+                    continue
+                session.send(element)
+                sent.append(message.id)
+            if sent and await self.acknowledged(session):
+                await self.storage.offline.delete(self.domain, user.local or "", sent)
+
+    async def acknowledged(self, session: C2SSession) -> bool:
+        """Whether the client read everything sent to it so far: it answered (result or
+        error, RFC 6120 §8.2.3) an XEP-0199 ping sent after it. Without stream management
+        this is the only way to know the bytes were not lost with a dying connection."""
+        if session.is_closed:
+            return False
+        pending = self.server.pending_iqs
+        iq_id = pending.new_id()
+        reply = pending.expect(iq_id)
+        self.acks[session] = reply
+        ping = Element("iq", NS_CLIENT, {"type": "get", "id": iq_id})
+        ping.set("from", self.domain)
+        ping.set("to", str(session.jid))
+        ping.add("ping", NS_PING)
+        session.send(ping)
+        try:
+            await asyncio.wait({reply}, timeout=self.ack_timeout)
+        finally:
+            if self.acks.get(session) is reply:
+                del self.acks[session]
+        if reply.done() and not reply.cancelled():
+            return True
+        reply.cancel()
+        return False

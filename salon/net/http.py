@@ -1,0 +1,218 @@
+"""The web server: BOSH, WebSocket, XEP-0156 host-meta and the chat page, on aiohttp.
+
+It listens on ``http.port`` (plain) and ``http.tls_port`` (HTTPS with the hosts'
+certificates, picked by SNI). Behind a reverse proxy, requests from ``trusted_proxies``
+carry the client's address and scheme in ``X-Forwarded-For`` / ``X-Forwarded-Proto``.
+A plain-HTTP client is not encrypted, so it gets no SASL mechanism while
+``c2s.require_encryption`` holds: the same rule as on TCP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from salon.namespaces import NS_XRD
+from salon.net.bosh import BoshManager
+from salon.net.chat_page import chat_page, missing_page
+from salon.net.websocket import serve_websocket
+from salon.xml.element import Element
+from salon.xml.serializer import serialize
+
+if TYPE_CHECKING:
+    from salon.core.server import Server
+
+log = logging.getLogger(__name__)
+
+REL_BOSH = "urn:xmpp:alt-connections:xbosh"
+REL_WEBSOCKET = "urn:xmpp:alt-connections:websocket"
+BODY_OVERHEAD = 65536  # bytes a BOSH request may carry beyond one maximal stanza
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class HttpService:
+    """The aiohttp application and its listeners."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.options = server.settings.http
+        self.bosh = BoshManager(server)
+        self.client_dir = server.settings.resolve(self.options.web_client_dir)
+        self.app = web.Application(
+            middlewares=[self._cors],
+            client_max_size=server.settings.c2s.max_stanza_size + BODY_OVERHEAD,
+        )
+        self._add_routes()
+        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+
+    def _add_routes(self) -> None:
+        o = self.options
+        router = self.app.router
+        for path in (o.bosh_path, o.bosh_path + "/"):
+            router.add_post(path, self.bosh_post)
+            router.add_get(path, self.bosh_get)
+            router.add_route("OPTIONS", path, self.preflight)
+        for path in (o.websocket_path, o.websocket_path + "/"):
+            router.add_get(path, self.websocket)
+        for path in ("/.well-known/host-meta", "/.well-known/host-meta.json"):
+            router.add_get(path, self.host_meta)
+            router.add_route("OPTIONS", path, self.preflight)
+        router.add_get(o.chat_path, self.chat_redirect)
+        router.add_get(o.chat_path + "/", self.chat)
+        router.add_get(o.chat_path + "/index.html", self.chat)
+        if (self.client_dir / "converse.min.js").is_file():
+            router.add_static(o.chat_path, self.client_dir, follow_symlinks=False)
+
+    async def start(self) -> dict[str, list[asyncio.AbstractServer]]:
+        """Listen on the configured ports; the listeners by kind ("http", "https")."""
+        await self.runner.setup()
+        loop = asyncio.get_running_loop()
+        o = self.options
+        handler = self.runner.server
+        assert handler is not None
+        listeners = {
+            "http": [await loop.create_server(handler, host, o.port) for host in o.interfaces]
+        }
+        ctx = self.server.tls.https_context()
+        if o.tls_enabled and ctx is not None:
+            listeners["https"] = [
+                await loop.create_server(
+                    handler,
+                    host,
+                    o.tls_port,
+                    ssl=ctx,
+                    ssl_handshake_timeout=self.server.settings.c2s.handshake_timeout,
+                )
+                for host in o.interfaces
+            ]
+        return listeners
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+    # ------------------------------------------------------------------ clients
+    def client(self, request: web.Request) -> tuple[str, bool]:
+        """The client's ``ip:port`` and whether its connection is encrypted, believing the
+        ``X-Forwarded-*`` headers of a trusted proxy."""
+        peername = request.transport.get_extra_info("peername") if request.transport else None
+        ip, port = (str(peername[0]), str(peername[1])) if peername else ("unknown", "0")
+        is_secure = request.secure or self.options.consider_secure
+        if ip in self.options.trusted_proxies:
+            forwarded_for = request.headers.get("X-Forwarded-For", "")
+            if forwarded_for:
+                ip = forwarded_for.rsplit(",", 1)[-1].strip() or ip
+            if request.headers.get("X-Forwarded-Proto", "").lower() == "https":
+                is_secure = True
+        return f"{ip}:{port}", is_secure
+
+    def _origin_allowed(self, origin: str) -> bool:
+        allowed = self.options.cors_origins
+        return "*" in allowed or origin in allowed
+
+    # ------------------------------------------------------------------ middleware
+    @web.middleware
+    async def _cors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """CORS for browser clients on other origins (BOSH and host-meta; WebSocket
+        handshakes from disallowed origins are refused)."""
+        origin = request.headers.get("Origin")
+        response = await handler(request)
+        if (
+            origin
+            and self.options.cors_origins
+            and self._origin_allowed(origin)
+            and not isinstance(response, web.WebSocketResponse)
+            and not response.prepared
+        ):
+            everyone = "*" in self.options.cors_origins
+            response.headers["Access-Control-Allow-Origin"] = "*" if everyone else origin
+            if not everyone:
+                response.headers["Vary"] = "Origin"
+        return response
+
+    async def preflight(self, request: web.Request) -> web.Response:
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                "Access-Control-Allow-Headers": "Content-Type",
+                "Access-Control-Max-Age": "86400",
+            },
+        )
+
+    # ------------------------------------------------------------------ endpoints
+    async def bosh_post(self, request: web.Request) -> web.Response:
+        peer, is_secure = self.client(request)
+        return await self.bosh.handle(request, peer=peer, is_secure=is_secure)
+
+    async def bosh_get(self, request: web.Request) -> web.Response:
+        return web.Response(
+            text="Salon's BOSH endpoint (XEP-0124, XEP-0206): POST <body/> requests here.\n"
+        )
+
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if origin and self.options.cors_origins and not self._origin_allowed(origin):
+            return web.Response(status=403, text="This origin may not connect.\n")
+        peer, is_secure = self.client(request)
+        return await serve_websocket(self.server, request, peer=peer, is_secure=is_secure)
+
+    async def host_meta(self, request: web.Request) -> web.Response:
+        """XEP-0156 §3: where BOSH and WebSocket are, as XRD or JSON."""
+        bosh, websocket = self.endpoints(request)
+        if request.path.endswith(".json"):
+            links = [{"rel": REL_BOSH, "href": bosh}, {"rel": REL_WEBSOCKET, "href": websocket}]
+            return web.json_response({"links": links})
+        xrd = Element("XRD", NS_XRD)
+        xrd.add("Link", NS_XRD, {"rel": REL_BOSH, "href": bosh})
+        xrd.add("Link", NS_XRD, {"rel": REL_WEBSOCKET, "href": websocket})
+        data = b"<?xml version='1.0' encoding='utf-8'?>\n" + serialize(xrd)
+        return web.Response(body=data, content_type="application/xrd+xml", charset="utf-8")
+
+    def endpoints(self, request: web.Request) -> tuple[str, str]:
+        """Absolute BOSH and WebSocket URLs: ``public_url`` when set, else this request's
+        host, preferring the HTTPS port when the request came in plain."""
+        o = self.options
+        base = o.public_url
+        if not base:
+            _, is_secure = self.client(request)
+            host = request.host
+            peername = request.transport.get_extra_info("peername") if request.transport else None
+            if peername and str(peername[0]) in o.trusted_proxies:
+                host = request.headers.get("X-Forwarded-Host", host)
+            if is_secure:
+                base = f"https://{host}"
+            elif "https" in self.server.listeners:
+                hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+                base = f"https://{hostname}:{self.server.port('https')}"
+            else:
+                base = f"http://{host}"
+        ws_base = "ws" + base.removeprefix("http")
+        return base + o.bosh_path, ws_base + o.websocket_path
+
+    async def chat_redirect(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound(self.options.chat_path + "/")
+
+    async def chat(self, request: web.Request) -> web.Response:
+        o = self.options
+        domain = self.page_domain(request)
+        if (self.client_dir / "converse.min.js").is_file():
+            text = chat_page(domain=domain, bosh_path=o.bosh_path, websocket_path=o.websocket_path)
+        else:
+            text = missing_page(
+                domain=domain,
+                folder=str(self.client_dir),
+                bosh_path=o.bosh_path,
+                websocket_path=o.websocket_path,
+            )
+        return web.Response(text=text, content_type="text/html")
+
+    def page_domain(self, request: web.Request) -> str:
+        """The hosted domain the page logs in to: the request's host name when hosted."""
+        hostname = (request.url.host or "").lower().rstrip(".")
+        if hostname in self.server.hosts:
+            return hostname
+        return self.server.c2s_policy.default_host

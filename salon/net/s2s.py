@@ -1,0 +1,664 @@
+"""Federation's IO shell: listeners, outgoing connections, queues and bounces.
+
+* :class:`S2SInConnection` drives an ``S2SInStream`` for a server that connected to us.
+* :class:`S2SOutConnection` drives an ``S2SOutStream`` to a remote domain.
+* :class:`S2SManager` (one per server) owns the outgoing side: one route per (local domain,
+  remote domain) with a bounded queue of stanzas waiting for the connection; several local
+  domains share one connection when the peer allows piggy-backing. It bounces every queued
+  stanza to its sender when the peer cannot be reached (``remote-server-not-found``) or the
+  connection fails after it was made (``remote-server-timeout``); nothing is dropped silently.
+  It also carries dialback verifications for the inbound side, closes idle connections and
+  reconnects on demand.
+
+Every protocol decision is the stream state machines'; routing is the router's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import socket
+import ssl
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, cast
+
+from salon.errors import StanzaError, StanzaErrorCondition, StreamErrorCondition
+from salon.jid import JID
+from salon.net.dns import NoService, S2SResolver, S2STarget
+from salon.net.pkix import S2STls
+from salon.stream.events import CloseConnection, Send, StartTls
+from salon.stream.s2s import (
+    DomainAuthorized,
+    DomainRefused,
+    KeyVerified,
+    PeerAuthenticated,
+    RemoteStanzaReceived,
+    S2SAction,
+    S2SInPolicy,
+    S2SInStream,
+    S2SLimits,
+    S2SOutPolicy,
+    S2SOutStream,
+    VerifyKey,
+)
+from salon.xml.element import Element
+
+if TYPE_CHECKING:
+    from salon.core.server import Server
+
+log = logging.getLogger(__name__)
+
+MAX_INBOX = 256  # stanzas waiting for the router before we stop reading a socket
+MAX_SEND_BUFFER = 8 * 1024 * 1024  # bytes unread by a peer before the connection is dropped
+SWEEP_INTERVAL = 1.0
+
+
+class _Connection(asyncio.Protocol):
+    """What both directions share: transport, batched writes, TLS upgrade, idle time."""
+
+    def __init__(self, manager: S2SManager) -> None:
+        self.manager = manager
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self._out: list[bytes] = []
+        self._closing = False
+        self._held_data: list[bytes] | None = None
+        self.last_activity = asyncio.get_running_loop().time()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.transport.set_write_buffer_limits(high=MAX_SEND_BUFFER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = asyncio.get_running_loop().time()
+        if self._held_data is not None:
+            self._held_data.append(data)  # the handshake finished, start_tls() has not returned
+            return
+        self._execute(self._stream_receive(data))
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def pause_writing(self) -> None:
+        log.info("closing s2s connection %s: send buffer over its limit", self.peer)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def resume_writing(self) -> None:
+        pass
+
+    @property
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is None or self._closing:
+            return
+        self.last_activity = asyncio.get_running_loop().time()
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.append(data)
+
+    def _flush(self) -> None:
+        if self._out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(self._out))
+        self._out.clear()
+
+    def _close_transport(self) -> None:
+        self._flush()
+        self._closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    async def _upgrade(self, server_side: bool, server_hostname: str | None) -> bool:
+        ctx = self._tls_context()
+        if ctx is None or self.transport is None:
+            self.close_stream(StreamErrorCondition.INTERNAL_SERVER_ERROR, "no certificate")
+            return False
+        self._flush()
+        self._held_data = []
+        loop = asyncio.get_running_loop()
+        try:
+            transport = await asyncio.wait_for(
+                loop.start_tls(
+                    self.transport,
+                    self,
+                    ctx,
+                    server_side=server_side,
+                    server_hostname=server_hostname,
+                ),
+                self.manager.settings.connect_timeout,
+            )
+        except (TimeoutError, OSError, ConnectionError) as exc:
+            log.info("TLS handshake with %s failed: %s", self.peer, exc)
+            if self.transport is not None:
+                self.transport.abort()
+            return False
+        if transport is None:
+            return False
+        self.transport = transport
+        return True
+
+    def _release_held(self) -> None:
+        held, self._held_data = self._held_data or [], None
+        for data in held:
+            self.data_received(data)
+
+    def _execute(self, actions: Iterable[S2SAction]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                self._write(action.data)
+            elif isinstance(action, CloseConnection):
+                self._close_transport()
+            elif isinstance(action, StartTls):
+                self.manager.spawn(self._start_tls())
+            else:
+                self._on_action(action)
+
+    # direction-specific
+    def _stream_receive(self, data: bytes) -> list[S2SAction]:
+        raise NotImplementedError
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        raise NotImplementedError
+
+    async def _start_tls(self) -> None:
+        raise NotImplementedError
+
+    def _on_action(self, action: S2SAction) -> None:
+        raise NotImplementedError
+
+    def close_stream(
+        self, condition: StreamErrorCondition | None = None, text: str | None = None
+    ) -> None:
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------- inbound
+class S2SInConnection(_Connection):
+    def __init__(self, manager: S2SManager, *, direct_tls: bool = False) -> None:
+        super().__init__(manager)
+        self.direct_tls = direct_tls
+        self.stream = S2SInStream(manager.in_policy, is_secure=direct_tls)
+        self._inbox: deque[RemoteStanzaReceived] = deque()
+        self._worker: asyncio.Task[None] | None = None
+        self._reading_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.manager.incoming.add(self)
+        if self.direct_tls:
+            sslobj = transport.get_extra_info("ssl_object")
+            self._execute(self.stream.tls_established(self.manager.tls.validator.check(sslobj)))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self.manager.incoming.discard(self)
+
+    def close_stream(
+        self, condition: StreamErrorCondition | None = None, text: str | None = None
+    ) -> None:
+        if condition is not None:
+            self._inbox.clear()
+        self._execute(self.stream.close(condition, text))
+
+    def _stream_receive(self, data: bytes) -> list[S2SAction]:
+        return self.stream.receive_data(data)
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        return self.manager.tls.server_context(self.stream.host or "")
+
+    async def _start_tls(self) -> None:
+        if not await self._upgrade(server_side=True, server_hostname=None):
+            return
+        assert self.transport is not None
+        sslobj = self.transport.get_extra_info("ssl_object")
+        self._execute(self.stream.tls_established(self.manager.tls.validator.check(sslobj)))
+        self._release_held()
+
+    def _on_action(self, action: S2SAction) -> None:
+        if isinstance(action, RemoteStanzaReceived):
+            self._enqueue(action)
+        elif isinstance(action, VerifyKey):
+            self.manager.spawn(self._verify(action))
+        elif isinstance(action, PeerAuthenticated):
+            log.info(
+                "%s authenticated as %s for %s (%s)",
+                self.peer,
+                action.remote,
+                action.local,
+                action.mechanism,
+            )
+
+    async def _verify(self, request: VerifyKey) -> None:
+        is_valid, error = await self.manager.verify_key(request)
+        self._execute(
+            self.stream.key_verified(request.originating, request.receiving, is_valid, error)
+        )
+
+    def _enqueue(self, item: RemoteStanzaReceived) -> None:
+        self._inbox.append(item)
+        if len(self._inbox) >= MAX_INBOX and not self._reading_paused and self.transport:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        router = self.manager.server.router
+        try:
+            while self._inbox:
+                item = self._inbox.popleft()
+                try:
+                    await router.from_remote(item.stanza, item.sender, item.to)
+                except Exception:
+                    log.exception("routing a stanza from %s failed", item.sender)
+                if self._reading_paused and len(self._inbox) < MAX_INBOX // 2:
+                    self._reading_paused = False
+                    if self.transport is not None and not self._closing:
+                        self.transport.resume_reading()
+        finally:
+            self._worker = None
+
+
+# ---------------------------------------------------------------------- outbound
+class S2SOutConnection(_Connection):
+    """One connection to ``remote``, opened for ``local`` (more local domains may join)."""
+
+    def __init__(self, manager: S2SManager, local: str, remote: str) -> None:
+        super().__init__(manager)
+        self.local = local
+        self.remote = remote
+        self.stream = S2SOutStream(local, remote, manager.out_policy)
+        self.target: S2STarget | None = None
+        self.is_connected = False  # TCP is up (then failures are timeouts, not "not found")
+        self.verifies: dict[tuple[str, str, str], asyncio.Future[bool]] = {}
+        self._lost = False
+
+    @property
+    def is_usable(self) -> bool:
+        return not self._closing and not self._lost and not self.stream.closed
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.is_connected = True
+        if self.target is not None and self.target.is_direct_tls:
+            sslobj = transport.get_extra_info("ssl_object")
+            self._execute(self.stream.tls_established(self.manager.tls.validator.check(sslobj)))
+        self._execute(self.stream.start())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._lost = True
+        self.manager.connection_ended(self, None)
+
+    def close_stream(
+        self, condition: StreamErrorCondition | None = None, text: str | None = None
+    ) -> None:
+        self._execute(self.stream.close(condition, text))
+
+    def send_stanza(self, stanza: Element) -> None:
+        self._execute(self.stream.send_stanza(stanza))
+
+    def authorize(self, local: str) -> None:
+        self._execute(self.stream.authorize(local))
+
+    def verify_key(self, receiving: str, stream_id: str, key: str) -> asyncio.Future[bool]:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.verifies[(self.remote, receiving, stream_id)] = future
+        self._execute(self.stream.verify_key(receiving, stream_id, key))
+        return future
+
+    def _stream_receive(self, data: bytes) -> list[S2SAction]:
+        return self.stream.receive_data(data)
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        return self.manager.tls.client_context(self.local)
+
+    async def _start_tls(self) -> None:
+        if not await self._upgrade(server_side=False, server_hostname=self.remote):
+            return
+        assert self.transport is not None
+        sslobj = self.transport.get_extra_info("ssl_object")
+        self._execute(self.stream.tls_established(self.manager.tls.validator.check(sslobj)))
+        self._release_held()
+
+    def _on_action(self, action: S2SAction) -> None:
+        if isinstance(action, DomainAuthorized):
+            log.info("%s → %s authorized", action.local, self.remote)
+            self.manager.domain_authorized(self, action.local)
+        elif isinstance(action, DomainRefused):
+            log.info("%s → %s refused: %s", action.local, self.remote, action.text)
+            self.manager.domain_refused(self, action.local, action.condition, action.text)
+        elif isinstance(action, KeyVerified):
+            key = (action.originating, action.receiving, action.stream_id)
+            future = self.verifies.pop(key, None)
+            if future is not None and not future.done():
+                future.set_result(action.is_valid)
+
+    async def run(self, resolver: S2SResolver) -> None:
+        """Find the remote's servers and connect to the first that answers."""
+        loop = asyncio.get_running_loop()
+        timeout = self.manager.settings.connect_timeout
+        try:
+            targets = await asyncio.wait_for(resolver.targets(self.remote), timeout)
+        except (NoService, TimeoutError, OSError) as exc:
+            self.manager.connection_ended(self, f"no server found for {self.remote}: {exc!r}")
+            return
+        errors: list[str] = []
+        for target in targets:
+            if self._closing:
+                return
+            self.target = target
+            ctx = None
+            if target.is_direct_tls:
+                ctx = self.manager.tls.client_context(self.local, direct_tls=True)
+                if ctx is None:
+                    continue
+            try:
+                await asyncio.wait_for(
+                    loop.create_connection(
+                        lambda: self,
+                        target.host,
+                        target.port,
+                        ssl=ctx,
+                        server_hostname=self.remote if ctx is not None else None,
+                    ),
+                    timeout,
+                )
+                return
+            except (TimeoutError, OSError) as exc:
+                errors.append(f"{target.host}:{target.port}: {exc}")
+        self._lost = True
+        self.manager.connection_ended(
+            self, f"cannot connect to {self.remote} ({'; '.join(errors) or 'no target'})"
+        )
+
+
+# ---------------------------------------------------------------------- manager
+class _Route:
+    """Stanzas from one local domain to one remote domain."""
+
+    __slots__ = ("conn", "deadline", "is_authorized", "local", "queue", "remote")
+
+    def __init__(self, local: str, remote: str) -> None:
+        self.local = local
+        self.remote = remote
+        self.queue: deque[Element] = deque()
+        self.conn: S2SOutConnection | None = None
+        self.is_authorized = False
+        self.deadline: asyncio.TimerHandle | None = None
+
+
+class S2SManager:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.settings = server.settings.s2s
+        self.secret = secrets.token_bytes(32)  # dialback keys of this run (XEP-0185)
+        ca_file = server.settings.resolve(self.settings.ca_file) if self.settings.ca_file else None
+        self.tls = S2STls(ca_file)
+        self.resolver = S2SResolver(self.settings.overrides, lifetime=self.settings.connect_timeout)
+        self.routes: dict[tuple[str, str], _Route] = {}
+        self.outgoing: set[S2SOutConnection] = set()
+        self.incoming: set[S2SInConnection] = set()
+        self.listeners: list[asyncio.AbstractServer] = []
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        limits = S2SLimits(max_stanza_size=self.settings.max_stanza_size)
+        self.in_policy = S2SInPolicy(
+            is_local_host=server.hosts.__contains__,
+            default_host=next(iter(server.settings.hosts)),
+            dialback_secret=self.secret,
+            can_starttls=self.tls.has,
+            require_encryption=self.settings.require_encryption,
+            require_certificate=self.settings.require_certificate,
+            is_peer_allowed=self.is_allowed,
+            limits=limits,
+        )
+        self.out_policy = S2SOutPolicy(
+            dialback_secret=self.secret,
+            require_encryption=self.settings.require_encryption,
+            require_certificate=self.settings.require_certificate,
+            limits=limits,
+        )
+
+    @property
+    def is_enabled(self) -> bool:
+        return self.settings.enabled
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        if not self.is_enabled:
+            return
+        for domain in self.server.settings.hosts:
+            cert, key = self.server.settings.host_cert_paths(domain)
+            self.tls.add_host(domain, cert, key)
+        loop = asyncio.get_running_loop()
+        plain: list[asyncio.AbstractServer] = [
+            await loop.create_server(lambda: S2SInConnection(self), host, self.settings.port)
+            for host in self.settings.interfaces
+        ]
+        self.listeners.extend(plain)
+        self.server.listeners["s2s"] = plain  # Server.addresses() and port("s2s") see them
+        direct_ctx = self.tls.direct_tls_context()
+        if self.settings.direct_tls_enabled and direct_ctx is not None:
+            direct: list[asyncio.AbstractServer] = [
+                await loop.create_server(
+                    lambda: S2SInConnection(self, direct_tls=True),
+                    host,
+                    self.settings.direct_tls_port,
+                    ssl=direct_ctx,
+                    ssl_handshake_timeout=self.settings.connect_timeout,
+                )
+                for host in self.settings.interfaces
+            ]
+            self.listeners.extend(direct)
+            self.server.listeners["s2s_direct_tls"] = direct
+        self._sweeper = loop.create_task(self._sweep())
+
+    async def stop(self) -> None:
+        for srv in self.listeners:
+            srv.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for conn in list(self.incoming) + list(self.outgoing):
+            conn.close_stream(StreamErrorCondition.SYSTEM_SHUTDOWN)
+        for route in list(self.routes.values()):
+            self._fail_route(route, StanzaErrorCondition.REMOTE_SERVER_TIMEOUT, "shutting down")
+        await asyncio.sleep(0)
+        for _ in range(50):
+            if not self.incoming and not self.outgoing:
+                break
+            await asyncio.sleep(0.02)
+        for task in list(self._tasks):
+            task.cancel()
+
+    def spawn(self, coro: object) -> asyncio.Task[object]:
+        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[object]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("s2s task failed", exc_info=task.exception())
+
+    # ------------------------------------------------------------------ policy
+    def is_allowed(self, domain: str) -> bool:
+        if domain in self.settings.deny:
+            return False
+        return not self.settings.allow or domain in self.settings.allow
+
+    # ------------------------------------------------------------------ sending
+    def send(self, stanza: Element, sender: JID, to: JID) -> None:
+        """Deliver ``stanza`` from a local JID to a remote one, or bounce it to ``sender``."""
+        local, remote = sender.domain, to.domain
+        if not self.is_enabled:
+            self._bounce(stanza, StanzaErrorCondition.REMOTE_SERVER_NOT_FOUND, None)
+            return
+        if local not in self.server.hosts:
+            self._bounce(stanza, StanzaErrorCondition.REMOTE_SERVER_NOT_FOUND, "not ours to relay")
+            return
+        if not self.is_allowed(remote):
+            text = f"this server does not federate with {remote}"
+            self._bounce(stanza, StanzaErrorCondition.REMOTE_SERVER_NOT_FOUND, text)
+            return
+        if stanza.get("from") is None:
+            stanza.set("from", str(sender))  # both addresses are required between servers
+        if stanza.get("to") is None:
+            stanza.set("to", str(to))
+        route = self.routes.get((local, remote))
+        if route is None:
+            route = self.routes[(local, remote)] = _Route(local, remote)
+        conn = route.conn
+        if route.is_authorized and conn is not None and conn.is_usable:
+            conn.send_stanza(stanza)
+            return
+        if len(route.queue) >= self.settings.max_queue:
+            text = f"too many stanzas are waiting for the connection to {remote}"
+            self._bounce(stanza, StanzaErrorCondition.RESOURCE_CONSTRAINT, text)
+            return
+        route.queue.append(stanza)
+        if conn is None or not conn.is_usable:
+            self._attach(route)
+
+    def _attach(self, route: _Route) -> None:
+        """Give ``route`` a connection: an existing one that allows piggy-backing, or a new
+        one opened in its name."""
+        route.is_authorized = False
+        loop = asyncio.get_running_loop()
+        if route.deadline is not None:
+            route.deadline.cancel()
+        route.deadline = loop.call_later(
+            self.settings.connect_timeout, self._route_timed_out, route
+        )
+        for conn in self.outgoing:
+            if conn.remote == route.remote and conn.is_usable and conn.stream.can_piggyback:
+                route.conn = conn
+                conn.authorize(route.local)
+                return
+        conn = S2SOutConnection(self, route.local, route.remote)
+        route.conn = conn
+        self.outgoing.add(conn)
+        self.spawn(conn.run(self.resolver))
+
+    def _connection_for(self, local: str, remote: str) -> S2SOutConnection:
+        """The connection of route (local, remote), set up when there is none."""
+        route = self.routes.get((local, remote))
+        if route is None:
+            route = self.routes[(local, remote)] = _Route(local, remote)
+        if route.conn is None or not route.conn.is_usable:
+            self._attach(route)
+        assert route.conn is not None
+        return route.conn
+
+    def _route_timed_out(self, route: _Route) -> None:
+        route.deadline = None
+        if route.is_authorized or self.routes.get((route.local, route.remote)) is not route:
+            return
+        conn = route.conn
+        text = f"{route.remote} did not accept a connection in time"
+        self._fail_route(route, StanzaErrorCondition.REMOTE_SERVER_TIMEOUT, text)
+        if conn is not None and conn.stream.local == route.local and not conn.stream.authorized:
+            conn.close_stream(StreamErrorCondition.CONNECTION_TIMEOUT, text)
+
+    # ------------------------------------------------------------------ connection events
+    def domain_authorized(self, conn: S2SOutConnection, local: str) -> None:
+        route = self.routes.get((local, conn.remote))
+        if route is None or route.conn is not conn:
+            return
+        route.is_authorized = True
+        if route.deadline is not None:
+            route.deadline.cancel()
+            route.deadline = None
+        queued, route.queue = route.queue, deque()
+        for stanza in queued:
+            conn.send_stanza(stanza)
+
+    def domain_refused(
+        self,
+        conn: S2SOutConnection,
+        local: str,
+        condition: StanzaErrorCondition,
+        text: str | None,
+    ) -> None:
+        route = self.routes.get((local, conn.remote))
+        if route is not None and route.conn is conn:
+            self._fail_route(route, condition, text)
+
+    def connection_ended(self, conn: S2SOutConnection, reason: str | None) -> None:
+        """``conn`` is gone (or never came up): its routes end; queued stanzas bounce."""
+        self.outgoing.discard(conn)
+        for future in conn.verifies.values():
+            if not future.done():
+                future.set_exception(ConnectionError(reason or "connection lost"))
+        conn.verifies.clear()
+        if conn.is_connected:
+            condition = StanzaErrorCondition.REMOTE_SERVER_TIMEOUT
+            text = reason or f"the connection to {conn.remote} was lost"
+        else:
+            condition = StanzaErrorCondition.REMOTE_SERVER_NOT_FOUND
+            text = reason or f"cannot reach {conn.remote}"
+        for route in list(self.routes.values()):
+            if route.conn is conn:
+                self._fail_route(route, condition, text)
+
+    def _fail_route(self, route: _Route, condition: StanzaErrorCondition, text: str | None) -> None:
+        if self.routes.get((route.local, route.remote)) is route:
+            del self.routes[(route.local, route.remote)]
+        if route.deadline is not None:
+            route.deadline.cancel()
+            route.deadline = None
+        route.conn = None
+        queued, route.queue = route.queue, deque()
+        for stanza in queued:
+            self._bounce(stanza, condition, text)
+
+    def _bounce(self, stanza: Element, condition: StanzaErrorCondition, text: str | None) -> None:
+        """Answer the sender with an error (never an error to an error, RFC 6120 §8.3.1)."""
+        self.server.router.reply_error(None, stanza, StanzaError(condition, text))
+
+    # ------------------------------------------------------------------ dialback
+    async def verify_key(self, request: VerifyKey) -> tuple[bool, StanzaErrorCondition | None]:
+        """Ask the authoritative server of ``request.originating`` (XEP-0220 §2.3)."""
+        if not self.is_allowed(request.originating):
+            return False, StanzaErrorCondition.FORBIDDEN
+        conn = self._connection_for(request.receiving, request.originating)
+        future = conn.verify_key(request.receiving, request.stream_id, request.key)
+        try:
+            return await asyncio.wait_for(future, self.settings.connect_timeout), None
+        except TimeoutError:
+            return False, StanzaErrorCondition.REMOTE_SERVER_TIMEOUT
+        except ConnectionError:
+            return False, StanzaErrorCondition.REMOTE_SERVER_NOT_FOUND
+
+    # ------------------------------------------------------------------ idle connections
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        idle = self.settings.idle_timeout
+        while True:
+            await asyncio.sleep(min(SWEEP_INTERVAL, idle / 2))
+            now = loop.time()
+            for conn in list(self.outgoing):
+                if conn.stream.is_ready and now - conn.last_activity > idle:
+                    log.info("closing idle connection to %s", conn.remote)
+                    self._detach(conn)
+                    conn.close_stream()
+            for inbound in list(self.incoming):
+                if now - inbound.last_activity > idle:
+                    inbound.close_stream()
+
+    def _detach(self, conn: S2SOutConnection) -> None:
+        """Forget ``conn``'s routes before an orderly close: the next stanza reconnects."""
+        self.outgoing.discard(conn)
+        for key, route in list(self.routes.items()):
+            if route.conn is conn and not route.queue:
+                del self.routes[key]
