@@ -3,8 +3,11 @@ VENV ?= .venv
 PYTHON ?= python3
 CONFIG ?= var/salon.toml
 BIN = $(VENV)/bin
+# The web chat page (/chat) serves Converse.js from npm, pinned; keep salon/net/chat_page.py in step.
+CONVERSE_VERSION ?= 14.0.0
+WEB_CLIENT = var/web/.converse-$(CONVERSE_VERSION)
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench clean web-client
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +19,16 @@ $(BIN)/.test-installed: pyproject.toml $(BIN)/.installed
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-run: $(BIN)/.installed
+# Converse.js for /chat; without npm (or the registry) Salon runs and the page says what is missing.
+$(WEB_CLIENT):
+	@mkdir -p var/web
+	@if npm install --prefix var/web --no-save --no-audit --no-fund --ignore-scripts --omit=dev \
+		--loglevel=error converse.js@$(CONVERSE_VERSION); then touch $@; \
+	else echo "warning: could not install Converse.js with npm; /chat will say so" >&2; fi
+
+web-client: $(WEB_CLIENT)
+
+run: $(BIN)/.installed $(WEB_CLIENT)
 	$(BIN)/salon init --config $(CONFIG)
 	@echo
 	@echo "Salon is starting. In another terminal, create an account:"
@@ -25,7 +37,7 @@ run: $(BIN)/.installed
 	@echo
 	$(BIN)/salon serve --config $(CONFIG)
 
-test: $(BIN)/.test-installed
+test: $(BIN)/.test-installed $(WEB_CLIENT)
 	$(BIN)/python -m pytest -q
 
 lint: $(BIN)/.test-installed

@@ -64,6 +64,7 @@ DEFAULT_MODULES: tuple[str, ...] = (
     "private",
     "caps",
     "contact",
+    "roster",
     "presence",
     "message",
     "offline",

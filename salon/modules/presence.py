@@ -51,7 +51,7 @@ from salon.core.module import Module, ModuleOptions, Spec
 from salon.core.session import C2SSession
 from salon.errors import StanzaError, StanzaErrorCondition
 from salon.jid import JID, parse_jid
-from salon.modules.offline import parse_stored
+from salon.modules.offline import UserLocks, parse_stored
 from salon.modules.subscription import SUBSCRIPTION_TYPES, Outcome, SubState, inbound, outbound
 from salon.namespaces import NS_CLIENT, NS_PRE_APPROVAL
 from salon.storage.interfaces import PendingSubscription, Roster, RosterItem
@@ -115,6 +115,9 @@ class Presence(Module):
         assert isinstance(self.options, PresenceOptions)
         self.opts = self.options
         self.last_unavailable: OrderedDict[JID, Element] = OrderedDict()
+        # One writer per user's roster at a time; the roster module takes the same locks.
+        self.locks = UserLocks()
+        self.add_item("roster_locks", self.locks)
         self.add_item("stream_feature", Element("sub", NS_PRE_APPROVAL))
         self.hook(PresenceBroadcast, self.broadcast, Priority.DELIVER)
         self.hook(PreStanza, self.outbound, Priority.DELIVER)
@@ -217,11 +220,12 @@ class Presence(Module):
         self, session: C2SSession, stanza: Element, stype: str, contact: JID
     ) -> None:
         user = session.jid.bare
-        item, pending = await self._state(user, contact)
-        outcome = outbound(SubState.of(item, _has(pending, contact)), stype)
-        if item is None and outcome.item_changed:
-            await self._check_roster_room(user)
-        await self._record(user, contact, item, outcome, None)
+        async with self.locks.hold(user):
+            item, pending = await self._state(user, contact)
+            outcome = outbound(SubState.of(item, _has(pending, contact)), stype)
+            if item is None and outcome.item_changed:
+                await self._check_roster_room(user)
+            await self._record(user, contact, item, outcome, None)
         if outcome.presence == "unavailable":
             await self._send_unavailable(user, contact)  # §3.2.2: before "unsubscribed"
         if outcome.forward:
@@ -262,14 +266,15 @@ class Presence(Module):
             if stype == "subscribe":
                 await self._reply(user, contact, "unsubscribed")
             return
-        item, pending = await self._state(user, contact)
-        outcome = inbound(SubState.of(item, _has(pending, contact)), stype)
-        if outcome.store_pending and len(pending) >= self.opts.max_pending:
-            raise StanzaError(StanzaErrorCondition.RESOURCE_CONSTRAINT, "too many requests")
         delivered = event.stanza.shallow_copy()
         delivered.set("from", str(contact))
         delivered.set("to", str(user))
-        await self._record(user, contact, item, outcome, delivered)
+        async with self.locks.hold(user):
+            item, pending = await self._state(user, contact)
+            outcome = inbound(SubState.of(item, _has(pending, contact)), stype)
+            if outcome.store_pending and len(pending) >= self.opts.max_pending:
+                raise StanzaError(StanzaErrorCondition.RESOURCE_CONSTRAINT, "too many requests")
+            await self._record(user, contact, item, outcome, delivered)
         if outcome.presence == "unavailable":
             await self._send_unavailable(user, contact)  # §3.3.3
         if outcome.forward:

@@ -33,7 +33,9 @@ Choices, with the text they follow:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from pydantic import Field
@@ -167,6 +169,17 @@ class Roster(Module):
         raise StanzaError(StanzaErrorCondition.FORBIDDEN, "that roster is not yours")
 
     # ------------------------------------------------------------------ set and remove
+    @contextlib.asynccontextmanager
+    async def _writing(self, user: JID) -> AsyncIterator[None]:
+        """Hold the user's roster lock shared with the presence module, if it is loaded, so a
+        roster set and a subscription change never overwrite each other's item."""
+        locks = self.host.items("roster_locks")
+        if not locks:
+            yield
+            return
+        async with locks[0].hold(user):
+            yield
+
     async def set(self, request: IqRequest) -> None:
         query = request.payload
         children = list(query.elements())
@@ -175,13 +188,20 @@ class Roster(Module):
         element = children[0]
         contact = _item_jid(element)
         user = request.sender.bare
-        username = user.local or ""
-        jid = str(contact)
-        existing = await self.storage.roster.get_item(self.domain, username, jid)
         if element.get("subscription") == "remove":
-            await self._remove(request, user, contact, existing)
+            await self._remove(request, user, contact)
             return
         name, groups = self._check_item(element)
+        async with self._writing(user):  # pushes go out in version order, under the lock
+            item, version = await self._update(user, str(contact), name, groups)
+            await self.host.hooks.fire(RosterChanged(user, item.jid, item, version))
+
+    async def _update(
+        self, user: JID, jid: str, name: str | None, groups: tuple[str, ...]
+    ) -> tuple[RosterItem, int]:
+        """Store the item with the new name and groups, keeping its subscription state."""
+        username = user.local or ""
+        existing = await self.storage.roster.get_item(self.domain, username, jid)
         if existing is None:
             if await self.storage.roster.count(self.domain, username) >= self.opts.max_items:
                 raise StanzaError(StanzaErrorCondition.NOT_ALLOWED, "the roster is full")
@@ -194,8 +214,7 @@ class Roster(Module):
             approved=existing.approved,
             groups=groups,
         )
-        version = await self.storage.roster.put_item(self.domain, username, item)
-        await self.host.hooks.fire(RosterChanged(user, jid, item, version))
+        return item, await self.storage.roster.put_item(self.domain, username, item)
 
     def _check_item(self, element: Element) -> tuple[str | None, tuple[str, ...]]:
         """The name and groups of a roster set's item, checked as §2.3.3 says."""
@@ -214,16 +233,16 @@ class Roster(Module):
             groups.append(text)
         return name, tuple(groups)
 
-    async def _remove(
-        self, request: IqRequest, user: JID, contact: JID, existing: RosterItem | None
-    ) -> None:
-        if existing is None:
-            raise StanzaError(StanzaErrorCondition.ITEM_NOT_FOUND, "no such roster item")
+    async def _remove(self, request: IqRequest, user: JID, contact: JID) -> None:
         username, jid = user.local or "", str(contact)
-        had_request = await self.storage.roster.remove_pending(self.domain, username, jid)
-        version = await self.storage.roster.remove_item(self.domain, username, jid)
-        if version is not None:
-            await self.host.hooks.fire(RosterChanged(user, jid, None, version))
+        async with self._writing(user):
+            existing = await self.storage.roster.get_item(self.domain, username, jid)
+            if existing is None:
+                raise StanzaError(StanzaErrorCondition.ITEM_NOT_FOUND, "no such roster item")
+            had_request = await self.storage.roster.remove_pending(self.domain, username, jid)
+            version = await self.storage.roster.remove_item(self.domain, username, jid)
+            if version is not None:
+                await self.host.hooks.fire(RosterChanged(user, jid, None, version))
         # §2.5.2: end the subscriptions both ways, as the contact's records would show them.
         state = SubState.of(existing, pending_in=had_request)
         if state.to or state.pending_out:

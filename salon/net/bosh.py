@@ -149,6 +149,7 @@ class BoshSession(StreamShell):
 
     __slots__ = (
         "_final",
+        "_first_body",
         "_flush_pending",
         "_held",
         "_inactivity_timer",
@@ -207,6 +208,7 @@ class BoshSession(StreamShell):
         self._inactivity_timer: asyncio.TimerHandle | None = None
         self._last_empty = float("-inf")
         self._final: bytes | None = None  # the terminate body when no request was held
+        self._first_body: dict[str, str] = {}  # what restarts do not repeat (to, version)
 
     # ------------------------------------------------------------------ requests
     async def start(self, body: Body) -> web.Response:
@@ -235,6 +237,7 @@ class BoshSession(StreamShell):
         held = _Held(rid, future, attrs=attrs)
         held.timer = loop.call_later(self.wait, self._expire, held)
         self._held.append(held)
+        self._first_body = body.attrs
         self.receive_events(body_events(body, opens_stream=True))
         if stream.host is not None:
             attrs["from"] = stream.host
@@ -245,6 +248,7 @@ class BoshSession(StreamShell):
 
     async def handle(self, body: Body) -> web.Response:
         """One request of an existing session."""
+        log.warning('DBG request %s %s', body.attrs, len(body.children))
         self.last_activity = asyncio.get_running_loop().time()
         if self._final is not None:
             final, self._final = self._final, None
@@ -308,7 +312,8 @@ class BoshSession(StreamShell):
         loop = asyncio.get_running_loop()
         held.timer = loop.call_later(self.wait, self._expire, held)
         if body.children or body.is_restart or body.is_terminate:
-            self.receive_events(body_events(body, opens_stream=body.is_restart))
+            events = body_events(body, opens_stream=body.is_restart, defaults=self._first_body)
+            self.receive_events(events)
         if body.is_terminate and not self._closing:
             self.close_stream()
         self._flush()
@@ -358,6 +363,7 @@ class BoshSession(StreamShell):
         self._responses[held.rid] = data
         for old in [r for r in self._responses if r < held.rid - self.requests]:
             del self._responses[old]
+        log.warning('DBG respond rid=%s %s', held.rid, data[:3000])
         if not held.future.done():
             held.future.set_result(data)
 

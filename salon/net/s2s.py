@@ -65,7 +65,7 @@ class _Connection(asyncio.Protocol):
         self._out: list[bytes] = []
         self._closing = False
         self._held_data: list[bytes] | None = None
-        self.last_activity = asyncio.get_running_loop().time()
+        self.connected_at = self.last_activity = asyncio.get_running_loop().time()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -190,6 +190,7 @@ class S2SInConnection(_Connection):
         self._inbox: deque[RemoteStanzaReceived] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._reading_paused = False
+        self.authenticated: dict[tuple[str, str], str] = {}  # (remote, local) → mechanism
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -229,6 +230,7 @@ class S2SInConnection(_Connection):
         elif isinstance(action, VerifyKey):
             self.manager.spawn(self._verify(action))
         elif isinstance(action, PeerAuthenticated):
+            self.authenticated[(action.remote, action.local)] = action.mechanism
             log.info(
                 "%s authenticated as %s for %s (%s)",
                 self.peer,
@@ -639,11 +641,14 @@ class S2SManager:
             return False, StanzaErrorCondition.REMOTE_SERVER_TIMEOUT
         except ConnectionError:
             return False, StanzaErrorCondition.REMOTE_SERVER_NOT_FOUND
+        finally:
+            conn.verifies.pop((request.originating, request.receiving, request.stream_id), None)
 
     # ------------------------------------------------------------------ idle connections
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         idle = self.settings.idle_timeout
+        setup = self.settings.connect_timeout
         while True:
             await asyncio.sleep(min(SWEEP_INTERVAL, idle / 2))
             now = loop.time()
@@ -655,6 +660,9 @@ class S2SManager:
             for inbound in list(self.incoming):
                 if now - inbound.last_activity > idle:
                     inbound.close_stream()
+                elif not inbound.authenticated and now - inbound.connected_at > 2 * setup:
+                    # A peer that never authenticates does not keep a connection (§4.6).
+                    inbound.close_stream(StreamErrorCondition.CONNECTION_TIMEOUT, "too slow")
 
     def _detach(self, conn: S2SOutConnection) -> None:
         """Forget ``conn``'s routes before an orderly close: the next stanza reconnects."""

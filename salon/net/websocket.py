@@ -89,6 +89,7 @@ class WebSocketConnection(StreamShell):
         try:
             async for msg in self.ws:
                 if msg.type is WSMsgType.TEXT:
+                    log.warning('DBG ws in %s', msg.data[:300])
                     self.receive_data(msg.data.encode())
                 elif msg.type is WSMsgType.BINARY:
                     self.receive_data(msg.data)  # COMPAT: text is required; take it anyway

@@ -263,8 +263,12 @@ def _client_ns(el: Element) -> Element:
     return el
 
 
-def stream_header_event(attrs: dict[str, str]) -> StreamOpened:
-    """The stream header a session-creation or restart ``<body/>`` stands for (XEP-0206 §3)."""
+def stream_header_event(
+    attrs: dict[str, str], defaults: dict[str, str] | None = None
+) -> StreamOpened:
+    """The stream header a session-creation or restart ``<body/>`` stands for (XEP-0206 §3);
+    a restart leaves out what the creation request said (``defaults``)."""
+    attrs = {**(defaults or {}), **attrs}
     header: dict[str, str] = {}
     if "to" in attrs:
         header["to"] = attrs["to"]
@@ -276,12 +280,14 @@ def stream_header_event(attrs: dict[str, str]) -> StreamOpened:
     return StreamOpened("stream", NS_STREAM, header, NS_CLIENT)
 
 
-def body_events(body: Body, *, opens_stream: bool) -> list[ParserEvent]:
+def body_events(
+    body: Body, *, opens_stream: bool, defaults: dict[str, str] | None = None
+) -> list[ParserEvent]:
     """The stream events one in-order ``<body/>`` carries: a header when it creates the
     session or restarts the stream, its elements, and the stream's end when it terminates."""
     events: list[ParserEvent] = []
     if opens_stream:
-        events.append(stream_header_event(body.attrs))
+        events.append(stream_header_event(body.attrs, defaults))
     events.extend(body.children)
     if body.is_terminate:
         events.append(StreamClosed())

@@ -12,7 +12,6 @@ from slixmpp.xmlstream import ET
 from salon.storage.interfaces import RosterItem
 from tests.integration.harness import RunningServer, SlixClient, connect_slixmpp
 
-IM_MODULES = ["disco", "presence", "roster", "message", "offline"]
 NS_ROSTER = "jabber:iq:roster"
 
 
@@ -97,6 +96,12 @@ async def expect_all(client: SlixClient, *predicates: Predicate) -> list[Any]:
         index = next(i for i, p in enumerate(predicates) if found[i] is None and p(stanza))
         found[index] = stanza
     return found
+
+
+async def settle(client: SlixClient) -> None:
+    """Return once the server has processed everything ``client`` sent so far: it handles a
+    connection's stanzas in order, so the answer to one more request comes after them."""
+    await roster_get(client)
 
 
 def error_condition(stanza: Any) -> str | None:

@@ -3,13 +3,11 @@ and every error case of §2.3.3 and §2.5.3, seen by real slixmpp clients."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from salon.config import DEFAULT_MODULES
 from tests.integration.harness import RawClient, RunningServer, q
 from tests.integration.im_helpers import (
     befriend,
@@ -25,12 +23,11 @@ from tests.integration.im_helpers import (
 )
 
 Factory = Callable[..., Awaitable[RunningServer]]
-MODULES = list(dict.fromkeys([*DEFAULT_MODULES, "roster"]))
 
 
 @pytest.fixture
 async def srv(server_factory: Factory) -> RunningServer:
-    return await server_factory(modules=MODULES)
+    return await server_factory()  # the default modules, roster and presence among them
 
 
 # ---------------------------------------------------------------------- get (§2.1.3)
@@ -227,14 +224,14 @@ async def test_a_roster_push_from_another_client_is_refused(srv: RunningServer) 
 
 
 async def test_a_full_roster_refuses_one_more_item(server_factory: Factory) -> None:
-    srv = await server_factory(modules=MODULES, module_options={"roster": {"max_items": 2}})
+    srv = await server_factory(module_options={"roster": {"max_items": 2}})
     romeo = await login(srv, await srv.add_user(), roster=True)
     for contact in ("a@example.com", "b@example.com"):
         assert (await roster_set(romeo, contact))["type"] == "result"
     assert error_condition(await roster_set(romeo, "c@example.com")) == "not-allowed"
     # Updating an item already there still works.
     assert (await roster_set(romeo, "a@example.com", name="A"))["type"] == "result"
-    # So does subscribing is refused for a new contact: the item would not fit.
+    # Subscribing to a new contact is refused too: the item would not fit.
     romeo.xmpp.send_presence(pto="d@example.com", ptype="subscribe")
     error = await romeo.expect(lambda s: s.name == "presence" and s["type"] == "error")
     assert error["error"]["condition"] == "not-allowed"
@@ -243,8 +240,7 @@ async def test_a_full_roster_refuses_one_more_item(server_factory: Factory) -> N
 # ---------------------------------------------------------------------- versioning (§2.6)
 async def test_roster_versioning_is_advertised_as_a_stream_feature(srv: RunningServer) -> None:
     jid = await srv.add_user()
-    client = RawClient.connect
-    raw = await client(srv)
+    raw = await RawClient.connect(srv)
     await raw.open()
     await raw.starttls(srv)
     await raw.open()
@@ -301,4 +297,3 @@ async def test_pushes_carry_increasing_versions(srv: RunningServer) -> None:
         pushed: Any = await romeo.expect(push(contact))
         versions.append(pushed["roster"]["ver"])
     assert versions == ["1", "2", "3"]
-    await asyncio.sleep(0)

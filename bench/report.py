@@ -1,0 +1,220 @@
+"""The markdown report: one table with every figure for every server, and the ratios."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from collections import Counter
+from pathlib import Path
+
+from bench.scenarios import Figure, Result
+
+COLUMNS = ("salon", "prosody", "ejabberd")
+TITLES = {"salon": "Salon", "prosody": "Prosody", "ejabberd": "ejabberd", "forwarder": "limit"}
+
+
+def _fmt(fig: Figure | None) -> str:
+    if fig is None or fig.value is None or (isinstance(fig.value, float) and math.isnan(fig.value)):
+        return "–"
+    return fig.fmt.format(fig.value)
+
+
+def _ratio(a: Figure | None, b: Figure | None) -> str:
+    if a is None or b is None or not b.value or math.isnan(a.value) or math.isnan(b.value):
+        return "–"
+    return f"{a.value / b.value:.2f}×"
+
+
+def merged(results: dict[str, dict[str, Result]]) -> dict[str, dict[str, Figure]]:
+    """server -> key -> figure, over all scenarios."""
+    out: dict[str, dict[str, Figure]] = {}
+    for server, by_scenario in results.items():
+        for res in by_scenario.values():
+            out.setdefault(server, {}).update(res.figures)
+    return out
+
+
+def table(figs: dict[str, dict[str, Figure]], servers: list[str]) -> list[str]:
+    columns = [s for s in COLUMNS if s in servers]
+    has_limit = "forwarder" in figs
+    keys: list[str] = []
+    for server in [*columns, "forwarder"]:
+        for key in figs.get(server, {}):
+            if key not in keys:
+                keys.append(key)
+    head = ["Figure", *(TITLES[c] for c in columns)]
+    ratios = [c for c in ("prosody", "ejabberd") if "salon" in columns and c in columns]
+    head += [f"Salon/{TITLES[c]}" for c in ratios]
+    if has_limit:
+        head += ["limit forwarder", "Salon/limit"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key in keys:
+        sample = next(figs[s][key] for s in [*columns, "forwarder"] if key in figs.get(s, {}))
+        arrow = "↑" if sample.higher_is_better else "↓"
+        row = [f"{sample.label} {arrow}"]
+        row += [_fmt(figs.get(c, {}).get(key)) for c in columns]
+        salon = figs.get("salon", {}).get(key)
+        row += [_ratio(salon, figs.get(c, {}).get(key)) for c in ratios]
+        if has_limit:
+            lim = figs["forwarder"].get(key)
+            row += [_fmt(lim), _ratio(salon, lim) if lim else "–"]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def targets(figs: dict[str, dict[str, Figure]]) -> list[str]:
+    s, p, e, f = (figs.get(k, {}) for k in ("salon", "prosody", "ejabberd", "forwarder"))
+    out: list[str] = []
+
+    def check(text: str, a: Figure | None, b: Figure | None, factor: float, higher: bool) -> None:
+        if a is None or b is None or math.isnan(a.value) or math.isnan(b.value):
+            out.append(f"| {text} | – | not measured |")
+            return
+        goal = b.value * factor
+        ok = a.value >= goal if higher else a.value <= goal
+        out.append(
+            f"| {text} | {a.fmt.format(a.value)} vs {b.fmt.format(goal)} | "
+            f"{'met' if ok else 'NOT met'} |"
+        )
+
+    check("messages/s per core ≥ ejabberd's", s.get("messages.per_core"),
+          e.get("messages.per_core"), 1.0, True)  # fmt: skip
+    for key in sorted(k for k in s if k.startswith("idle.") and k.endswith(".rss")):
+        label = s[key].label.split(":")[0]
+        check(f"{label}: RSS per session ≤ 0.75× Prosody's", s.get(key), p.get(key), 0.75, False)
+    check("login SCRAM-SHA-1 sessions/s ≥ ejabberd's", s.get("login.scram.rate"),
+          e.get("login.scram.rate"), 1.0, True)  # fmt: skip
+    check("login SCRAM-SHA-1 + STARTTLS sessions/s ≥ ejabberd's", s.get("login.scram_tls.rate"),
+          e.get("login.scram_tls.rate"), 1.0, True)  # fmt: skip
+    check("presence deliveries/s ≥ ejabberd's", s.get("presence.rate"), e.get("presence.rate"),
+          1.0, True)  # fmt: skip
+    check("message throughput ≥ 25% of the limit forwarder's", s.get("messages.max"),
+          f.get("messages.max"), 0.25, True)  # fmt: skip
+    check("… per core ≥ 25% of the limit forwarder's", s.get("messages.per_core"),
+          f.get("messages.per_core"), 0.25, True)  # fmt: skip
+    return ["| Target | Salon vs goal | |", "|---|---|---|", *out]
+
+
+def profile_section(raw: Path, top: int = 30) -> list[str]:
+    """Top functions by own (self) and inclusive time from py-spy's collapsed stacks."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [_short(f) for f in stack.split(";")]
+        frames = [f for f in frames if not f.startswith("process ") and not f.startswith("thread ")]
+        if not frames:
+            continue
+        own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    if not total:
+        return ["(py-spy recorded no samples)"]
+    lines = [f"{total:,} samples. Own time (where the CPU was):", "",
+             "| own % | function |", "|---:|---|"]  # fmt: skip
+    lines += [f"| {c / total:.1%} | `{name}` |" for name, c in own.most_common(top)]
+    lines += ["", "Inclusive time (the function and what it called):", "",
+              "| incl. % | function |", "|---:|---|"]  # fmt: skip
+    lines += [f"| {c / total:.1%} | `{name}` |" for name, c in inclusive.most_common(top)]
+    return lines
+
+
+def _short(frame: str) -> str:
+    """'handle (salon/core/router.py:12)' with the site-packages or project prefix removed."""
+    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
+        if marker in frame:
+            head, _, tail = frame.partition("(")
+            path = tail.split(marker, 1)[-1]
+            return f"{head.strip()} ({path}"
+    return frame
+
+
+def render(
+    results: dict[str, dict[str, Result]],
+    servers: list[str],
+    versions: dict[str, str],
+    setup_notes: dict[str, list[str]],
+    plan_text: str,
+    started: str,
+    elapsed: float,
+) -> str:
+    figs = merged(results)
+    lines = [
+        f"# Salon benchmark — {started}",
+        "",
+        f"Machine: {os.cpu_count()} CPUs ({_cpu_model()}), {platform.platform()}. "
+        "Server under test pinned to CPU 0, load generator to CPU 1. "
+        f"One run, {elapsed / 60:.1f} min. Plan: {plan_text}.",
+        "",
+        "Servers: " + "; ".join(f"{TITLES.get(k, k)}: {v}" for k, v in versions.items()) + ".",
+        "",
+        "↑ higher is better, ↓ lower is better. Ratios are Salon's figure divided by the other "
+        "server's (for ↓ rows a ratio below 1 favours Salon).",
+        "",
+        *table(figs, servers),
+        "",
+        "## Targets (issue 6)",
+        "",
+        *targets(figs),
+        "",
+        "## Configuration and fairness",
+        "",
+    ]
+    for notes in setup_notes.values():
+        lines += [f"- {n}" for n in notes]
+    lines += ["", "## Notes per run", ""]
+    for server, by_scenario in results.items():
+        for name, res in by_scenario.items():
+            for note in res.notes:
+                lines.append(f"- {TITLES.get(server, server)} — {note}")
+    profile = results.get("salon", {}).get("messages")
+    if profile is not None and profile.details.get("profile"):
+        raw = Path(profile.details["profile"])
+        lines += [
+            "",
+            "## Salon profile during the messages scenario (py-spy, 90% of max rate)",
+            "",
+            f"Collapsed stacks: `{raw}` (open in speedscope.app or flamegraph.pl).",
+            "",
+            *profile_section(raw),
+        ]
+    lines += ["", "## Message steps", ""]
+    for server, by_scenario in results.items():
+        for name in ("messages", "limit"):
+            res = by_scenario.get(name)
+            if res is None or "steps" not in res.details:
+                continue
+            lines += [
+                f"{TITLES.get(server, server)} ({name}):",
+                "",
+                "| offered/s | sent/s | delivered/s | p50 ms | p99 ms | server CPU | gen CPU "
+                "| µs CPU/msg | result |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            ]
+            for s in res.details["steps"]:
+                verdict = "ok" if s["passed"] else s["reason"]
+                if s["generator_bound"]:
+                    verdict += " (generator-bound)"
+                lines.append(
+                    f"| {s['offered']:,.0f} | {s['sent_rate']:,.0f} | {s['delivered_rate']:,.0f}"
+                    f" | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['server_share']:.0%} | "
+                    f"{s['generator_share']:.0%} | {s['cpu_us_per_msg']:.1f} | {verdict} |"
+                )
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"

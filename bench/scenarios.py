@@ -1,0 +1,744 @@
+"""The scenarios: login, idle, messages, presence and limit.
+
+Each takes a :class:`~bench.servers.ServerUnderTest` (started and stopped here, so that each
+measurement starts from a fresh process) and a :class:`Plan`, and returns a :class:`Result`:
+figures keyed by a stable name, plus notes and per-step details. Every scenario reports the
+server's CPU time per unit of work (read from /proc before and after), which stays comparable
+when the machine is noisy, and the generator's own CPU share, flagged when the generator
+itself was the bottleneck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import shutil
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import client
+from bench.client import Conn, Counters, LoginSpec
+from bench.procstat import CpuMeter, CpuSample
+from bench.servers import (
+    GENERATOR_CPU,
+    HOST,
+    Population,
+    ServerUnderTest,
+    presence_user,
+    ring_contacts,
+    user,
+)
+
+SOURCE_IPS = [f"127.0.0.{i}" for i in range(2, 12)]
+GENERATOR_SATURATED = 0.90  # generator CPU share above which it may be the bottleneck
+PASS_DELIVERED = 0.95  # a step is sustained when >= 95% of what was sent arrived ...
+PASS_P99_MS = 500.0  # ... with a p99 latency under this
+
+
+@dataclass
+class Plan:
+    """Sizes and durations. ``full()`` is the real comparison, ``quick()`` a smoke run."""
+
+    login_concurrency: int = 32
+    login_seconds: float = 8.0
+    login_pool: int = 1000
+    idle_sizes: tuple[int, ...] = (1000, 10000, 19000)
+    idle_tls_sizes: tuple[int, ...] = (10000,)
+    idle_concurrency: int = 100
+    idle_settle: float = 3.0
+    msg_users: int = 1000
+    step_seconds: float = 6.0
+    grace_seconds: float = 1.0
+    start_rate: float = 2000.0
+    rate_factor: float = 1.5
+    max_steps: int = 14
+    bisect_steps: int = 2
+    presence_users: int = 1000
+    roster_size: int = 50
+    presence_rounds: int = 3
+    profile_seconds: float = 10.0
+    profile_dir: Path | None = None
+    tick: float = 0.005
+
+    @classmethod
+    def full(cls) -> Plan:
+        return cls()
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(
+            login_concurrency=8,
+            login_seconds=2.0,
+            login_pool=100,
+            idle_sizes=(100,),
+            idle_tls_sizes=(100,),
+            idle_settle=1.0,
+            msg_users=100,
+            step_seconds=2.0,
+            grace_seconds=0.5,
+            start_rate=500.0,
+            rate_factor=2.0,
+            max_steps=4,
+            bisect_steps=0,
+            presence_users=100,
+            roster_size=50,
+            presence_rounds=1,
+            profile_seconds=0.0,
+        )
+
+    def population(self) -> Population:
+        users = max(
+            [self.login_pool, self.msg_users, self.login_concurrency]
+            + list(self.idle_sizes)
+            + list(self.idle_tls_sizes)
+        )
+        return Population(users, self.presence_users, self.roster_size)
+
+
+@dataclass
+class Figure:
+    label: str
+    value: float
+    higher_is_better: bool
+    fmt: str = "{:,.0f}"
+
+
+@dataclass
+class Result:
+    figures: dict[str, Figure] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, key: str, label: str, value: float, higher: bool, fmt: str = "{:,.0f}") -> None:
+        self.figures[key] = Figure(label, value, higher, fmt)
+
+
+def percentile(sorted_values: list[float] | list[int], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return float(sorted_values[min(len(sorted_values) - 1, int(q * (len(sorted_values) - 1)))])
+
+
+def cpu_share(wall: float, cpu: float) -> float:
+    return cpu / wall if wall > 0 else 0.0
+
+
+async def login_many(
+    spec: LoginSpec,
+    names: list[str],
+    counters: Counters,
+    concurrency: int,
+    deadline: float = 900.0,
+) -> list[Conn]:
+    """Log ``names`` in with ``concurrency`` parallel workers; every one must succeed."""
+    conns: list[Conn | None] = [None] * len(names)
+    order = iter(range(len(names)))
+
+    async def worker() -> None:
+        for i in order:
+            for attempt in range(3):
+                try:
+                    conns[i] = (await client.login(spec, names[i], counters, i)).conn
+                    break
+                except (OSError, TimeoutError, client.LoginFailed):
+                    if attempt == 2:
+                        raise
+                    await asyncio.sleep(0.5)
+
+    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), deadline)
+    return [c for c in conns if c is not None]
+
+
+def abort_all(conns: list[Conn]) -> None:
+    for c in conns:
+        c.mode = client.MODE_DISCARD
+        if c.transport is not None and not c.transport.is_closing():
+            c.transport.abort()
+
+
+# ------------------------------------------------------------------------------------------
+# login
+
+
+LOGIN_VARIANTS = (
+    ("scram", "SCRAM-SHA-1", False, "SCRAM-SHA-1"),
+    ("scram_tls", "SCRAM-SHA-1", True, "SCRAM-SHA-1 + STARTTLS"),
+    ("plain_tls", "PLAIN", True, "PLAIN + STARTTLS"),
+)
+
+
+async def _login_variant(server: ServerUnderTest, plan: Plan, mech: str, tls: bool) -> dict:
+    spec = LoginSpec(port=server.port, tls=tls, mechanism=mech, source_ips=SOURCE_IPS)
+    counters = Counters()
+    meter = CpuMeter(server.pid)
+    times: list[float] = []
+    failures: list[str] = []
+    done = 0
+    pool = max(plan.login_pool, plan.login_concurrency)
+
+    async def worker(w: int, stop_at: float, record: bool) -> None:
+        nonlocal done
+        k = 0
+        while time.perf_counter() < stop_at and k < 200_000:
+            name = user((w + k * plan.login_concurrency) % pool)
+            k += 1
+            try:
+                r = await client.login(spec, name, counters, w + k)
+                await client.close(r.conn)
+            except (OSError, TimeoutError, client.LoginFailed) as exc:
+                failures.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+                await asyncio.sleep(0.05)
+                continue
+            if record and time.perf_counter() <= stop_at:
+                times.append(r.bound - r.started)
+                done += 1
+
+    # warm-up: code paths, caches and (for TLS) the generator's context
+    await asyncio.gather(
+        *(worker(w, time.perf_counter() + 1.0, False) for w in range(plan.login_concurrency))
+    )
+    failures.clear()
+    before = meter.sample()
+    stop_at = time.perf_counter() + plan.login_seconds
+    await asyncio.gather(*(worker(w, stop_at, True) for w in range(plan.login_concurrency)))
+    after = meter.sample()
+    wall, server_cpu, gen_cpu = CpuMeter.delta(before, after)
+    times.sort()
+    return {
+        "rate": done / plan.login_seconds,
+        "p50": percentile(times, 0.50) * 1000,
+        "p99": percentile(times, 0.99) * 1000,
+        "cpu_ms": server_cpu / done * 1000 if done else float("nan"),
+        "server_share": cpu_share(wall, server_cpu),
+        "generator_share": cpu_share(wall, gen_cpu),
+        "logins": done,
+        "failures": len(failures),
+        "failure_sample": failures[:3],
+    }
+
+
+async def scenario_login(server: ServerUnderTest, plan: Plan) -> Result:
+    result = Result()
+    server.start()
+    try:
+        for key, mech, tls, label in LOGIN_VARIANTS:
+            d = await _login_variant(server, plan, mech, tls)
+            result.details[key] = d
+            result.add(f"login.{key}.rate", f"login {label}: sessions/s", d["rate"], True)
+            result.add(
+                f"login.{key}.p50", f"login {label}: time-to-bound p50 (ms)", d["p50"], False,
+                "{:,.1f}",
+            )  # fmt: skip
+            result.add(
+                f"login.{key}.p99", f"login {label}: time-to-bound p99 (ms)", d["p99"], False,
+                "{:,.1f}",
+            )  # fmt: skip
+            result.add(
+                f"login.{key}.cpu", f"login {label}: server CPU ms per session", d["cpu_ms"],
+                False, "{:,.2f}",
+            )  # fmt: skip
+            note = (
+                f"login {label}: {d['logins']} logins by {plan.login_concurrency} clients in "
+                f"{plan.login_seconds:g}s, server CPU {d['server_share']:.0%}, generator CPU "
+                f"{d['generator_share']:.0%}"
+            )
+            if d["failures"]:
+                note += f", {d['failures']} failed (e.g. {d['failure_sample'][0]})"
+            if d["generator_share"] >= GENERATOR_SATURATED:
+                note += " — GENERATOR SATURATED: the rate is a lower bound"
+            result.notes.append(note)
+    finally:
+        server.stop()
+    return result
+
+
+# ------------------------------------------------------------------------------------------
+# idle
+
+
+async def _idle_once(server: ServerUnderTest, plan: Plan, size: int, tls: bool) -> dict:
+    server.start()
+    conns: list[Conn] = []
+    try:
+        spec = LoginSpec(port=server.port, tls=tls, source_ips=SOURCE_IPS, timeout=120)
+        counters = Counters()
+        # one session in and out first, so lazily loaded code is not counted per session
+        warm = await client.login(spec, user(0), counters)
+        await client.close(warm.conn)
+        await asyncio.sleep(1.0)
+        meter = CpuMeter(server.pid)
+        rss_before = server.rss_kib()
+        before = meter.sample()
+        conns = await login_many(
+            spec, [user(i) for i in range(size)], counters, plan.idle_concurrency
+        )
+        after = meter.sample()
+        await asyncio.sleep(plan.idle_settle)
+        rss_after = server.rss_kib()
+        wall, server_cpu, gen_cpu = CpuMeter.delta(before, after)
+        return {
+            "sessions": len(conns),
+            "rss_before_kib": rss_before,
+            "rss_after_kib": rss_after,
+            "kib_per_session": (rss_after - rss_before) / size,
+            "login_rate": size / wall,
+            "cpu_ms": server_cpu / size * 1000,
+            "generator_share": cpu_share(wall, gen_cpu),
+        }
+    finally:
+        abort_all(conns)
+        await asyncio.sleep(0.2)
+        server.stop()
+
+
+async def scenario_idle(server: ServerUnderTest, plan: Plan) -> Result:
+    result = Result()
+    runs = [(n, False) for n in plan.idle_sizes] + [(n, True) for n in plan.idle_tls_sizes]
+    for size, tls in runs:
+        d = await _idle_once(server, plan, size, tls)
+        tag = f"{size // 1000}k" if size >= 1000 and size % 1000 == 0 else str(size)
+        key = f"idle.{'tls.' if tls else ''}{size}"
+        kind = " STARTTLS" if tls else ""
+        result.details[key] = d
+        result.add(
+            f"{key}.rss", f"idle {tag}{kind}: server RSS KiB per session", d["kib_per_session"],
+            False, "{:,.1f}",
+        )  # fmt: skip
+        result.add(
+            f"{key}.cpu", f"idle {tag}{kind}: server CPU ms per session logged in", d["cpu_ms"],
+            False, "{:,.2f}",
+        )  # fmt: skip
+        result.notes.append(
+            f"idle {tag}{kind}: RSS {d['rss_before_kib']:,} -> {d['rss_after_kib']:,} KiB, "
+            f"logged in at {d['login_rate']:,.0f}/s"
+            + (" (generator saturated)" if d["generator_share"] >= GENERATOR_SATURATED else "")
+        )
+    return result
+
+
+# ------------------------------------------------------------------------------------------
+# messages and limit
+
+
+@dataclass
+class Step:
+    offered: float
+    sent: int = 0
+    sent_rate: float = 0.0
+    delivered_in_step: int = 0
+    delivered_with_grace: int = 0
+    delivered_rate: float = 0.0
+    p50_ms: float = float("nan")
+    p99_ms: float = float("nan")
+    server_share: float = 0.0
+    generator_share: float = 0.0
+    cpu_us_per_msg: float = float("nan")
+    blocked: int = 0
+    passed: bool = False
+    generator_bound: bool = False
+    reason: str = ""
+
+
+class MessageLoad:
+    """Offers chat messages at a fixed rate from every connection in turn."""
+
+    def __init__(self, conns: list[Conn], counters: Counters, partners: list[int] | None):
+        self.conns = conns
+        self.counters = counters
+        n = len(conns)
+        self.prefixes = [client.message_prefix(f"{user(i)}@{HOST}") for i in range(n)]
+        self.partners = partners  # fixed recipient per sender (the forwarder), or random
+        rng = random.Random(6)
+        self.random = [rng.randrange(n) for _ in range(1 << 16)]
+        self.sender = 0
+        self.r = 0
+        self.total_sent = 0
+
+    async def offer(self, rate: float, seconds: float, tick: float) -> tuple[int, int]:
+        conns, prefixes, partners, rnd = self.conns, self.prefixes, self.partners, self.random
+        n = len(conns)
+        suffix = client.MSG_SUFFIX
+        start = time.perf_counter()
+        sent = blocked = 0
+        k, r = self.sender, self.r
+        while True:
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds:
+                break
+            due = int(rate * elapsed) - sent - blocked
+            if due > 0:
+                stamp = b"%016d" % (time.perf_counter_ns() // 1000)
+                for _ in range(due):
+                    c = conns[k]
+                    if partners is None:
+                        dst = rnd[r]
+                        r = (r + 1) & 0xFFFF
+                        if dst == k:
+                            dst = (dst + 1) % n
+                    else:
+                        dst = partners[k]
+                    k += 1
+                    if k == n:
+                        k = 0
+                    t = c.transport
+                    if t.get_write_buffer_size() > 262144:
+                        blocked += 1
+                        continue
+                    t.write(prefixes[dst] + stamp + suffix)
+                    sent += 1
+            await asyncio.sleep(tick)
+        self.sender, self.r = k, r
+        self.total_sent += sent
+        return sent, blocked
+
+    async def drain(self, cap: float = 20.0) -> None:
+        """Wait until everything sent so far arrived, or nothing arrived for 1 s."""
+        deadline = time.perf_counter() + cap
+        last, last_change = self.counters.messages, time.perf_counter()
+        while time.perf_counter() < deadline and self.counters.messages < self.total_sent:
+            await asyncio.sleep(0.05)
+            if self.counters.messages != last:
+                last, last_change = self.counters.messages, time.perf_counter()
+            elif time.perf_counter() - last_change > 1.0:
+                break
+
+    async def step(self, meter: CpuMeter, rate: float, plan: Plan) -> Step:
+        counters = self.counters
+        step = Step(offered=rate)
+        counters.latencies = []
+        base = counters.messages
+        before = meter.sample()
+        sent, blocked = await self.offer(rate, plan.step_seconds, plan.tick)
+        at_end = meter.sample()
+        step.delivered_in_step = counters.messages - base
+        await asyncio.sleep(plan.grace_seconds)
+        step.delivered_with_grace = counters.messages - base
+        await self.drain()
+        after = meter.sample()
+        latencies = counters.latencies
+        counters.latencies = None
+        latencies.sort()
+        wall, _server, gen_cpu = CpuMeter.delta(before, at_end)
+        _w, server_total, _g = CpuMeter.delta(before, after)
+        delivered_total = counters.messages - base
+        step.sent, step.blocked = sent, blocked
+        step.sent_rate = sent / wall
+        step.delivered_rate = step.delivered_in_step / wall
+        step.server_share = cpu_share(wall, at_end.server - before.server)
+        step.generator_share = cpu_share(wall, gen_cpu)
+        step.cpu_us_per_msg = server_total / delivered_total * 1e6 if delivered_total else float("nan")
+        step.p50_ms = percentile(latencies, 0.50) / 1000
+        step.p99_ms = percentile(latencies, 0.99) / 1000
+        step.generator_bound = (
+            step.generator_share >= GENERATOR_SATURATED or sent + blocked < 0.97 * rate * wall
+        )
+        ratio = step.delivered_with_grace / sent if sent else 0.0
+        if blocked > 0.01 * (sent + blocked):
+            step.reason = f"server stopped reading: {blocked} sends held back"
+        elif ratio < PASS_DELIVERED:
+            step.reason = f"delivered {ratio:.0%} of sent"
+        elif step.p99_ms > PASS_P99_MS:
+            step.reason = f"p99 {step.p99_ms:.0f} ms"
+        else:
+            step.passed = True
+        return step
+
+
+async def _connect_forwarder(port: int, n: int, counters: Counters) -> list[Conn]:
+    loop = asyncio.get_running_loop()
+    conns = []
+    for i in range(n):
+        source = SOURCE_IPS[i % len(SOURCE_IPS)]
+        _t, conn = await loop.create_connection(
+            lambda i=i: Conn(counters, i), "127.0.0.1", port, local_addr=(source, 0)
+        )
+        conn.write(b"%08d%08d" % (i, (i + 1) % n))
+        conns.append(conn)
+    return conns
+
+
+def _rates(plan: Plan) -> list[float]:
+    return [plan.start_rate * plan.rate_factor**i for i in range(plan.max_steps)]
+
+
+async def _profile_salon(server: ServerUnderTest, seconds: float, out_dir: Path) -> Path | None:
+    spy = shutil.which("py-spy") or str(Path(__import__("sys").executable).parent / "py-spy")
+    if not Path(spy).exists():
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    raw = out_dir / "salon-messages.collapsed.txt"
+    cmd = [
+        "taskset", "-c", str(GENERATOR_CPU), spy, "record", "--pid", str(server.pid),
+        "--duration", str(int(seconds)), "--rate", "200", "--nonblocking", "--function",
+        "--format", "raw", "--output", str(raw),
+    ]  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    _out, err = await proc.communicate()
+    if proc.returncode != 0 or not raw.exists():
+        (out_dir / "py-spy.err").write_bytes(err)
+        return None
+    return raw
+
+
+async def scenario_messages(server: ServerUnderTest, plan: Plan, *, limit: bool = False) -> Result:
+    result = Result()
+    server.start()
+    conns: list[Conn] = []
+    try:
+        counters = Counters()
+        n = plan.msg_users
+        if limit:
+            conns = await _connect_forwarder(server.port, n, counters)
+            partners: list[int] | None = [(i + 1) % n for i in range(n)]
+        else:
+            spec = LoginSpec(port=server.port, source_ips=SOURCE_IPS, timeout=120)
+            conns = await login_many(spec, [user(i) for i in range(n)], counters, 100)
+            partners = None
+        await asyncio.sleep(1.0)  # let presence echoes and the like arrive
+        for c in conns:
+            c.buf.clear()
+            c.mode = client.MODE_MESSAGES
+        load = MessageLoad(conns, counters, partners)
+        meter = CpuMeter(server.pid)
+        await load.offer(min(plan.start_rate, 500.0), 1.0, plan.tick)  # warm-up
+        await load.drain()
+        steps: list[Step] = []
+        best: Step | None = None
+        failed: Step | None = None
+        for rate in _rates(plan):
+            s = await load.step(meter, rate, plan)
+            steps.append(s)
+            print(f"    {server.name} {rate:>9,.0f}/s offered: {_step_line(s)}", flush=True)
+            if s.passed:
+                best = s
+                if s.generator_bound:
+                    break
+            else:
+                failed = s
+                break
+        if best is not None and failed is not None:
+            low, high = best.offered, failed.offered
+            for _ in range(plan.bisect_steps):
+                mid = (low + high) / 2
+                s = await load.step(meter, mid, plan)
+                steps.append(s)
+                print(f"    {server.name} {mid:>9,.0f}/s offered: {_step_line(s)}", flush=True)
+                if s.passed:
+                    best, low = (s if s.delivered_rate > best.delivered_rate else best), mid
+                else:
+                    high = mid
+        result.details["steps"] = [s.__dict__ for s in steps]
+        if best is None:
+            result.notes.append(f"no step was sustained: first step {_step_line(steps[0])}")
+            return result
+        max_rate = best.delivered_rate
+        generator_bound = best.generator_bound or (failed is None)
+        prefix = "limit" if limit else "messages"
+        lat: dict[int, Step] = {}
+        for pct in (50, 90):
+            s = await load.step(meter, best.offered * pct / 100, plan)
+            lat[pct] = s
+            steps.append(s)
+            print(f"    {server.name} at {pct}%: {_step_line(s)}", flush=True)
+        result.details["steps"] = [s.__dict__ for s in steps]
+        per_core = max_rate / best.server_share if best.server_share > 0 else float("nan")
+        result.add("messages.max", "messages: max sustained delivered/s", max_rate, True)
+        result.add(
+            "messages.per_core", "messages: delivered/s per core (÷ server CPU share)",
+            per_core, True,
+        )  # fmt: skip
+        result.add(
+            "messages.cpu", "messages: server CPU µs per delivered message (at max)",
+            best.cpu_us_per_msg, False, "{:,.1f}",
+        )  # fmt: skip
+        for pct, s in lat.items():
+            result.add(
+                f"messages.p50_{pct}", f"messages: latency p50 at {pct}% of max (ms)", s.p50_ms,
+                False, "{:,.2f}",
+            )  # fmt: skip
+            result.add(
+                f"messages.p99_{pct}", f"messages: latency p99 at {pct}% of max (ms)", s.p99_ms,
+                False, "{:,.2f}",
+            )  # fmt: skip
+            result.add(
+                f"messages.cpu_{pct}", f"messages: server CPU µs per message at {pct}% of max",
+                s.cpu_us_per_msg, False, "{:,.1f}",
+            )  # fmt: skip
+        note = (
+            f"{prefix}: {n} online users, {plan.step_seconds:g}s steps; max sustained at "
+            f"{best.offered:,.0f}/s offered, server CPU {best.server_share:.0%}, generator CPU "
+            f"{best.generator_share:.0%}"
+        )
+        if failed is not None:
+            note += f"; the next step failed ({failed.reason})"
+        if generator_bound:
+            note += (
+                " — GENERATOR-BOUND: the load generator could not offer more, so the true "
+                "maximum is higher; the CPU-per-message and per-core figures still hold"
+            )
+        result.notes.append(note)
+        if (
+            not limit
+            and server.name == "salon"
+            and plan.profile_seconds > 0
+            and plan.profile_dir is not None
+        ):
+            rate = best.offered * 0.9
+            print(f"    profiling Salon with py-spy at {rate:,.0f}/s", flush=True)
+            task = asyncio.ensure_future(
+                _profile_salon(server, plan.profile_seconds, plan.profile_dir)
+            )
+            while not task.done():
+                await load.offer(rate, 1.0, plan.tick)
+            raw = task.result()
+            await load.drain()
+            result.details["profile"] = str(raw) if raw else None
+    finally:
+        abort_all(conns)
+        await asyncio.sleep(0.2)
+        server.stop()
+    return result
+
+
+def _step_line(s: Step) -> str:
+    state = "ok" if s.passed else f"FAIL ({s.reason})"
+    gen = " gen-bound" if s.generator_bound else ""
+    return (
+        f"sent {s.sent_rate:,.0f}/s delivered {s.delivered_rate:,.0f}/s "
+        f"p50 {s.p50_ms:.1f} ms p99 {s.p99_ms:.1f} ms server CPU {s.server_share:.0%} "
+        f"gen CPU {s.generator_share:.0%} {s.cpu_us_per_msg:.1f} µs/msg {state}{gen}"
+    )
+
+
+async def scenario_limit(server: ServerUnderTest, plan: Plan) -> Result:
+    return await scenario_messages(server, plan, limit=True)
+
+
+# ------------------------------------------------------------------------------------------
+# presence
+
+
+async def _wait_quiet(counters: Counters, target: int, quiet: float, cap: float) -> None:
+    """Until ``counters.presences`` reaches ``target`` and then stays put for ``quiet`` s,
+    or stays put for ``4 * quiet`` s short of it, or ``cap`` s in all."""
+    deadline = time.perf_counter() + cap
+    last, changed = counters.presences, time.perf_counter()
+    while time.perf_counter() < deadline:
+        await asyncio.sleep(0.02)
+        now = time.perf_counter()
+        if counters.presences != last:
+            last, changed = counters.presences, now
+            continue
+        idle = now - changed
+        if (last >= target and idle >= quiet) or idle >= 4 * quiet:
+            return
+
+
+async def scenario_presence(server: ServerUnderTest, plan: Plan) -> Result:
+    result = Result()
+    server.start()
+    conns: list[Conn] = []
+    try:
+        n = plan.presence_users
+        contacts = sum(len(ring_contacts(i, n, plan.roster_size)) for i in range(n))
+        expected = contacts + n  # each contact pair: one broadcast and one probe answer; + self
+        counters = Counters()
+        spec = LoginSpec(
+            port=server.port, source_ips=SOURCE_IPS, presence=False, roster=True, timeout=120
+        )
+        conns = await login_many(spec, [presence_user(i) for i in range(n)], counters, 100)
+        await asyncio.sleep(0.5)
+        for c in conns:
+            c.buf.clear()
+            c.mode = client.MODE_PRESENCE
+        meter = CpuMeter(server.pid)
+        online: list[dict] = []
+        offline: list[dict] = []
+        for _round in range(plan.presence_rounds):
+            for stanza, phase in ((client.PRESENCE, online), (client.UNAVAILABLE, offline)):
+                base = counters.presences
+                before = meter.sample()
+                t0 = time.perf_counter()
+                for c in conns:
+                    c.write(stanza)
+                target = expected if stanza is client.PRESENCE else contacts // 2
+                await _wait_quiet(counters, base + target, 0.5, 120)
+                after = meter.sample()
+                got = counters.presences - base
+                span = max(counters.last_delivery - t0, 1e-6)
+                phase.append(
+                    {
+                        "delivered": got,
+                        "seconds": span,
+                        "rate": got / span,
+                        "server_cpu": after.server - before.server,
+                        "generator_cpu": after.generator - before.generator,
+                    }
+                )
+                await asyncio.sleep(0.3)
+        delivered = sum(p["delivered"] for p in online)
+        seconds = sum(p["seconds"] for p in online)
+        cpu = sum(p["server_cpu"] for p in online)
+        gen = sum(p["generator_cpu"] for p in online)
+        result.details["online"] = online
+        result.details["offline"] = offline
+        result.add(
+            "presence.rate", "presence: stanzas delivered/s as users come online",
+            delivered / seconds, True,
+        )  # fmt: skip
+        result.add(
+            "presence.cpu", "presence: server CPU µs per delivered presence",
+            cpu / delivered * 1e6 if delivered else float("nan"), False, "{:,.1f}",
+        )  # fmt: skip
+        off_d = sum(p["delivered"] for p in offline)
+        off_s = sum(p["seconds"] for p in offline)
+        result.add(
+            "presence.offline_rate", "presence: unavailable stanzas delivered/s going offline",
+            off_d / off_s if off_s else float("nan"), True,
+        )  # fmt: skip
+        result.notes.append(
+            f"presence: {n} users with {plan.roster_size}-contact rosters (subscription both), "
+            f"all sending initial presence at once, {plan.presence_rounds} round(s); "
+            f"{delivered / len(online):,.0f} presences delivered per round (expected about "
+            f"{expected:,}), generator CPU {gen / seconds:.0%} of the delivery time"
+        )
+    finally:
+        abort_all(conns)
+        await asyncio.sleep(0.2)
+        server.stop()
+    return result
+
+
+SCENARIOS: dict[str, Callable[[ServerUnderTest, Plan], Awaitable[Result]]] = {
+    "login": scenario_login,
+    "idle": scenario_idle,
+    "messages": scenario_messages,
+    "presence": scenario_presence,
+    "limit": scenario_limit,
+}
+
+
+@contextlib.contextmanager
+def pinned_to_generator_cpu() -> Any:
+    import os
+
+    try:
+        old = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {GENERATOR_CPU})
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, old)
+
+
+__all__ = ["SCENARIOS", "CpuSample", "Plan", "Result", "pinned_to_generator_cpu"]
