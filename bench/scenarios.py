@@ -366,11 +366,12 @@ class MessageLoad:
         start = time.perf_counter()
         sent = blocked = 0
         k, r = self.sender, self.r
-        while True:
+        total = int(rate * seconds)
+        while sent + blocked < total:
             elapsed = time.perf_counter() - start
-            if elapsed >= seconds:
-                break
-            due = int(rate * elapsed) - sent - blocked
+            if elapsed >= seconds + 0.5:
+                break  # could not keep up: the caller sees sent + blocked < total
+            due = min(int(rate * elapsed), total) - sent - blocked
             if due > 0:
                 stamp = b"%016d" % (time.perf_counter_ns() // 1000)
                 for _ in range(due):
@@ -391,7 +392,8 @@ class MessageLoad:
                         continue
                     t.write(prefixes[dst] + stamp + suffix)
                     sent += 1
-            await asyncio.sleep(tick)
+            if sent + blocked < total:
+                await asyncio.sleep(tick)
         self.sender, self.r = k, r
         self.total_sent += sent
         return sent, blocked
@@ -435,7 +437,9 @@ class MessageLoad:
         step.p50_ms = percentile(latencies, 0.50) / 1000
         step.p99_ms = percentile(latencies, 0.99) / 1000
         step.generator_bound = (
-            step.generator_share >= GENERATOR_SATURATED or sent + blocked < 0.97 * rate * wall
+            step.generator_share >= GENERATOR_SATURATED
+            or sent + blocked < 0.97 * rate * plan.step_seconds
+            or wall > plan.step_seconds * 1.05
         )
         ratio = step.delivered_with_grace / sent if sent else 0.0
         if blocked > 0.01 * (sent + blocked):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Flag, auto
@@ -98,21 +99,28 @@ class PendingIqs:
     """IQs the server sent (e.g. pings to clients) waiting for their result or error."""
 
     def __init__(self) -> None:
-        self._pending: dict[str, asyncio.Future[Element]] = {}
+        self._pending: dict[str, tuple[asyncio.Future[Element], str | None]] = {}
         self._ids = itertools.count(1)
 
     def new_id(self) -> str:
-        return f"salon-{next(self._ids)}"
+        """A fresh id; the random part keeps other entities from answering in our peer's
+        place (e.g. keeping a dead session alive by answering its pings)."""
+        return f"salon-{next(self._ids)}-{secrets.token_urlsafe(6)}"
 
-    def expect(self, iq_id: str) -> asyncio.Future[Element]:
+    def expect(self, iq_id: str, peer: str | None = None) -> asyncio.Future[Element]:
+        """A future for the answer to ``iq_id``; when ``peer`` is given, only an answer
+        from that address counts."""
         future: asyncio.Future[Element] = asyncio.get_running_loop().create_future()
-        self._pending[iq_id] = future
+        self._pending[iq_id] = (future, peer)
         future.add_done_callback(lambda _f: self._pending.pop(iq_id, None))
         return future
 
     def resolve(self, stanza: Element) -> bool:
-        future = self._pending.get(stanza.get("id") or "")
-        if future is None or future.done():
+        entry = self._pending.get(stanza.get("id") or "")
+        if entry is None:
+            return False
+        future, peer = entry
+        if future.done() or (peer is not None and stanza.get("from") != peer):
             return False
         future.set_result(stanza)
         return True

@@ -243,7 +243,7 @@ class OfflineMessages(Module):
             return False
         pending = self.server.pending_iqs
         iq_id = pending.new_id()
-        reply = pending.expect(iq_id)
+        reply = pending.expect(iq_id, peer=str(session.jid))
         self.acks[session] = reply
         ping = Element("iq", NS_CLIENT, {"type": "get", "id": iq_id})
         ping.set("from", self.domain)

@@ -58,7 +58,7 @@ class Ping(Module):
 
     async def _ping(self, session: C2SSession) -> None:
         iq_id = self.server.pending_iqs.new_id()
-        answer = self.server.pending_iqs.expect(iq_id)
+        answer = self.server.pending_iqs.expect(iq_id, peer=str(session.jid))
         attrs = {"type": "get", "id": iq_id, "from": self.domain, "to": str(session.jid)}
         session.send(Element("iq", NS_CLIENT, attrs, [Element("ping", NS_PING)]))
         try:

@@ -66,7 +66,7 @@ class PrivateStorage(Module):
             raise StanzaError(StanzaErrorCondition.BAD_REQUEST, "one namespace per get")
         stored = await self._load(request.to.local or "")
         found = [child for child in stored.elements() if child.ns in namespaces]
-        result = Element("query", NS_PRIVATE, children=list(found or wanted))
+        result = Element("query", NS_PRIVATE, children=[*(found or wanted)])
         return request.result(result)
 
     async def set(self, request: IqRequest) -> None:

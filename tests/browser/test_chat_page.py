@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from salon.jid import JID
 from salon.net.bosh import BoshSession
 from salon.net.websocket import WebSocketConnection
 from tests.integration.harness import PASSWORD, RunningServer
@@ -59,18 +60,17 @@ def playwright_api() -> Any:
     return async_api
 
 
-async def _session_of(srv: RunningServer, bare: str, timeout: float = 20.0) -> Any:
-    """The server-side session of ``bare`` once the browser has bound one."""
-    from salon.jid import JID
-
+async def _online(srv: RunningServer, bare: str, timeout: float = 20.0) -> Any:
+    """The server-side session of ``bare`` once the browser has logged in and sent its
+    initial presence (before that, messages to the user go to offline storage)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        sessions = list(srv.server.sessions.resources(JID.parse(bare)))
-        if sessions:
-            return sessions[0]
+        for session in srv.server.sessions.resources(JID.parse(bare)):
+            if session.is_available:
+                return session
         await asyncio.sleep(0.1)
-    raise AssertionError(f"{bare} never logged in")
+    raise AssertionError(f"{bare} never came online")
 
 
 async def _log_in(page: Any, url: str, jid: str) -> None:
@@ -120,15 +120,16 @@ async def test_websocket_and_bosh_users_chat_in_converse(
 
             await _log_in(alice_page, page_url, alice)
             await _log_in(bob_page, page_url + "?transport=bosh", bob)
-            alice_session = await _session_of(srv, alice)
-            bob_session = await _session_of(srv, bob)
+            alice_session = await _online(srv, alice)
+            bob_session = await _online(srv, bob)
             # Two transports, one kind of session.
             assert isinstance(alice_session.connection, WebSocketConnection)
             assert isinstance(bob_session.connection, BoshSession)
 
-            await _open_chat(alice_page, bob)
+            for page, other in ((alice_page, bob), (bob_page, alice)):
+                await page.get_by_text("I am online").wait_for(timeout=STEP_TIMEOUT_MS)
+                await _open_chat(page, other)
             await _say(alice_page, "Hello Bob, this is Alice over WebSocket")
-            await _open_chat(bob_page, alice)
             await _sees(bob_page, "Hello Bob, this is Alice over WebSocket")
             await _say(bob_page, "Hi Alice, Bob here over BOSH")
             await _sees(alice_page, "Hi Alice, Bob here over BOSH")

@@ -100,8 +100,12 @@ async def expect_all(client: SlixClient, *predicates: Predicate) -> list[Any]:
 
 async def settle(client: SlixClient) -> None:
     """Return once the server has processed everything ``client`` sent so far: it handles a
-    connection's stanzas in order, so the answer to one more request comes after them."""
-    await roster_get(client)
+    connection's stanzas in order, so the answer to a ping sent now comes after them."""
+    iq = client.xmpp.Iq()
+    iq["type"] = "get"
+    iq["to"] = client.xmpp.boundjid.domain
+    iq.xml.append(ET.fromstring("<ping xmlns='urn:xmpp:ping'/>"))
+    assert (await send_iq(client, iq))["type"] == "result"
 
 
 def error_condition(stanza: Any) -> str | None:

@@ -18,6 +18,7 @@ from tests.integration.im_helpers import (
     presence,
     push,
     put_item,
+    settle,
 )
 
 Factory = Callable[..., Awaitable[RunningServer]]
@@ -160,6 +161,7 @@ async def test_a_raw_probe_reveals_nothing(srv: RunningServer) -> None:
     juliet = await login(srv, juliet_jid, available=True)
     tybalt, _ = await raw_session(srv)
     await tybalt.send(f"<presence type='probe' to='{juliet_jid}'/>")
+    await tybalt.ping()  # answered after the probe was handled
     await tybalt.expect_nothing(within=0.3)
     await juliet.expect_nothing(any_presence, within=0.1)
 
@@ -175,6 +177,7 @@ async def test_directed_presence_and_its_unavailable(srv: RunningServer) -> None
     directed = await tybalt.expect(presence(sender=romeo.jid))
     assert directed["status"] == "a word with you"
     romeo.xmpp.send_presence(pshow="away")  # broadcast: Tybalt is no contact
+    await settle(romeo)
     await tybalt.expect_nothing(presence(sender=romeo_jid), within=0.3)
     await romeo.disconnect()
     await tybalt.expect(presence("unavailable", romeo.jid))
@@ -215,6 +218,7 @@ async def test_presence_to_an_offline_full_jid_is_silently_ignored(srv: RunningS
     juliet = await login(srv, juliet_jid, "balcony", available=True)
     romeo = await login(srv, await srv.add_user(), available=True)
     romeo.xmpp.send_presence(pto=f"{juliet_jid}/tomb")
+    await settle(romeo)
     await romeo.expect_nothing(lambda s: s["type"] == "error", within=0.3)
     await juliet.expect_nothing(presence(sender=romeo.jid), within=0.1)
 

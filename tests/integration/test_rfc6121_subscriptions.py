@@ -142,6 +142,7 @@ async def test_cancelling_a_subscription(srv: RunningServer) -> None:
         push(juliet_jid, "from"),
     )
     juliet.xmpp.send_presence(pshow="away")
+    await settle(juliet)
     await romeo.expect_nothing(presence(sender=juliet_jid), within=0.3)
     assert await state_of(romeo, juliet_jid) == ("from", "")
     assert unavailable["to"].bare == romeo_jid
@@ -159,6 +160,7 @@ async def test_unsubscribing(srv: RunningServer) -> None:
     await expect_all(romeo, push(juliet_jid, "from"), presence("unavailable", juliet.jid))
     await expect_all(juliet, presence("unsubscribe", romeo_jid), push(romeo_jid, "to"))
     juliet.xmpp.send_presence(pshow="away")
+    await settle(juliet)
     await romeo.expect_nothing(presence(sender=juliet_jid), within=0.3)
     # Romeo's presence still reaches Juliet: her subscription to him is intact.
     romeo.xmpp.send_presence(pshow="dnd")
@@ -184,6 +186,7 @@ async def test_pre_approval(srv: RunningServer) -> None:
     juliet.xmpp.send_presence(pto=romeo_jid, ptype="subscribed")
     pushed = await juliet.expect(push(romeo_jid, "none"))
     assert item_of(pushed, romeo_jid)["approved"] in (True, "true")
+    await settle(juliet)
     await romeo.expect_nothing(any_presence, within=0.2)  # never routed
     romeo.xmpp.send_presence(pto=juliet_jid, ptype="subscribe")
     await expect_all(
@@ -203,6 +206,7 @@ async def test_withdrawing_a_pre_approval(srv: RunningServer) -> None:
     juliet.xmpp.send_presence(pto=romeo_jid, ptype="unsubscribed")
     pushed = await juliet.expect(push(romeo_jid, "none"))
     assert item_of(pushed, romeo_jid)["approved"] in (False, "", "false")
+    await settle(juliet)
     await romeo.expect_nothing(any_presence, within=0.2)
     romeo.xmpp.send_presence(pto=juliet_jid, ptype="subscribe")
     await juliet.expect(presence("subscribe", romeo_jid))  # she decides again
@@ -215,6 +219,7 @@ async def test_a_repeated_request_is_delivered_once(srv: RunningServer) -> None:
     romeo.xmpp.send_presence(pto=juliet_jid, ptype="subscribe")
     await juliet.expect(presence("subscribe", romeo_jid))
     romeo.xmpp.send_presence(pto=juliet_jid, ptype="subscribe")
+    await settle(romeo)
     await juliet.expect_nothing(presence("subscribe"), within=0.3)
 
 
@@ -246,6 +251,7 @@ async def test_subscribed_without_a_request_is_ignored_by_the_receiver(
     await juliet.expect(presence("subscribe", romeo_jid))
     juliet.xmpp.send_presence(pto=romeo_jid, ptype="subscribed")
     await juliet.expect(push(romeo_jid, "from"))
+    await settle(juliet)
     await romeo.expect_nothing(lambda s: presence("subscribed")(s) or push()(s))
     assert (await roster_get(romeo))["roster"]["items"] == {}
 
@@ -260,6 +266,8 @@ async def test_subscription_stanzas_with_nothing_to_do_are_not_routed(srv: Runni
     tybalt = await login(srv, await srv.add_user(), roster=True, available=True)
     juliet.xmpp.send_presence(pto=romeo_jid, ptype="subscribed")
     romeo.xmpp.send_presence(pto=tybalt.jid.split("/")[0], ptype="unsubscribed")
+    await settle(juliet)
+    await settle(romeo)
     await romeo.expect_nothing(lambda s: presence("subscribed")(s) or push()(s), within=0.3)
     await tybalt.expect_nothing(lambda s: presence("unsubscribed")(s), within=0.1)
     await juliet.expect_nothing(push(), within=0.1)

@@ -269,7 +269,7 @@ async def serve_process(data_dir: Path, ca: trustme.CA) -> ServerProcess:
         f'[server]\ndata_dir = "{data_dir}"\nstorage = "sqlite:///salon.db"\n'
         'log_level = "warning"\n'
         '[c2s]\ninterfaces = ["127.0.0.1"]\nport = 0\ndirect_tls_port = 0\n'
-        '[http]\nport = 0\ntls_port = 0\n'
+        "[http]\nport = 0\ntls_port = 0\n"
         f"{tables}[modules]\nenabled = {MODULES!r}\n".replace("'", '"')
     )
     process = await asyncio.create_subprocess_exec(

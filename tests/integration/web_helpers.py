@@ -85,9 +85,7 @@ class BoshClient:
         rid = self.next_rid() if rid is None else rid
         extra = {"rid": str(rid), **({"sid": self.sid} if self.sid else {}), **attrs}
         attr_text = "".join(f" {k.replace('_', ':', 1)}='{v}'" for k, v in extra.items())
-        return (
-            f"<body xmlns='{NS_HTTPBIND}' xmlns:xmpp='{NS_XBOSH}'{attr_text}>{payload}</body>"
-        )
+        return f"<body xmlns='{NS_HTTPBIND}' xmlns:xmpp='{NS_XBOSH}'{attr_text}>{payload}</body>"
 
     async def create(self, to: str = "localhost", **attrs: str) -> ET.Element:
         """Session creation (XEP-0206 §3); returns the response <body/>."""

@@ -71,7 +71,6 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     assert settings.c2s.max_send_queue == 1048576
     assert settings.hosts == {"localhost": HostSettings()}
     assert settings.modules.enabled == list(DEFAULT_MODULES)
-    assert settings.modules.enabled == ["disco", "ping", "version", "presence", "message"]
     assert settings.modules.options == {}
     assert settings.config_path == (tmp_path / "salon.toml").absolute()
 
