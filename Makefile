@@ -33,7 +33,8 @@ run: $(BIN)/.installed $(WEB_CLIENT)
 	@echo
 	@echo "Salon is starting. In another terminal, create an account:"
 	@echo "    $(BIN)/salon adduser --config $(CONFIG) alice@localhost"
-	@echo "then log in with any XMPP client as alice@localhost (server 127.0.0.1, port 5222)."
+	@echo "then log in with any XMPP client as alice@localhost (server 127.0.0.1, port 5222),"
+	@echo "or in a browser at https://localhost:5281/chat/ (accept the self-signed certificate)."
 	@echo
 	$(BIN)/salon serve --config $(CONFIG)
 

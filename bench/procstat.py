@@ -29,13 +29,38 @@ def own_cpu_seconds() -> float:
     return t.user + t.system
 
 
+def cpu_busy_seconds() -> dict[int, float]:
+    """Busy (non-idle, non-iowait) seconds of each CPU since boot, from /proc/stat."""
+    out: dict[int, float] = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu") and line[3:4].isdigit():
+            name, *values = line.split()
+            v = [int(x) for x in values]
+            out[int(name[3:])] = (sum(v[:8]) - v[3] - v[4]) / CLOCK_TICKS
+    return out
+
+
 @dataclass
 class CpuSample:
-    """CPU seconds of the server and of the load generator at one wall-clock instant."""
+    """CPU seconds of the server and of the load generator at one wall-clock instant, and
+    how busy CPU 0 (the server's) and CPU 1 (the generator's) were in total."""
 
     wall: float
     server: float
     generator: float
+    cpu0: float = 0.0
+    cpu1: float = 0.0
+
+
+def others_share(a: CpuSample, b: CpuSample) -> tuple[float, float]:
+    """Share of CPU 0 and of CPU 1 that other processes used between two samples: the noise
+    from whatever else runs on the machine."""
+    wall = b.wall - a.wall
+    if wall <= 0:
+        return 0.0, 0.0
+    cpu0 = (b.cpu0 - a.cpu0) - (b.server - a.server)
+    cpu1 = (b.cpu1 - a.cpu1) - (b.generator - a.generator)
+    return max(cpu0, 0.0) / wall, max(cpu1, 0.0) / wall
 
 
 class CpuMeter:
@@ -47,7 +72,14 @@ class CpuMeter:
     def sample(self) -> CpuSample:
         import time
 
-        return CpuSample(time.monotonic(), cpu_seconds(self.pid), own_cpu_seconds())
+        busy = cpu_busy_seconds()
+        return CpuSample(
+            time.monotonic(),
+            cpu_seconds(self.pid),
+            own_cpu_seconds(),
+            busy.get(0, 0.0),
+            busy.get(1, 0.0),
+        )
 
     @staticmethod
     def delta(a: CpuSample, b: CpuSample) -> tuple[float, float, float]:

@@ -194,8 +194,8 @@ def render(
                 f"{TITLES.get(server, server)} ({name}):",
                 "",
                 "| offered/s | sent/s | delivered/s | p50 ms | p99 ms | server CPU | gen CPU "
-                "| µs CPU/msg | result |",
-                "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+                "| others CPU0/CPU1 | µs CPU/msg | result |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
             ]
             for s in res.details["steps"]:
                 verdict = "ok" if s["passed"] else s["reason"]
@@ -204,7 +204,8 @@ def render(
                 lines.append(
                     f"| {s['offered']:,.0f} | {s['sent_rate']:,.0f} | {s['delivered_rate']:,.0f}"
                     f" | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['server_share']:.0%} | "
-                    f"{s['generator_share']:.0%} | {s['cpu_us_per_msg']:.1f} | {verdict} |"
+                    f"{s['generator_share']:.0%} | {s['others_cpu0']:.0%}/{s['others_cpu1']:.0%} | "
+                    f"{s['cpu_us_per_msg']:.1f} | {verdict} |"
                 )
             lines.append("")
     return "\n".join(lines) + "\n"

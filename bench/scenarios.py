@@ -23,7 +23,7 @@ from typing import Any
 
 from bench import client
 from bench.client import Conn, Counters, LoginSpec
-from bench.procstat import CpuMeter, CpuSample
+from bench.procstat import CpuMeter, CpuSample, others_share
 from bench.servers import (
     GENERATOR_CPU,
     HOST,
@@ -219,6 +219,7 @@ async def _login_variant(server: ServerUnderTest, plan: Plan, mech: str, tls: bo
         "logins": done,
         "failures": len(failures),
         "failure_sample": failures[:3],
+        "others": others_share(before, after),
     }
 
 
@@ -245,7 +246,7 @@ async def scenario_login(server: ServerUnderTest, plan: Plan) -> Result:
             note = (
                 f"login {label}: {d['logins']} logins by {plan.login_concurrency} clients in "
                 f"{plan.login_seconds:g}s, server CPU {d['server_share']:.0%}, generator CPU "
-                f"{d['generator_share']:.0%}"
+                f"{d['generator_share']:.0%}, {_noise(d['others'])}"
             )
             if d["failures"]:
                 note += f", {d['failures']} failed (e.g. {d['failure_sample'][0]})"
@@ -289,6 +290,7 @@ async def _idle_once(server: ServerUnderTest, plan: Plan, size: int, tls: bool) 
             "login_rate": size / wall,
             "cpu_ms": server_cpu / size * 1000,
             "generator_share": cpu_share(wall, gen_cpu),
+            "others": others_share(before, after),
         }
     finally:
         abort_all(conns)
@@ -315,7 +317,7 @@ async def scenario_idle(server: ServerUnderTest, plan: Plan) -> Result:
         )  # fmt: skip
         result.notes.append(
             f"idle {tag}{kind}: RSS {d['rss_before_kib']:,} -> {d['rss_after_kib']:,} KiB, "
-            f"logged in at {d['login_rate']:,.0f}/s"
+            f"logged in at {d['login_rate']:,.0f}/s, {_noise(d['others'])}"
             + (" (generator saturated)" if d["generator_share"] >= GENERATOR_SATURATED else "")
         )
     return result
@@ -339,6 +341,8 @@ class Step:
     generator_share: float = 0.0
     cpu_us_per_msg: float = float("nan")
     blocked: int = 0
+    others_cpu0: float = 0.0
+    others_cpu1: float = 0.0
     passed: bool = False
     generator_bound: bool = False
     reason: str = ""
@@ -433,6 +437,7 @@ class MessageLoad:
         step.delivered_rate = step.delivered_in_step / wall
         step.server_share = cpu_share(wall, at_end.server - before.server)
         step.generator_share = cpu_share(wall, gen_cpu)
+        step.others_cpu0, step.others_cpu1 = others_share(before, at_end)
         step.cpu_us_per_msg = server_total / delivered_total * 1e6 if delivered_total else float("nan")
         step.p50_ms = percentile(latencies, 0.50) / 1000
         step.p99_ms = percentile(latencies, 0.99) / 1000
@@ -578,7 +583,7 @@ async def scenario_messages(server: ServerUnderTest, plan: Plan, *, limit: bool 
         note = (
             f"{prefix}: {n} online users, {plan.step_seconds:g}s steps; max sustained at "
             f"{best.offered:,.0f}/s offered, server CPU {best.server_share:.0%}, generator CPU "
-            f"{best.generator_share:.0%}"
+            f"{best.generator_share:.0%}, {_noise((best.others_cpu0, best.others_cpu1))}"
         )
         if failed is not None:
             note += f"; the next step failed ({failed.reason})"
@@ -611,13 +616,19 @@ async def scenario_messages(server: ServerUnderTest, plan: Plan, *, limit: bool 
     return result
 
 
+def _noise(others: tuple[float, float] | list[float]) -> str:
+    """Other processes' use of the server's and the generator's CPU: the machine's noise."""
+    return f"other processes used {others[0]:.0%} of CPU 0 and {others[1]:.0%} of CPU 1"
+
+
 def _step_line(s: Step) -> str:
     state = "ok" if s.passed else f"FAIL ({s.reason})"
     gen = " gen-bound" if s.generator_bound else ""
     return (
         f"sent {s.sent_rate:,.0f}/s delivered {s.delivered_rate:,.0f}/s "
         f"p50 {s.p50_ms:.1f} ms p99 {s.p99_ms:.1f} ms server CPU {s.server_share:.0%} "
-        f"gen CPU {s.generator_share:.0%} {s.cpu_us_per_msg:.1f} µs/msg {state}{gen}"
+        f"gen CPU {s.generator_share:.0%} others {s.others_cpu0:.0%}/{s.others_cpu1:.0%} "
+        f"{s.cpu_us_per_msg:.1f} µs/msg {state}{gen}"
     )
 
 
@@ -684,6 +695,7 @@ async def scenario_presence(server: ServerUnderTest, plan: Plan) -> Result:
                         "rate": got / span,
                         "server_cpu": after.server - before.server,
                         "generator_cpu": after.generator - before.generator,
+                        "others": others_share(before, after),
                     }
                 )
                 await asyncio.sleep(0.3)
@@ -701,6 +713,10 @@ async def scenario_presence(server: ServerUnderTest, plan: Plan) -> Result:
             "presence.cpu", "presence: server CPU µs per delivered presence",
             cpu / delivered * 1e6 if delivered else float("nan"), False, "{:,.1f}",
         )  # fmt: skip
+        result.add(
+            "presence.cpu_user", "presence: server CPU ms per user coming online",
+            cpu / (n * len(online)) * 1e3, False, "{:,.2f}",
+        )  # fmt: skip
         off_d = sum(p["delivered"] for p in offline)
         off_s = sum(p["seconds"] for p in offline)
         result.add(
@@ -711,7 +727,8 @@ async def scenario_presence(server: ServerUnderTest, plan: Plan) -> Result:
             f"presence: {n} users with {plan.roster_size}-contact rosters (subscription both), "
             f"all sending initial presence at once, {plan.presence_rounds} round(s); "
             f"{delivered / len(online):,.0f} presences delivered per round (expected about "
-            f"{expected:,}), generator CPU {gen / seconds:.0%} of the delivery time"
+            f"{expected:,}), generator CPU {gen / seconds:.0%} of the delivery time, "
+            f"{_noise(online[0]['others'])}"
         )
     finally:
         abort_all(conns)

@@ -46,6 +46,12 @@ class InboundStanza(RoutedStanza):
 
 
 @dataclass(slots=True)
+class OutboundRemoteStanza(RoutedStanza):
+    """A stanza from a local account leaving for another server, fired on the sender's host
+    before federation takes it. GUARD modules (blocking) return HANDLED to stop it."""
+
+
+@dataclass(slots=True)
 class MessageToFull(RoutedStanza):
     pass
 

@@ -17,6 +17,7 @@ from salon.core.events import (
     MessageToBare,
     MessageToFull,
     MessageToHost,
+    OutboundRemoteStanza,
     PresenceBroadcast,
     PresenceToBare,
     PresenceToFull,
@@ -112,6 +113,8 @@ class Router:
             if not self.server.s2s.is_enabled:
                 self.reply_error(origin, stanza, StanzaErrorCondition.REMOTE_SERVER_NOT_FOUND)
                 return
+            if await self._outbound_remote_stopped(stanza, origin, sender, to):
+                return
             self.server.s2s.send(stanza, sender, to)
             return
         if to.local is None:
@@ -133,6 +136,19 @@ class Router:
             return
         if not handled:
             self._unhandled(host, stanza, origin, to)
+
+    async def _outbound_remote_stopped(
+        self, stanza: Element, origin: C2SSession | None, sender: JID, to: JID
+    ) -> bool:
+        sender_host = self.server.hosts.get(sender.domain)
+        if sender_host is None or sender.local is None:
+            return False
+        event = OutboundRemoteStanza(origin, stanza, sender, to)
+        try:
+            return await sender_host.hooks.fire(event)
+        except StanzaError as err:
+            self.reply_error(origin, stanza, err)
+            return True
 
     def _unhandled(
         self, host: VirtualHost, stanza: Element, origin: C2SSession | None, to: JID

@@ -1,9 +1,11 @@
 """XEP-0191: Blocking Command, enforced both ways.
 
 A user keeps a list of blocked JIDs: full, bare, ``domain/resource`` or a whole domain,
-matched as XEP-0191 §5 says. The list is read, extended and shrunk with ``<blocklist/>``,
+matched as XEP-0191 §6 says. The list is read, extended and shrunk with ``<blocklist/>``,
 ``<block/>`` and ``<unblock/>``; every change is pushed to the user's resources that fetched
-the list (§3.3, §3.4, §3.5).
+the list (§3.3, §3.4, §3.5). A list holds at most ``max_items`` JIDs; a block that would
+pass it is refused with ``<resource-constraint/>``. An item without a valid ``jid`` gets
+``<jid-malformed/>``, a block without items ``<bad-request/>`` (§3.3).
 
 Enforcement, with the text it follows (§3.3):
 
@@ -13,10 +15,11 @@ Enforcement, with the text it follows (§3.3):
   dropped.
 * Outbound (``PreStanza`` at GUARD priority): a message, presence or iq from the user to a
   blocked JID is not routed; the sender gets ``<not-acceptable/>`` with
-  ``<blocked xmlns='urn:xmpp:blocking:errors'/>``. Stanzas the server routes on the user's
-  behalf (presence to directed recipients or roster contacts) are checked again as they
-  arrive at a local contact: presence is dropped there.
-* A user's own resources are never blocked from one another (§6, note), and a stanza to the
+  ``<blocked xmlns='urn:xmpp:blocking:errors'/>``. Presence the server routes on the user's
+  behalf (broadcast to contacts, probes, unavailable to directed recipients) is dropped when
+  it reaches a blocked local contact (``InboundStanza``) or is about to leave for a blocked
+  remote one (``OutboundRemoteStanza``).
+* A user's own resources are never blocked from one another (§5, note), and a stanza to the
   user's own server domain is never refused, so blocking that domain cannot cut the user off
   from the server.
 
@@ -24,7 +27,8 @@ Presence on change: blocking sends unavailable presence from each available reso
 blocked JIDs that may see the user's presence (RFC 6121: subscription "from"/"both", or
 directed presence), and unavailable presence from a blocked local contact's resources to the
 user's resources when the user could see them. Unblocking sends the current presence again to
-subscribers, and the contact's presence to the user when subscribed to it.
+subscribers, and a local contact's current presence to the user when subscribed to it. A
+remote contact's presence is not replayed: this server does not know it.
 
 The blocklists of users in use are cached in memory (bounded, least recently used first out,
 dropped when the user's last resource goes): the hot path reads no database.
@@ -42,8 +46,10 @@ from pydantic import Field
 from salon.core.events import (
     AccountDeleted,
     InboundStanza,
+    OutboundRemoteStanza,
     PreStanza,
     ResourceUnbound,
+    RoutedStanza,
 )
 from salon.core.hooks import HANDLED, Priority
 from salon.core.iq import IqRequest, Target
@@ -61,7 +67,7 @@ _SUBSCRIBED_TO = frozenset(("to", "both"))  # the user sees the contact's presen
 
 
 def is_blocked(blocked: frozenset[JID], jid: JID) -> bool:
-    """XEP-0191 §5: a full JID item matches that JID only, a bare JID any of its resources,
+    """XEP-0191 §6: a full JID item matches that JID only, a bare JID any of its resources,
     ``domain/resource`` that address only, a domain everything at that domain."""
     if not blocked:
         return False
@@ -131,6 +137,7 @@ class Blocking(Module):
         self.on_iq("set", NS_BLOCKING, "unblock", self.unblock, to=Target.SELF)
         self.hook(InboundStanza, self.inbound, Priority.GUARD)
         self.hook(PreStanza, self.outbound, Priority.GUARD)
+        self.hook(OutboundRemoteStanza, self.outbound_remote, Priority.GUARD)
         self.hook(ResourceUnbound, self.session_ended)
         self.hook(AccountDeleted, self.account_deleted)
 
@@ -224,14 +231,23 @@ class Blocking(Module):
             return None
         if is_blocked(await self.blocklist(recipient), sender):
             return _refuse_inbound(event.stanza)
+        return await self._presence_on_behalf_blocked(event)
+
+    async def outbound_remote(self, event: OutboundRemoteStanza) -> bool | None:
+        return await self._presence_on_behalf_blocked(event)
+
+    async def _presence_on_behalf_blocked(self, event: RoutedStanza) -> bool | None:
+        """Presence the server routes for a local session without PreStanza (broadcast to
+        contacts, probes, unavailable to directed recipients) stops at the sender's own list
+        too. Messages and iqs from a session always pass PreStanza first; what the server
+        sends with no origin session (block-time unavailable, probe answers) is not checked."""
         origin = event.origin
-        if event.stanza.tag != "presence" or origin is None or origin.jid.bare != sender.bare:
+        if event.stanza.tag != "presence" or origin is None:
             return None
-        # Presence routed on behalf of a local session without passing PreStanza (broadcast
-        # to contacts, unavailable to directed recipients): the sender's own list applies too.
-        # Messages and iqs from a session always pass PreStanza first.
+        if origin.jid.bare != event.sender.bare:
+            return None
         guard = self._guard_for(origin.host)
-        if guard is not None and is_blocked(await guard.blocklist(sender.bare), event.to):
+        if guard is not None and is_blocked(await guard.blocklist(event.sender.bare), event.to):
             return HANDLED
         return None
 

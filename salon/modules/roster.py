@@ -90,6 +90,8 @@ class ChangeLog:
         self._logs: OrderedDict[JID, list[Change]] = OrderedDict()
 
     def record(self, user: JID, change: Change) -> None:
+        if self.per_user <= 0:
+            return
         log = self._logs.pop(user, [])
         if log and log[-1].version != change.version - 1:
             log = []  # a change we did not see: what came before cannot make a delta

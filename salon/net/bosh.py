@@ -126,7 +126,7 @@ class BoshManager:
             first_rid=rid,
         )
         self.sessions[session.sid] = session
-        self.server.connections.add(session)  # type: ignore[arg-type]
+        session.register()
         return await session.start(body)
 
     def forget(self, session: BoshSession) -> None:
@@ -248,7 +248,6 @@ class BoshSession(StreamShell):
 
     async def handle(self, body: Body) -> web.Response:
         """One request of an existing session."""
-        log.warning('DBG request %s %s', body.attrs, len(body.children))
         self.last_activity = asyncio.get_running_loop().time()
         if self._final is not None:
             final, self._final = self._final, None
@@ -261,23 +260,24 @@ class BoshSession(StreamShell):
             return self._fail(err.condition)
         if rid is None:
             return self._fail("bad-request")
-        if rid < self.next_rid:
-            return self._repeated(rid)
+        if rid < self.next_rid or rid in self._pending:
+            return await self._repeated(rid)
         if rid >= self.next_rid + self.requests:
             return self._fail("item-not-found")  # outside the window (XEP-0124 §14.2)
-        if rid in self._pending:
-            return self._fail("item-not-found")
         condition = self._overactive(body, pause)
         if condition is not None:
             return self._fail(condition)
         await self.wait_for_room()
+        if self._closing:
+            return error_response("item-not-found", legacy=self.is_legacy)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[rid] = (body, future)
         self._cancel_inactivity()
         while self.next_rid in self._pending and not self._closing:
-            in_order, waiting = self._pending.pop(self.next_rid)
-            self._process(self.next_rid, in_order, waiting)
+            in_order_rid = self.next_rid
+            in_order, waiting = self._pending.pop(in_order_rid)
             self.next_rid += 1
+            self._process(in_order_rid, in_order, waiting)
         return xml_response(await future)
 
     def _overactive(self, body: Body, pause: int | None) -> str | None:
@@ -294,12 +294,25 @@ class BoshSession(StreamShell):
                 return "policy-violation"
         return None
 
-    def _repeated(self, rid: int) -> web.Response:
-        """XEP-0124 §14.3: a request sent again gets its response again."""
+    async def _repeated(self, rid: int) -> web.Response:
+        """XEP-0124 §14.3: a request sent again gets its response again; one still open is
+        answered on the new HTTP request (the old one's connection has likely broken)."""
         cached = self._responses.get(rid)
         if cached is not None:
             return xml_response(cached)
-        return self._fail("item-not-found")
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        for held in self._held:
+            if held.rid == rid:
+                held.future, old = future, held.future
+                break
+        else:
+            if rid not in self._pending:
+                return self._fail("item-not-found")
+            body, old = self._pending[rid]
+            self._pending[rid] = (body, future)
+        if not old.done():
+            old.set_result(body_bytes({}))
+        return xml_response(await future)
 
     def _process(self, rid: int, body: Body, future: asyncio.Future[bytes]) -> None:
         """One request, in rid order: hold it, then hand its content to the stream."""
@@ -363,7 +376,6 @@ class BoshSession(StreamShell):
         self._responses[held.rid] = data
         for old in [r for r in self._responses if r < held.rid - self.requests]:
             del self._responses[old]
-        log.warning('DBG respond rid=%s %s', held.rid, data[:3000])
         if not held.future.done():
             held.future.set_result(data)
 

@@ -74,7 +74,7 @@ class HttpService:
         o = self.options
         handler = self.runner.server
         assert handler is not None
-        listeners = {
+        listeners: dict[str, list[asyncio.AbstractServer]] = {
             "http": [await loop.create_server(handler, host, o.port) for host in o.interfaces]
         }
         ctx = self.server.tls.https_context()
@@ -109,9 +109,20 @@ class HttpService:
                 is_secure = True
         return f"{ip}:{port}", is_secure
 
-    def _origin_allowed(self, origin: str) -> bool:
+    def _host(self, request: web.Request) -> str:
+        """The host (and port) the client asked for, as a trusted proxy reports it."""
+        peername = request.transport.get_extra_info("peername") if request.transport else None
+        if peername and str(peername[0]) in self.options.trusted_proxies:
+            return request.headers.get("X-Forwarded-Host", request.host)
+        return request.host
+
+    def _origin_allowed(self, origin: str, request: web.Request) -> bool:
+        """``cors_origins`` lists it, or it is this server's own (the /chat page)."""
         allowed = self.options.cors_origins
-        return "*" in allowed or origin in allowed
+        if "*" in allowed or origin in allowed:
+            return True
+        scheme = "https" if self.client(request)[1] else "http"
+        return origin == f"{scheme}://{self._host(request)}"
 
     # ------------------------------------------------------------------ middleware
     @web.middleware
@@ -123,7 +134,7 @@ class HttpService:
         if (
             origin
             and self.options.cors_origins
-            and self._origin_allowed(origin)
+            and self._origin_allowed(origin, request)
             and not isinstance(response, web.WebSocketResponse)
             and not response.prepared
         ):
@@ -155,7 +166,7 @@ class HttpService:
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         origin = request.headers.get("Origin")
-        if origin and self.options.cors_origins and not self._origin_allowed(origin):
+        if origin and self.options.cors_origins and not self._origin_allowed(origin, request):
             return web.Response(status=403, text="This origin may not connect.\n")
         peer, is_secure = self.client(request)
         return await serve_websocket(self.server, request, peer=peer, is_secure=is_secure)
@@ -179,10 +190,7 @@ class HttpService:
         base = o.public_url
         if not base:
             _, is_secure = self.client(request)
-            host = request.host
-            peername = request.transport.get_extra_info("peername") if request.transport else None
-            if peername and str(peername[0]) in o.trusted_proxies:
-                host = request.headers.get("X-Forwarded-Host", host)
+            host = self._host(request)
             if is_secure:
                 base = f"https://{host}"
             elif "https" in self.server.listeners:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from salon.core.session import C2SSession
 from salon.errors import StanzaError, StanzaErrorCondition, StreamErrorCondition
@@ -100,10 +100,11 @@ class StreamShell:
 
     def transport_lost(self, reason: str | None = None) -> None:
         """The transport is gone: forget the connection and end its session."""
-        if self._closing and self not in self.server.connections:
+        connections = self._connections()
+        if self._closing and self not in connections:
             return
         self._closing = True
-        self.server.connections.discard(self)  # type: ignore[arg-type]
+        connections.discard(self)
         if self._deferred_handle is not None:
             self._deferred_handle.cancel()
         self._room.set()
@@ -111,6 +112,14 @@ class StreamShell:
         if session is not None:
             session.is_closed = True
             self.server.spawn(self.server.unbind(session, reason))
+
+    def _connections(self) -> set[object]:
+        """The server's live connections (typed for TCP ones; web ones join them)."""
+        return cast("set[object]", self.server.connections)
+
+    def register(self) -> None:
+        """Join the server's connections: shutdown and the idle sweep reach this one too."""
+        self._connections().add(self)
 
     # ------------------------------------------------------------------ Connection API
     def send_stanza(self, stanza: Element) -> None:
@@ -206,8 +215,8 @@ class StreamShell:
             return
         except Exception:
             log.exception("bind failed")
-            err = StanzaError(StanzaErrorCondition.INTERNAL_SERVER_ERROR)
-            self._execute(self.stream.bind_result(request.iq_id, None, err))
+            failure = StanzaError(StanzaErrorCondition.INTERNAL_SERVER_ERROR)
+            self._execute(self.stream.bind_result(request.iq_id, None, failure))
             return
         if self._closing:
             # The transport went away while binding: the session must not outlive it.

@@ -84,12 +84,11 @@ class WebSocketConnection(StreamShell):
 
     async def run(self) -> None:
         """Read messages until the client or the stream ends the WebSocket."""
-        self.server.connections.add(self)  # type: ignore[arg-type]
+        self.register()
         reason: str | None = None
         try:
             async for msg in self.ws:
                 if msg.type is WSMsgType.TEXT:
-                    log.warning('DBG ws in %s', msg.data[:300])
                     self.receive_data(msg.data.encode())
                 elif msg.type is WSMsgType.BINARY:
                     self.receive_data(msg.data)  # COMPAT: text is required; take it anyway

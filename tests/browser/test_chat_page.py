@@ -44,7 +44,7 @@ STEP_TIMEOUT_MS = 20_000
 def _need(is_there: bool, what: str) -> None:
     if is_there:
         return
-    pytest.fail(f"{what}; `bash .ci/run` (or `make test` plus `apt-get install chromium`) installs it")
+    pytest.fail(f"{what}; `bash .ci/run` installs it (Chromium by apt, Converse.js by make)")
 
 
 @pytest.fixture
@@ -52,7 +52,8 @@ def playwright_api() -> Any:
     if os.environ.get("SALON_SKIP_BROWSER") == "1" and not os.environ.get("CI"):
         pytest.skip("SALON_SKIP_BROWSER=1: browser tests skipped on request")
     _need(CHROMIUM.exists(), f"Chromium is not installed at {CHROMIUM}")
-    _need((CLIENT_DIR / "converse.min.js").is_file(), f"Converse.js is not installed in {CLIENT_DIR}")
+    converse = CLIENT_DIR / "converse.min.js"
+    _need(converse.is_file(), f"Converse.js is not installed in {CLIENT_DIR}")
     try:
         from playwright import async_api
     except ImportError:
@@ -106,9 +107,7 @@ async def test_websocket_and_bosh_users_chat_in_converse(
     bob = await srv.add_user("bob")
     page_url = srv.http_url("/chat/")
     async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=FLAGS
-        )
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
         try:
             pages = []
             for _ in range(2):

@@ -256,3 +256,18 @@ async def test_priority_decides_which_resource_gets_a_message(srv: RunningServer
     romeo.xmpp.send_message(mto=juliet_jid, mbody="which one?", mtype="chat")
     await high.expect(lambda s: s.name == "message" and s["body"] == "which one?")
     await low.expect_nothing(lambda s: s.name == "message", within=0.3)
+
+
+async def test_directed_presence_to_too_many_entities_is_refused(server_factory: Factory) -> None:
+    """The directed-presence memory is bounded: past it, the stanza is refused rather than
+    delivered with an unavailable that could never follow."""
+    srv = await server_factory(module_options={"presence": {"max_directed": 1}})
+    romeo = await login(srv, await srv.add_user(), available=True)
+    tybalt = await login(srv, await srv.add_user(), available=True)
+    mercutio = await login(srv, await srv.add_user(), available=True)
+    romeo.xmpp.send_presence(pto=tybalt.jid)
+    await tybalt.expect(presence(sender=romeo.jid))
+    romeo.xmpp.send_presence(pto=mercutio.jid)
+    error = await romeo.expect(presence("error"))
+    assert error["error"]["condition"] == "resource-constraint"
+    await mercutio.expect_nothing(presence(sender=romeo.jid), within=0.2)

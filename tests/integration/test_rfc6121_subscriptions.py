@@ -281,3 +281,20 @@ async def test_subscribing_to_an_account_that_does_not_exist(srv: RunningServer)
     romeo.xmpp.send_presence(pto=ghost, ptype="subscribe")
     await expect_all(romeo, presence("unsubscribed", ghost), push(ghost, "none"))
     assert await state_of(romeo, ghost) == ("none", "")
+
+
+async def test_too_many_waiting_requests_are_refused(server_factory: Factory) -> None:
+    """The requests kept for one user are bounded; one more is answered with an error, and
+    the kept ones are still delivered."""
+    srv = await server_factory(module_options={"presence": {"max_pending": 1}})
+    juliet_jid = await srv.add_user()
+    romeo = await login(srv, await srv.add_user(), roster=True, available=True)
+    tybalt = await login(srv, await srv.add_user(), roster=True, available=True)
+    romeo.xmpp.send_presence(pto=juliet_jid, ptype="subscribe")
+    await settle(romeo)
+    tybalt.xmpp.send_presence(pto=juliet_jid, ptype="subscribe")
+    error = await tybalt.expect(presence("error"))
+    assert error["error"]["condition"] == "resource-constraint"
+    juliet = await login(srv, juliet_jid, available=True)
+    await juliet.expect(presence("subscribe", romeo.jid.split("/")[0]))
+    await juliet.expect_nothing(presence("subscribe"), within=0.3)

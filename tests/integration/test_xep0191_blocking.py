@@ -11,6 +11,7 @@ from slixmpp.exceptions import IqError
 
 from salon.modules.blocking import Blocking
 from salon.storage.interfaces import RosterItem
+from tests.integration import test_federation as fed
 from tests.integration.harness import (
     RunningServer,
     SlixClient,
@@ -26,6 +27,7 @@ NS_PING = "urn:xmpp:ping"
 NS_CLIENT = "jabber:client"
 MODULES = ["disco", "ping", "presence", "message", "blocking"]
 Factory = Callable[..., Awaitable[RunningServer]]
+federation = fed.federation  # two federating servers (a fixture of the federation tests)
 
 
 @pytest.fixture
@@ -421,12 +423,19 @@ async def test_block_and_unblock_update_presence_for_subscribers(server: Running
     await block(juliet, romeo_jid)
     await romeo.expect(is_presence(juliet.jid, "unavailable"))
     await juliet.expect(is_presence(romeo.jid, "unavailable"))
+    juliet.xmpp.send_presence(pstatus="hidden")  # broadcasts stop at the block, both ways
+    romeo.xmpp.send_presence(pstatus="unseen")
+    await sync(juliet)
+    await sync(romeo)
+    await romeo.expect_nothing(is_presence(juliet.jid))
+    await juliet.expect_nothing(is_presence(romeo.jid))
+    juliet.xmpp.send_presence(pstatus="on the balcony")
 
     await unblock(juliet, romeo_jid)
     back = await romeo.expect(is_presence(juliet.jid, "available"))
     assert back["status"] == "on the balcony"
     seen = await juliet.expect(is_presence(romeo.jid, "available"))
-    assert seen["status"] == "in the orchard"
+    assert seen["status"] == "unseen"  # his current presence, which she did not see
     await juliet.disconnect()
     await romeo.disconnect()
 
@@ -462,10 +471,10 @@ async def test_a_blocked_domain_covers_every_address_there(server: RunningServer
     error = await iq_error(juliet, "example.test")  # the domain itself
     assert error.condition == "not-acceptable"
 
-    send_message(nurse, juliet.jid, "from elsewhere")
-    await juliet.expect(is_message("from elsewhere"))
     await juliet.expect_nothing(is_message("from the blocked domain"))
     await paris.expect_nothing(is_message("to the blocked domain"))
+    send_message(nurse, juliet.jid, "from elsewhere")
+    await juliet.expect(is_message("from elsewhere"))
     for client in (juliet, paris, nurse):
         await client.disconnect()
 
@@ -479,11 +488,11 @@ async def test_a_blocked_full_jid_covers_that_resource_only(server: RunningServe
 
     send_message(orchard, juliet.jid, "from the orchard")
     await orchard.expect(is_error("message", "service-unavailable"))
+    await juliet.expect_nothing(is_message("from the orchard"))
     send_message(street, juliet.jid, "from the street")
     await juliet.expect(is_message("from the street"))
     send_message(juliet, street.jid, "to the street")
     await street.expect(is_message("to the street"))
-    await juliet.expect_nothing(is_message("from the orchard"))
     for client in (juliet, orchard, street):
         await client.disconnect()
 
@@ -503,14 +512,62 @@ async def test_enforcement_stays_right_when_the_cache_is_full(server_factory: Fa
     for turn in range(3):
         for blocker in (juliet, nurse):
             send_message(romeo, blocker.jid, f"turn {turn}")
-            await romeo.expect(is_error("message", "service-unavailable"))
+            error = await romeo.expect(lambda s: s.name == "message")
+            assert is_error("message", "service-unavailable")(error)
             send_message(blocker, romeo.jid, f"answer {turn}")
-            assert has_blocked_condition(
-                await blocker.expect(is_error("message", "not-acceptable"))
-            )
+            error = await blocker.expect(lambda s: s.name == "message")
+            assert is_error("message", "not-acceptable")(error) and has_blocked_condition(error)
             assert len(module.cache) <= 1
-    await romeo.expect_nothing(lambda s: s.name == "message" and s["type"] != "error")
-    for client in (juliet, nurse):
+    for client in (juliet, nurse, romeo):
         await client.expect_nothing(lambda s: s.name == "message" and s["type"] != "error")
     for client in (juliet, nurse, romeo):
         await client.disconnect()
+
+
+# --------------------------------------------------------------------------- federation
+async def test_a_blocked_remote_contact_gets_no_presence_and_no_messages(
+    federation: fed.Federation,
+) -> None:
+    """The same rules across servers: the block-time unavailable leaves, later broadcasts do
+    not, messages fail both ways, and unblocking sends the current presence."""
+    pair = await federation()
+    juliet_bare, romeo_bare = f"juliet@{fed.CAPULET}", f"romeo@{fed.MONTAGUE}"
+    romeo = await fed.login(pair.montague, "romeo")
+    juliet = await fed.login(pair.capulet, "juliet")
+    await pair.capulet.server.storage.roster.put_item(
+        fed.CAPULET, "juliet", RosterItem(romeo_bare, subscription="both")
+    )
+    await pair.montague.server.storage.roster.put_item(
+        fed.MONTAGUE, "romeo", RosterItem(juliet_bare, subscription="both")
+    )
+    await fed.available(romeo)
+    await juliet.send("<presence><status>here</status></presence>")
+    await fed.expect(romeo, "presence", lambda e: e.get("from") == juliet.full)
+
+    await juliet.send(
+        f"<iq type='set' id='b1'><block xmlns='{NS_BLOCKING}'><item jid='{romeo_bare}'/>"
+        "</block></iq>"
+    )
+    gone = await fed.expect(romeo, "presence", lambda e: e.get("from") == juliet.full)
+    assert gone.get("type") == "unavailable"
+
+    await juliet.send("<presence><status>still here</status></presence>")
+    await juliet.send(fed.chat(romeo_bare, "to a blocked contact", "m1"))
+    refused = await fed.expect(juliet, "message", lambda e: e.get("type") == "error")
+    assert stanza_error_condition(refused) == "not-acceptable"
+    assert refused.find(f"{q(NS_CLIENT, 'error')}/{q(NS_BLOCKING_ERRORS, 'blocked')}") is not None
+    await romeo.expect_nothing(0.5)  # neither the new presence nor the message arrived
+    await romeo.send(fed.chat(juliet.full, "from a blocked contact", "m2"))
+    bounced = await fed.expect(romeo, "message", lambda e: e.get("type") == "error")
+    assert stanza_error_condition(bounced) == "service-unavailable"
+    await juliet.expect_nothing(0.3)
+
+    await juliet.send(
+        f"<iq type='set' id='u1'><unblock xmlns='{NS_BLOCKING}'><item jid='{romeo_bare}'/>"
+        "</unblock></iq>"
+    )
+    back = await fed.expect(romeo, "presence", lambda e: e.get("from") == juliet.full)
+    assert back.get("type") is None
+    assert back.findtext(q(NS_CLIENT, "status")) == "still here"
+    await juliet.close()
+    await romeo.close()
