@@ -87,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     servers = _split(args.server, ALL_SERVERS)
     scenarios = _split(args.scenario, ALL_SCENARIOS)
     plan = Plan.quick() if args.quick else Plan.full()
+    if args.profile_seconds is not None:
+        plan.profile_seconds = args.profile_seconds
     if args.idle_sizes:
         plan.idle_sizes = tuple(int(x) for x in args.idle_sizes.split(","))
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -127,7 +129,13 @@ def run(args: argparse.Namespace) -> int:
             versions[name] = server.version()
             setup_notes[name] = server.notes
             print(f"== {versions[name]}", flush=True)
-            server.ensure_population(plan.population())
+            try:
+                server.ensure_population(plan.population())
+            except Exception as exc:  # noqa: BLE001 - report it and go on with the others
+                traceback.print_exc()
+                server.stop()
+                general.append(f"{name}: could not create accounts: {str(exc)[:300]}")
+                continue
             for scenario in todo:
                 print(f"  {name}: {scenario}", flush=True)
                 results.setdefault(name, {})[scenario] = _one(server, scenario, plan)
@@ -196,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", help="report path (default bench/results/<timestamp>.md)")
     r.add_argument("--no-profile", action="store_true", help="skip py-spy on Salon")
     r.add_argument("--idle-sizes", help="comma-separated session counts for idle")
+    r.add_argument(
+        "--profile-seconds", type=float, help="py-spy time on Salon per profiled scenario"
+    )
     args = parser.parse_args(argv)
     if args.command == "setup":
         setup()

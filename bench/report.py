@@ -173,12 +173,19 @@ def render(
         for name, res in by_scenario.items():
             for note in res.notes:
                 lines.append(f"- {TITLES.get(server, server)} — {note}")
-    profile = results.get("salon", {}).get("messages")
-    if profile is not None and profile.details.get("profile"):
-        raw = Path(profile.details["profile"])
+    what = {
+        "messages": "the messages scenario, at 90% of the max sustained rate",
+        "login": "SCRAM-SHA-1 logins (plaintext), closed loop",
+        "presence": "one more presence round (every user coming online at once)",
+    }
+    for scenario, text in what.items():
+        res = results.get("salon", {}).get(scenario)
+        if res is None or not res.details.get("profile"):
+            continue
+        raw = Path(res.details["profile"])
         lines += [
             "",
-            "## Salon profile during the messages scenario (py-spy, 90% of max rate)",
+            f"## Salon profile: {text} (py-spy)",
             "",
             f"Collapsed stacks: `{raw}` (open in speedscope.app or flamegraph.pl).",
             "",

@@ -14,7 +14,9 @@ import asyncio
 import contextlib
 import random
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -253,6 +255,13 @@ async def scenario_login(server: ServerUnderTest, plan: Plan) -> Result:
             if d["generator_share"] >= GENERATOR_SATURATED:
                 note += " — GENERATOR SATURATED: the rate is a lower bound"
             result.notes.append(note)
+        profiler = Profiler(server, plan, "login")
+        if profiler.enabled:
+            print("    profiling Salon with py-spy during SCRAM-SHA-1 logins", flush=True)
+            await profiler.start()
+            profile_plan = Plan(**{**plan.__dict__, "login_seconds": plan.profile_seconds})
+            await _login_variant(server, profile_plan, "SCRAM-SHA-1", False)
+            result.details["profile"] = await profiler.stop()
     finally:
         server.stop()
     return result
@@ -271,7 +280,7 @@ async def _idle_once(server: ServerUnderTest, plan: Plan, size: int, tls: bool) 
         # one session in and out first, so lazily loaded code is not counted per session
         warm = await client.login(spec, user(0), counters)
         await client.close(warm.conn)
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(2.0)
         meter = CpuMeter(server.pid)
         rss_before = server.rss_kib()
         before = meter.sample()
@@ -475,25 +484,51 @@ def _rates(plan: Plan) -> list[float]:
     return [plan.start_rate * plan.rate_factor**i for i in range(plan.max_steps)]
 
 
-async def _profile_salon(server: ServerUnderTest, seconds: float, out_dir: Path) -> Path | None:
-    spy = shutil.which("py-spy") or str(Path(__import__("sys").executable).parent / "py-spy")
-    if not Path(spy).exists():
-        return None
-    out_dir.mkdir(parents=True, exist_ok=True)
-    raw = out_dir / "salon-messages.collapsed.txt"
-    cmd = [
-        "taskset", "-c", str(GENERATOR_CPU), spy, "record", "--pid", str(server.pid),
-        "--duration", str(int(seconds)), "--rate", "200", "--nonblocking", "--function",
-        "--format", "raw", "--output", str(raw),
-    ]  # fmt: skip
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    _out, err = await proc.communicate()
-    if proc.returncode != 0 or not raw.exists():
-        (out_dir / "py-spy.err").write_bytes(err)
-        return None
-    return raw
+class Profiler:
+    """py-spy recording the server (pinned to the generator's CPU, sampling without pausing
+    the server) until :meth:`stop`; writes collapsed stacks, by function."""
+
+    def __init__(self, server: ServerUnderTest, plan: Plan, name: str) -> None:
+        self.proc: asyncio.subprocess.Process | None = None
+        self.raw: Path | None = None
+        if plan.profile_seconds <= 0 or plan.profile_dir is None or server.name != "salon":
+            return
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not Path(spy).exists():
+            return
+        plan.profile_dir.mkdir(parents=True, exist_ok=True)
+        self.raw = plan.profile_dir / f"salon-{name}.collapsed.txt"
+        self.cmd = [
+            "taskset", "-c", str(GENERATOR_CPU), spy, "record", "--pid", str(server.pid),
+            "--rate", "200", "--nonblocking", "--function", "--format", "raw",
+            "--output", str(self.raw),
+        ]  # fmt: skip
+
+    @property
+    def enabled(self) -> bool:
+        return self.raw is not None
+
+    async def start(self) -> None:
+        if self.raw is not None:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            await asyncio.sleep(0.5)  # attach before the load starts
+
+    async def stop(self) -> str | None:
+        if self.proc is None or self.raw is None:
+            return None
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            _out, err = await asyncio.wait_for(self.proc.communicate(), 30)
+        except TimeoutError:
+            self.proc.kill()
+            return None
+        if not self.raw.exists():
+            (self.raw.parent / f"{self.raw.name}.err").write_bytes(err or b"")
+            return None
+        return str(self.raw)
 
 
 async def scenario_messages(server: ServerUnderTest, plan: Plan, *, limit: bool = False) -> Result:
@@ -593,22 +628,14 @@ async def scenario_messages(server: ServerUnderTest, plan: Plan, *, limit: bool 
                 "maximum is higher; the CPU-per-message and per-core figures still hold"
             )
         result.notes.append(note)
-        if (
-            not limit
-            and server.name == "salon"
-            and plan.profile_seconds > 0
-            and plan.profile_dir is not None
-        ):
+        profiler = Profiler(server, plan, "messages")
+        if not limit and profiler.enabled:
             rate = best.offered * 0.9
             print(f"    profiling Salon with py-spy at {rate:,.0f}/s", flush=True)
-            task = asyncio.ensure_future(
-                _profile_salon(server, plan.profile_seconds, plan.profile_dir)
-            )
-            while not task.done():
-                await load.offer(rate, 1.0, plan.tick)
-            raw = task.result()
+            await profiler.start()
+            await load.offer(rate, plan.profile_seconds, plan.tick)
+            result.details["profile"] = await profiler.stop()
             await load.drain()
-            result.details["profile"] = str(raw) if raw else None
     finally:
         abort_all(conns)
         await asyncio.sleep(0.2)
@@ -683,7 +710,7 @@ async def scenario_presence(server: ServerUnderTest, plan: Plan) -> Result:
                 t0 = time.perf_counter()
                 for c in conns:
                     c.write(stanza)
-                target = expected if stanza is client.PRESENCE else contacts // 2
+                target = expected if stanza is client.PRESENCE else n
                 await _wait_quiet(counters, base + target, 0.5, 120)
                 after = meter.sample()
                 got = counters.presences - base
@@ -717,19 +744,24 @@ async def scenario_presence(server: ServerUnderTest, plan: Plan) -> Result:
             "presence.cpu_user", "presence: server CPU ms per user coming online",
             cpu / (n * len(online)) * 1e3, False, "{:,.2f}",
         )  # fmt: skip
-        off_d = sum(p["delivered"] for p in offline)
-        off_s = sum(p["seconds"] for p in offline)
-        result.add(
-            "presence.offline_rate", "presence: unavailable stanzas delivered/s going offline",
-            off_d / off_s if off_s else float("nan"), True,
-        )  # fmt: skip
         result.notes.append(
             f"presence: {n} users with {plan.roster_size}-contact rosters (subscription both), "
             f"all sending initial presence at once, {plan.presence_rounds} round(s); "
-            f"{delivered / len(online):,.0f} presences delivered per round (expected about "
-            f"{expected:,}), generator CPU {gen / seconds:.0%} of the delivery time, "
+            f"{delivered / len(online):,.0f} presences delivered per round "
+            f"({(delivered / len(online) - n) / contacts:.1f} per roster entry besides each "
+            f"user's own presence; the minimum is 1), "
+            f"generator CPU {gen / seconds:.0%} of the delivery time, "
             f"{_noise(online[0]['others'])}"
         )
+        profiler = Profiler(server, plan, "presence")
+        if profiler.enabled:
+            print("    profiling Salon with py-spy during one more round", flush=True)
+            await profiler.start()
+            base = counters.presences
+            for c in conns:
+                c.write(client.PRESENCE)
+            await _wait_quiet(counters, base + expected, 0.5, 120)
+            result.details["profile"] = await profiler.stop()
     finally:
         abort_all(conns)
         await asyncio.sleep(0.2)
