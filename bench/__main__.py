@@ -71,7 +71,7 @@ def _fd_cap(plan: Plan, notes: list[str]) -> None:
         soft = hard
     except (ValueError, OSError):
         pass
-    cap = soft - 800
+    cap = (soft - 800) // 1000 * 1000
     sizes = tuple(min(n, cap) for n in plan.idle_sizes)
     if sizes != plan.idle_sizes:
         notes.append(

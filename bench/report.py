@@ -100,6 +100,7 @@ def profile_section(raw: Path, top: int = 30) -> list[str]:
     """Top functions by own (self) and inclusive time from py-spy's collapsed stacks."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
     total = 0
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -108,6 +109,8 @@ def profile_section(raw: Path, top: int = 30) -> list[str]:
         count = int(count_text)
         total += count
         frames = [_short(f) for f in stack.split(";")]
+        thread = next((f for f in frames if f.startswith("thread ")), "")
+        threads[thread] += count
         frames = [f for f in frames if not f.startswith("process ") and not f.startswith("thread ")]
         if not frames:
             continue
@@ -116,7 +119,10 @@ def profile_section(raw: Path, top: int = 30) -> list[str]:
             inclusive[frame] += count
     if not total:
         return ["(py-spy recorded no samples)"]
-    lines = [f"{total:,} samples. Own time (where the CPU was):", "",
+    per_thread = ", ".join(f"{t or 'thread ?'} {c / total:.0%}" for t, c in threads.most_common(6))
+    lines = [f"{total:,} samples ({per_thread}). Own time (samples holding the GIL, so threads blocked in a queue or in C code that released it do not count; time in C "
+             "code, such as uvloop's socket calls or sqlite3, counts for the Python frame "
+             "that called it):", "",
              "| own % | function |", "|---:|---|"]  # fmt: skip
     lines += [f"| {c / total:.1%} | `{name}` |" for name, c in own.most_common(top)]
     lines += ["", "Inclusive time (the function and what it called):", "",
@@ -189,8 +195,16 @@ def render(
             "",
             f"Collapsed stacks: `{raw}` (open in speedscope.app or flamegraph.pl).",
             "",
-            *profile_section(raw),
         ]
+        threads = res.details.get("profile_threads") or {}
+        if threads.get("wall"):
+            lines += [
+                f"CPU while recording ({threads['wall']:.1f} s, from /proc): event-loop thread "
+                f"{threads['main_thread']:.2f} s, other threads (SQLite worker, executors) "
+                f"{threads['other_threads']:.2f} s.",
+                "",
+            ]
+        lines += profile_section(raw)
     lines += ["", "## Message steps", ""]
     for server, by_scenario in results.items():
         for name in ("messages", "limit"):

@@ -49,7 +49,10 @@ class Plan:
     login_concurrency: int = 32
     login_seconds: float = 8.0
     login_pool: int = 1000
-    idle_sizes: tuple[int, ...] = (1000, 10000, 19000)
+    login_warmup: float = 1.0
+    settle: float = 1.0  # pauses between phases, for stragglers and lazy work
+    quiet: float = 0.5  # no delivery for this long means a burst is over
+    idle_sizes: tuple[int, ...] = (1000, 10000, 50000)
     idle_tls_sizes: tuple[int, ...] = (10000,)
     idle_concurrency: int = 100
     idle_settle: float = 3.0
@@ -89,6 +92,32 @@ class Plan:
             bisect_steps=0,
             presence_users=100,
             roster_size=50,
+            presence_rounds=1,
+            profile_seconds=0.0,
+        )
+
+    @classmethod
+    def tiny(cls) -> Plan:
+        """For the smoke test: seconds in all, numbers meaningless."""
+        return cls(
+            login_concurrency=2,
+            login_seconds=0.3,
+            login_warmup=0.1,
+            settle=0.1,
+            quiet=0.1,
+            login_pool=4,
+            idle_sizes=(5,),
+            idle_tls_sizes=(),
+            idle_concurrency=5,
+            idle_settle=0.1,
+            msg_users=4,
+            step_seconds=0.3,
+            grace_seconds=0.2,
+            start_rate=100.0,
+            max_steps=1,
+            bisect_steps=0,
+            presence_users=6,
+            roster_size=4,
             presence_rounds=1,
             profile_seconds=0.0,
         )
@@ -202,7 +231,10 @@ async def _login_variant(server: ServerUnderTest, plan: Plan, mech: str, tls: bo
 
     # warm-up: code paths, caches and (for TLS) the generator's context
     await asyncio.gather(
-        *(worker(w, time.perf_counter() + 1.0, False) for w in range(plan.login_concurrency))
+        *(
+            worker(w, time.perf_counter() + plan.login_warmup, False)
+            for w in range(plan.login_concurrency)
+        )
     )
     failures.clear()
     before = meter.sample()
@@ -262,6 +294,7 @@ async def scenario_login(server: ServerUnderTest, plan: Plan) -> Result:
             profile_plan = Plan(**{**plan.__dict__, "login_seconds": plan.profile_seconds})
             await _login_variant(server, profile_plan, "SCRAM-SHA-1", False)
             result.details["profile"] = await profiler.stop()
+            result.details["profile_threads"] = profiler.thread_cpu
     finally:
         server.stop()
     return result
@@ -271,47 +304,67 @@ async def scenario_login(server: ServerUnderTest, plan: Plan) -> Result:
 # idle
 
 
-async def _idle_once(server: ServerUnderTest, plan: Plan, size: int, tls: bool) -> dict:
+async def _idle_series(
+    server: ServerUnderTest, plan: Plan, sizes: tuple[int, ...], tls: bool
+) -> list[dict]:
+    """One fresh server; log sessions in up to each size in turn (growing, never closing)
+    and measure RSS against the baseline taken before the first session."""
     server.start()
     conns: list[Conn] = []
+    out = []
     try:
         spec = LoginSpec(port=server.port, tls=tls, source_ips=SOURCE_IPS, timeout=120)
         counters = Counters()
         # one session in and out first, so lazily loaded code is not counted per session
         warm = await client.login(spec, user(0), counters)
         await client.close(warm.conn)
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(2 * plan.settle)
         meter = CpuMeter(server.pid)
         rss_before = server.rss_kib()
-        before = meter.sample()
-        conns = await login_many(
-            spec, [user(i) for i in range(size)], counters, plan.idle_concurrency
-        )
-        after = meter.sample()
-        await asyncio.sleep(plan.idle_settle)
-        rss_after = server.rss_kib()
-        wall, server_cpu, gen_cpu = CpuMeter.delta(before, after)
-        return {
-            "sessions": len(conns),
-            "rss_before_kib": rss_before,
-            "rss_after_kib": rss_after,
-            "kib_per_session": (rss_after - rss_before) / size,
-            "login_rate": size / wall,
-            "cpu_ms": server_cpu / size * 1000,
-            "generator_share": cpu_share(wall, gen_cpu),
-            "others": others_share(before, after),
-        }
+        for size in sorted(sizes):
+            have = len(conns)
+            before = meter.sample()
+            conns += await login_many(
+                spec, [user(i) for i in range(have, size)], counters, plan.idle_concurrency
+            )
+            after = meter.sample()
+            await asyncio.sleep(plan.idle_settle)
+            rss_after = server.rss_kib()
+            wall, server_cpu, gen_cpu = CpuMeter.delta(before, after)
+            added = size - have
+            out.append(
+                {
+                    "size": size,
+                    "sessions": len(conns),
+                    "rss_before_kib": rss_before,
+                    "rss_after_kib": rss_after,
+                    "kib_per_session": (rss_after - rss_before) / size,
+                    "login_rate": added / wall,
+                    "cpu_ms": server_cpu / added * 1000,
+                    "generator_share": cpu_share(wall, gen_cpu),
+                    "others": others_share(before, after),
+                }
+            )
+            print(
+                f"    {server.name}: {size} idle{' STARTTLS' if tls else ''} sessions, "
+                f"{out[-1]['kib_per_session']:.1f} KiB each",
+                flush=True,
+            )
     finally:
         abort_all(conns)
         await asyncio.sleep(0.2)
         server.stop()
+    return out
 
 
 async def scenario_idle(server: ServerUnderTest, plan: Plan) -> Result:
     result = Result()
-    runs = [(n, False) for n in plan.idle_sizes] + [(n, True) for n in plan.idle_tls_sizes]
-    for size, tls in runs:
-        d = await _idle_once(server, plan, size, tls)
+    runs = []
+    for sizes, tls in ((plan.idle_sizes, False), (plan.idle_tls_sizes, True)):
+        if sizes:
+            runs += [(d, tls) for d in await _idle_series(server, plan, sizes, tls)]
+    for d, tls in runs:
+        size = d["size"]
         tag = f"{size // 1000}k" if size >= 1000 and size % 1000 == 0 else str(size)
         key = f"idle.{'tls.' if tls else ''}{size}"
         kind = " STARTTLS" if tls else ""
@@ -411,15 +464,15 @@ class MessageLoad:
         self.total_sent += sent
         return sent, blocked
 
-    async def drain(self, cap: float = 20.0) -> None:
-        """Wait until everything sent so far arrived, or nothing arrived for 1 s."""
+    async def drain(self, cap: float = 20.0, quiet: float = 0.5) -> None:
+        """Wait until everything sent so far arrived, or nothing arrived for 2 * quiet s."""
         deadline = time.perf_counter() + cap
         last, last_change = self.counters.messages, time.perf_counter()
         while time.perf_counter() < deadline and self.counters.messages < self.total_sent:
             await asyncio.sleep(0.05)
             if self.counters.messages != last:
                 last, last_change = self.counters.messages, time.perf_counter()
-            elif time.perf_counter() - last_change > 1.0:
+            elif time.perf_counter() - last_change > 2 * quiet:
                 break
 
     async def step(self, meter: CpuMeter, rate: float, plan: Plan) -> Step:
@@ -433,7 +486,7 @@ class MessageLoad:
         step.delivered_in_step = counters.messages - base
         await asyncio.sleep(plan.grace_seconds)
         step.delivered_with_grace = counters.messages - base
-        await self.drain()
+        await self.drain(quiet=plan.quiet)
         after = meter.sample()
         latencies = counters.latencies
         counters.latencies = None
@@ -491,6 +544,10 @@ class Profiler:
     def __init__(self, server: ServerUnderTest, plan: Plan, name: str) -> None:
         self.proc: asyncio.subprocess.Process | None = None
         self.raw: Path | None = None
+        self.pid = server.pid if server.alive() else 0
+        self.before: dict[int, float] = {}
+        self.t0 = 0.0
+        self.thread_cpu: dict[str, float] = {}
         if plan.profile_seconds <= 0 or plan.profile_dir is None or server.name != "salon":
             return
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -500,7 +557,7 @@ class Profiler:
         self.raw = plan.profile_dir / f"salon-{name}.collapsed.txt"
         self.cmd = [
             "taskset", "-c", str(GENERATOR_CPU), spy, "record", "--pid", str(server.pid),
-            "--rate", "200", "--nonblocking", "--function", "--format", "raw",
+            "--rate", "200", "--nonblocking", "--gil", "--function", "--threads", "--format", "raw",
             "--output", str(self.raw),
         ]  # fmt: skip
 
@@ -508,8 +565,19 @@ class Profiler:
     def enabled(self) -> bool:
         return self.raw is not None
 
+    def _threads(self) -> dict[int, float]:
+        from bench.procstat import cpu_seconds
+
+        out = {}
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                out[int(task.name)] = cpu_seconds(self.pid, int(task.name))
+        return out
+
     async def start(self) -> None:
         if self.raw is not None:
+            self.before = self._threads()
+            self.t0 = time.monotonic()
             self.proc = await asyncio.create_subprocess_exec(
                 *self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
             )
@@ -518,6 +586,10 @@ class Profiler:
     async def stop(self) -> str | None:
         if self.proc is None or self.raw is None:
             return None
+        after, wall = self._threads(), time.monotonic() - self.t0
+        main = after.get(self.pid, 0.0) - self.before.get(self.pid, 0.0)
+        others = sum(v - self.before.get(t, 0.0) for t, v in after.items() if t != self.pid)
+        self.thread_cpu = {"wall": wall, "main_thread": main, "other_threads": others}
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGINT)
         try:
@@ -545,14 +617,14 @@ async def scenario_messages(server: ServerUnderTest, plan: Plan, *, limit: bool 
             spec = LoginSpec(port=server.port, source_ips=SOURCE_IPS, timeout=120)
             conns = await login_many(spec, [user(i) for i in range(n)], counters, 100)
             partners = None
-        await asyncio.sleep(1.0)  # let presence echoes and the like arrive
+        await asyncio.sleep(plan.settle)  # let presence echoes and the like arrive
         for c in conns:
             c.buf.clear()
             c.mode = client.MODE_MESSAGES
         load = MessageLoad(conns, counters, partners)
         meter = CpuMeter(server.pid)
-        await load.offer(min(plan.start_rate, 500.0), 1.0, plan.tick)  # warm-up
-        await load.drain()
+        await load.offer(min(plan.start_rate, 500.0), plan.settle, plan.tick)  # warm-up
+        await load.drain(quiet=plan.quiet)
         steps: list[Step] = []
         best: Step | None = None
         failed: Step | None = None
@@ -635,7 +707,8 @@ async def scenario_messages(server: ServerUnderTest, plan: Plan, *, limit: bool 
             await profiler.start()
             await load.offer(rate, plan.profile_seconds, plan.tick)
             result.details["profile"] = await profiler.stop()
-            await load.drain()
+            result.details["profile_threads"] = profiler.thread_cpu
+            await load.drain(quiet=plan.quiet)
     finally:
         abort_all(conns)
         await asyncio.sleep(0.2)
@@ -711,7 +784,7 @@ async def scenario_presence(server: ServerUnderTest, plan: Plan) -> Result:
                 for c in conns:
                     c.write(stanza)
                 target = expected if stanza is client.PRESENCE else n
-                await _wait_quiet(counters, base + target, 0.5, 120)
+                await _wait_quiet(counters, base + target, plan.quiet, 120)
                 after = meter.sample()
                 got = counters.presences - base
                 span = max(counters.last_delivery - t0, 1e-6)
@@ -725,7 +798,7 @@ async def scenario_presence(server: ServerUnderTest, plan: Plan) -> Result:
                         "others": others_share(before, after),
                     }
                 )
-                await asyncio.sleep(0.3)
+                await asyncio.sleep(plan.quiet)
         delivered = sum(p["delivered"] for p in online)
         seconds = sum(p["seconds"] for p in online)
         cpu = sum(p["server_cpu"] for p in online)
@@ -760,8 +833,9 @@ async def scenario_presence(server: ServerUnderTest, plan: Plan) -> Result:
             base = counters.presences
             for c in conns:
                 c.write(client.PRESENCE)
-            await _wait_quiet(counters, base + expected, 0.5, 120)
+            await _wait_quiet(counters, base + expected, plan.quiet, 120)
             result.details["profile"] = await profiler.stop()
+            result.details["profile_threads"] = profiler.thread_cpu
     finally:
         abort_all(conns)
         await asyncio.sleep(0.2)

@@ -1,0 +1,48 @@
+"""Keeps the benchmark harness (bench/) from rotting: every scenario runs once against Salon
+(and the limit forwarder) with tiny numbers. Nothing here checks a timing."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench import report
+from bench.scenarios import SCENARIOS, Plan
+from bench.servers import Forwarder, Salon
+
+pytestmark = pytest.mark.skipif(shutil.which("taskset") is None, reason="needs taskset")
+
+
+def test_every_scenario_runs_against_salon(tmp_path: Path) -> None:
+    plan = Plan.tiny()
+    salon = Salon(tmp_path, port=0)
+    salon.port = _free_port()
+    salon.ensure_population(plan.population())
+    results = {"salon": {}, "forwarder": {}}
+    for name in ("login", "idle", "messages", "presence"):
+        results["salon"][name] = asyncio.run(SCENARIOS[name](salon, plan))
+    forwarder = Forwarder(tmp_path, port=_free_port())
+    results["forwarder"]["limit"] = asyncio.run(SCENARIOS["limit"](forwarder, plan))
+
+    figures = report.merged(results)
+    for key in ("login.scram.rate", "login.plain_tls.cpu", "idle.5.rss", "presence.rate"):
+        assert key in figures["salon"], (key, results["salon"])
+    assert figures["salon"]["login.scram.rate"].value > 0
+    assert figures["salon"]["presence.rate"].value > 0
+    for server in ("salon", "forwarder"):
+        assert math.isfinite(figures[server]["messages.max"].value), results[server]
+        assert figures[server]["messages.max"].value > 0
+    text = report.render(results, ["salon"], {"salon": "Salon"}, {}, "tiny", "now", 1.0)
+    assert "| login SCRAM-SHA-1: sessions/s ↑ |" in text
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
