@@ -49,5 +49,8 @@ format: $(BIN)/.test-installed
 	$(BIN)/ruff format salon tests
 	$(BIN)/ruff check --fix salon tests
 
+bench: $(BIN)/.installed
+	$(BIN)/python -m bench run --server all --scenario all
+
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"== {versions[name]}", flush=True)
             try:
                 server.ensure_population(plan.population())
-            except Exception as exc:  # noqa: BLE001 - report it and go on with the others
+            except Exception as exc:
                 traceback.print_exc()
                 server.stop()
                 general.append(f"{name}: could not create accounts: {str(exc)[:300]}")
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
 def _one(server, scenario: str, plan: Plan) -> Result:  # type: ignore[no-untyped-def]
     try:
         return asyncio.run(SCENARIOS[scenario](server, plan))
-    except Exception as exc:  # noqa: BLE001 - a failed scenario is reported, not fatal
+    except Exception as exc:
         traceback.print_exc()
         server.stop()
         res = Result()
@@ -180,11 +180,11 @@ def _one(server, scenario: str, plan: Plan) -> Result:  # type: ignore[no-untype
 
 def _plan_text(plan: Plan, quick: bool) -> str:
     return (
-        f"{'quick' if quick else 'full'}: login {plan.login_concurrency} clients × "
+        f"{'quick' if quick else 'full'}: login {plan.login_concurrency} clients x "
         f"{plan.login_seconds:g}s; idle {', '.join(map(str, plan.idle_sizes))} (+ STARTTLS "
         f"{', '.join(map(str, plan.idle_tls_sizes))}); messages {plan.msg_users} users, "
-        f"{plan.step_seconds:g}s steps from {plan.start_rate:,.0f}/s ×{plan.rate_factor:g}; "
-        f"presence {plan.presence_users} users × {plan.roster_size} contacts, "
+        f"{plan.step_seconds:g}s steps from {plan.start_rate:,.0f}/s, x{plan.rate_factor:g}; "
+        f"presence {plan.presence_users} users x {plan.roster_size} contacts, "
         f"{plan.presence_rounds} round(s)"
     )
 

@@ -182,9 +182,13 @@ class Conn(asyncio.Protocol):
             return
         self.buf += data
         waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            if self.marker in self.buf or b"<failure" in self.buf or b"<stream:error" in self.buf:
-                waiter.set_result(None)
+        buf = self.buf
+        if (
+            waiter is not None
+            and not waiter.done()
+            and (self.marker in buf or b"<failure" in buf or b"<stream:error" in buf)
+        ):
+            waiter.set_result(None)
 
     def eof_received(self) -> bool | None:
         return None
@@ -213,7 +217,9 @@ class Conn(asyncio.Protocol):
             try:
                 await asyncio.wait_for(self.waiter, timeout)
             except TimeoutError:
-                raise TimeoutError(f"no {marker!r} after {timeout}s: {bytes(buf[-300:])!r}") from None
+                raise TimeoutError(
+                    f"no {marker!r} after {timeout}s: {bytes(buf[-300:])!r}"
+                ) from None
             finally:
                 self.waiter = None
             if marker not in buf:

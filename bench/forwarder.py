@@ -23,7 +23,7 @@ class Hub:
 
 
 class Link(asyncio.Protocol):
-    __slots__ = ("hub", "transport", "partner_id", "partner", "head")
+    __slots__ = ("head", "hub", "partner", "partner_id", "transport")
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub

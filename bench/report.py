@@ -11,19 +11,21 @@ from pathlib import Path
 from bench.scenarios import Figure, Result
 
 COLUMNS = ("salon", "prosody", "ejabberd")
+DASH = "\u2013"  # an en dash: "not measured" in a table cell
+TIMES = "\u00d7"
 TITLES = {"salon": "Salon", "prosody": "Prosody", "ejabberd": "ejabberd", "forwarder": "limit"}
 
 
 def _fmt(fig: Figure | None) -> str:
     if fig is None or fig.value is None or (isinstance(fig.value, float) and math.isnan(fig.value)):
-        return "–"
+        return DASH
     return fig.fmt.format(fig.value)
 
 
 def _ratio(a: Figure | None, b: Figure | None) -> str:
     if a is None or b is None or not b.value or math.isnan(a.value) or math.isnan(b.value):
-        return "–"
-    return f"{a.value / b.value:.2f}×"
+        return DASH
+    return f"{a.value / b.value:.2f}{TIMES}"
 
 
 def merged(results: dict[str, dict[str, Result]]) -> dict[str, dict[str, Figure]]:
@@ -58,7 +60,7 @@ def table(figs: dict[str, dict[str, Figure]], servers: list[str]) -> list[str]:
         row += [_ratio(salon, figs.get(c, {}).get(key)) for c in ratios]
         if has_limit:
             lim = figs["forwarder"].get(key)
-            row += [_fmt(lim), _ratio(salon, lim) if lim else "–"]
+            row += [_fmt(lim), _ratio(salon, lim) if lim else DASH]
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
@@ -69,7 +71,7 @@ def targets(figs: dict[str, dict[str, Figure]]) -> list[str]:
 
     def check(text: str, a: Figure | None, b: Figure | None, factor: float, higher: bool) -> None:
         if a is None or b is None or math.isnan(a.value) or math.isnan(b.value):
-            out.append(f"| {text} | – | not measured |")
+            out.append(f"| {text} | {DASH} | not measured |")
             return
         goal = b.value * factor
         ok = a.value >= goal if higher else a.value <= goal
@@ -82,7 +84,9 @@ def targets(figs: dict[str, dict[str, Figure]]) -> list[str]:
           e.get("messages.per_core"), 1.0, True)  # fmt: skip
     for key in sorted(k for k in s if k.startswith("idle.") and k.endswith(".rss")):
         label = s[key].label.split(":")[0]
-        check(f"{label}: RSS per session ≤ 0.75× Prosody's", s.get(key), p.get(key), 0.75, False)
+        check(
+            f"{label}: RSS per session ≤ 0.75{TIMES} Prosody's", s.get(key), p.get(key), 0.75, False
+        )
     check("login SCRAM-SHA-1 sessions/s ≥ ejabberd's", s.get("login.scram.rate"),
           e.get("login.scram.rate"), 1.0, True)  # fmt: skip
     check("login SCRAM-SHA-1 + STARTTLS sessions/s ≥ ejabberd's", s.get("login.scram_tls.rate"),
@@ -120,9 +124,10 @@ def profile_section(raw: Path, top: int = 30) -> list[str]:
     if not total:
         return ["(py-spy recorded no samples)"]
     per_thread = ", ".join(f"{t or 'thread ?'} {c / total:.0%}" for t, c in threads.most_common(6))
-    lines = [f"{total:,} samples ({per_thread}). Own time (samples holding the GIL, so threads blocked in a queue or in C code that released it do not count; time in C "
-             "code, such as uvloop's socket calls or sqlite3, counts for the Python frame "
-             "that called it):", "",
+    lines = [f"{total:,} samples ({per_thread}). Own time (samples holding the GIL, so "
+             "threads blocked in a queue or in C code that released it do not count; time in "
+             "C code, such as uvloop's socket calls, counts for the Python frame that called "
+             "it):", "",
              "| own % | function |", "|---:|---|"]  # fmt: skip
     lines += [f"| {c / total:.1%} | `{name}` |" for name, c in own.most_common(top)]
     lines += ["", "Inclusive time (the function and what it called):", "",
@@ -176,7 +181,7 @@ def render(
         lines += [f"- {n}" for n in notes]
     lines += ["", "## Notes per run", ""]
     for server, by_scenario in results.items():
-        for name, res in by_scenario.items():
+        for res in by_scenario.values():
             for note in res.notes:
                 lines.append(f"- {TITLES.get(server, server)} — {note}")
     what = {

@@ -124,9 +124,13 @@ class Plan:
 
     def population(self) -> Population:
         users = max(
-            [self.login_pool, self.msg_users, self.login_concurrency]
-            + list(self.idle_sizes)
-            + list(self.idle_tls_sizes)
+            [
+                self.login_pool,
+                self.msg_users,
+                self.login_concurrency,
+                *self.idle_sizes,
+                *self.idle_tls_sizes,
+            ]
         )
         return Population(users, self.presence_users, self.roster_size)
 
@@ -500,7 +504,9 @@ class MessageLoad:
         step.server_share = cpu_share(wall, at_end.server - before.server)
         step.generator_share = cpu_share(wall, gen_cpu)
         step.others_cpu0, step.others_cpu1 = others_share(before, at_end)
-        step.cpu_us_per_msg = server_total / delivered_total * 1e6 if delivered_total else float("nan")
+        step.cpu_us_per_msg = (
+            server_total / delivered_total * 1e6 if delivered_total else float("nan")
+        )
         step.p50_ms = percentile(latencies, 0.50) / 1000
         step.p99_ms = percentile(latencies, 0.99) / 1000
         step.generator_bound = (

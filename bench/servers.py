@@ -345,7 +345,8 @@ class Prosody(ServerUnderTest):
 run_as_root = true
 pidfile = {lua(self.dir / "prosody.pid")}
 data_path = {lua(self.data)}
-log = {{ {{ levels = {{ min = "error" }}, to = "file", filename = {lua(self.dir / "server.log")} }} }}
+log = {{ {{ levels = {{ min = "error" }}, to = "file",
+          filename = {lua(self.dir / "server.log")} }} }}
 interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {self.port} }}
 c2s_direct_tls_ports = {{ }}
@@ -393,7 +394,9 @@ VirtualHost "{HOST}"
                 lines = ["return {", '\t[false] = { ["version"] = 1; ["pending"] = { }; };']
                 for j in ring_contacts(i, pop.presence_users, pop.roster_size):
                     jid = f"{presence_user(j)}@{HOST}"
-                    lines.append(f'\t["{jid}"] = {{ ["subscription"] = "both"; ["groups"] = {{ }}; }};')
+                    lines.append(
+                        f'\t["{jid}"] = {{ ["subscription"] = "both"; ["groups"] = {{ }}; }};'
+                    )
                 lines.append("};")
                 (rosters / f"{presence_user(i)}.dat").write_text("\n".join(lines) + "\n")
 
@@ -435,7 +438,12 @@ class Ejabberd(ServerUnderTest):
             ["dpkg-query", "-W", "-f=${Version}", "ejabberd"], capture_output=True, text=True
         )
         otp = subprocess.run(
-            ["erl", "-noshell", "-eval", 'io:format("~s",[erlang:system_info(otp_release)]),halt().'],
+            [
+                "erl",
+                "-noshell",
+                "-eval",
+                'io:format("~s",[erlang:system_info(otp_release)]),halt().',
+            ],
             capture_output=True,
             text=True,
         )
@@ -564,7 +572,8 @@ modules:
                 result = self.rpc_eval(
                     "length([ok || I <- lists:seq("
                     f"{first}, {last}), ejabberd_auth:try_register(list_to_binary("
-                    f'"u" ++ integer_to_list(I)), {host}, <<"{PASSWORD}">>) /= {{error, not_allowed}}])'
+                    f'"u" ++ integer_to_list(I)), {host}, <<"{PASSWORD}">>)'
+                    " /= {error, not_allowed}])"
                 )
                 if result != str(len(users)):
                     raise RuntimeError(f"ejabberd registered {result} of {len(users)} users")
@@ -573,17 +582,16 @@ modules:
                 result = self.rpc_eval(
                     "length([ok || I <- lists:seq(0, "
                     f"{n - 1}), ejabberd_auth:try_register(list_to_binary("
-                    f'"p" ++ integer_to_list(I)), {host}, <<"{PASSWORD}">>) /= {{error, not_allowed}}])'
+                    f'"p" ++ integer_to_list(I)), {host}, <<"{PASSWORD}">>)'
+                    " /= {error, not_allowed}])"
                 )
                 if result != str(n):
                     raise RuntimeError(f"ejabberd registered {result} of {n} presence users")
                 pairs = ", ".join(
-                    f"{{{i},{j}}}"
-                    for i in range(n)
-                    for j in ring_contacts(i, n, pop.roster_size)
+                    f"{{{i},{j}}}" for i in range(n) for j in ring_contacts(i, n, pop.roster_size)
                 )
                 result = self.rpc_eval(
-                    "P = fun(X) -> list_to_binary(\"p\" ++ integer_to_list(X)) end,"
+                    'P = fun(X) -> list_to_binary("p" ++ integer_to_list(X)) end,'
                     " length([ok || {I, J} <- ["
                     + pairs
                     + f"], mod_admin_extra:add_rosteritem(P(I), {host}, P(J), {host},"
@@ -600,7 +608,7 @@ modules:
             try:
                 self.rpc_eval("init:stop()", timeout=30)
                 self.proc.wait(30)
-            except Exception:  # noqa: BLE001 - fall back to a signal
+            except Exception:
                 pass
         super().stop()
 
@@ -656,6 +664,7 @@ def installed(name: str) -> bool:
     if name in ("salon", "forwarder"):
         return True
     return shutil.which({"prosody": "prosody", "ejabberd": "erl"}[name]) is not None and (
-        name != "ejabberd" or Path(EJABBERD_LIBS, "ejabberd-23.01").exists()
+        name != "ejabberd"
+        or Path(EJABBERD_LIBS, "ejabberd-23.01").exists()
         or any(Path(EJABBERD_LIBS).glob("ejabberd-*"))
     )

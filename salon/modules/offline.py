@@ -28,9 +28,6 @@ Choices, with the text they follow:
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pydantic import Field
@@ -42,10 +39,10 @@ from salon.core.events import (
     ResourceUnbound,
 )
 from salon.core.hooks import HANDLED, Priority
+from salon.core.locks import UserLocks
 from salon.core.module import Module, ModuleOptions, Spec
 from salon.core.session import C2SSession
-from salon.errors import StanzaError, StanzaErrorCondition, StreamError
-from salon.jid import JID
+from salon.errors import StanzaError, StanzaErrorCondition
 from salon.modules.message import delivery_targets
 from salon.namespaces import (
     NS_CHATSTATES,
@@ -54,14 +51,12 @@ from salon.namespaces import (
     NS_HINTS,
     NS_MSGOFFLINE,
     NS_PING,
-    NS_STREAM,
 )
 from salon.xml.element import Element
-from salon.xml.parser import XmlStreamParser
+from salon.xml.fragment import parse_element
 from salon.xml.serializer import serialize_str
 
 _STORED_TYPES = frozenset(("normal", "chat"))
-_STREAM_OPEN = f"<stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAM}'>".encode()
 
 
 def delay_stamp(now: datetime) -> str:
@@ -74,21 +69,6 @@ def stamped(stanza: Element, domain: str, now: datetime) -> Element:
     copy = stanza.shallow_copy()
     copy.add("delay", NS_DELAY, {"from": domain, "stamp": delay_stamp(now)}, "Offline Storage")
     return copy
-
-
-def parse_stored(text: str) -> Element:
-    """The stanza that ``serialize_str`` turned into ``text``; raises ValueError if it is not
-    exactly one element."""
-    data = text.encode()
-    parser = XmlStreamParser(max_stanza_bytes=len(data) + 1, max_depth=64)
-    try:
-        events = parser.feed(_STREAM_OPEN + data)
-    except StreamError as exc:
-        raise ValueError(str(exc)) from exc
-    elements = [event for event in events if isinstance(event, Element)]
-    if len(elements) != 1:
-        raise ValueError(f"{len(elements)} elements in a stored stanza")
-    return elements[0]
 
 
 def is_chat_state_only(stanza: Element) -> bool:
@@ -107,36 +87,6 @@ def announced_priority(stanza: Element) -> int | None:
     except ValueError:
         return None
     return value if -128 <= value <= 127 else None
-
-
-@dataclass(slots=True)
-class _Held:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0
-
-
-class UserLocks:
-    """One lock per bare JID, existing only while someone holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[JID, _Held] = {}
-
-    def __len__(self) -> int:
-        return len(self._locks)
-
-    @contextlib.asynccontextmanager
-    async def hold(self, user: JID) -> AsyncIterator[None]:
-        held = self._locks.get(user)
-        if held is None:
-            held = self._locks[user] = _Held()
-        held.users += 1
-        try:
-            async with held.lock:
-                yield
-        finally:
-            held.users -= 1
-            if held.users == 0:
-                del self._locks[user]
 
 
 class OfflineMessages(Module):
@@ -226,7 +176,7 @@ class OfflineMessages(Module):
                 if session.is_closed:
                     break  # the rest stays for the next available resource
                 try:
-                    element = parse_stored(message.stanza)
+                    element = parse_element(message.stanza)
                 except ValueError:
                     self.log.error("offline message %d of %s is unreadable", message.id, user)
                     continue

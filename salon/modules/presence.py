@@ -1,6 +1,6 @@
 """Presence for local accounts (RFC 6121 §3, §4): availability and priority, broadcast to the
 user's own resources and to subscribed contacts, probes, directed presence, and presence
-subscriptions run through the rules of :mod:`salon.modules.subscription`.
+subscriptions run through the rules of :mod:`salon.modules._subscription`.
 
 Everything addressed to a contact goes through the router: a contact may live on another
 server. Reading a local user's own roster is fine; a contact's roster is never read.
@@ -47,15 +47,16 @@ from salon.core.events import (
     RoutedStanza,
 )
 from salon.core.hooks import HANDLED, Priority
+from salon.core.locks import UserLocks
 from salon.core.module import Module, ModuleOptions, Spec
 from salon.core.session import C2SSession
 from salon.errors import StanzaError, StanzaErrorCondition
 from salon.jid import JID, parse_jid
-from salon.modules.offline import UserLocks, parse_stored
-from salon.modules.subscription import SUBSCRIPTION_TYPES, Outcome, SubState, inbound, outbound
+from salon.modules._subscription import SUBSCRIPTION_TYPES, Outcome, SubState, inbound, outbound
 from salon.namespaces import NS_CLIENT, NS_PRE_APPROVAL
 from salon.storage.interfaces import PendingSubscription, Roster, RosterItem
 from salon.xml.element import Element
+from salon.xml.fragment import parse_element
 from salon.xml.serializer import serialize_str
 
 _FROM = ("from", "both")  # the contact receives the user's presence
@@ -291,7 +292,7 @@ class Presence(Module):
         user = session.jid.bare
         for request in await self.storage.roster.list_pending(user.domain, user.local or ""):
             try:
-                session.send(parse_stored(request.stanza))
+                session.send(parse_element(request.stanza))
             except ValueError:
                 self.log.error("stored subscription request from %s is unreadable", request.jid)
 

@@ -47,7 +47,7 @@ from salon.core.module import Module, ModuleOptions, Spec
 from salon.core.session import C2SSession
 from salon.errors import StanzaError, StanzaErrorCondition
 from salon.jid import JID, parse_jid
-from salon.modules.subscription import SubState
+from salon.modules._subscription import SubState
 from salon.namespaces import NS_CLIENT, NS_ROSTER, NS_ROSTER_VER
 from salon.storage.interfaces import RosterItem
 from salon.xml.element import Element

@@ -1,8 +1,8 @@
 """Read back one element that :func:`salon.xml.serializer.serialize_str` wrote (stored XML).
 
-Stored documents (vCards, private XML) are parsed with the same hardened stream parser as
-the network, inside a synthetic stream root, so stored data gets no laxer treatment than
-live input.
+Stored documents and stanzas (vCards, private XML, offline messages, waiting subscription
+requests) are parsed with the same hardened stream parser as the network, inside a synthetic
+stream root, so stored data gets no laxer treatment than live input.
 """
 
 from __future__ import annotations

@@ -214,7 +214,9 @@ async def connect_slixmpp(
     mechanism: str | None = None,
     direct_tls: bool = False,
     timeout: float = 10.0,
+    configure: Callable[[slixmpp.ClientXMPP], None] | None = None,
 ) -> SlixClient:
+    """``configure`` runs on the client before it connects (plugins, event handlers)."""
     xmpp = slixmpp.ClientXMPP(jid, password, sasl_mech=mechanism)
     xmpp.ca_certs = srv.ca_path
     xmpp.enable_plaintext = False
@@ -240,6 +242,8 @@ async def connect_slixmpp(
     xmpp.add_event_handler("failed_all_auth", on_fail)
     xmpp.add_event_handler("connection_failed", on_fail)
     xmpp.add_filter("in", incoming)
+    if configure is not None:
+        configure(xmpp)
     port = srv.tls_port if direct_tls else srv.port
     xmpp.connect("127.0.0.1", port)
     try:

@@ -1,23 +1,15 @@
 """The pure parts of the offline and carbons modules: stamping, the stored round trip,
-per-user locks, which messages are stored or copied."""
+which messages are stored or copied."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta, timezone
 
-from salon.jid import JID
 from salon.modules.carbons import is_eligible
-from salon.modules.offline import (
-    UserLocks,
-    announced_priority,
-    delay_stamp,
-    is_chat_state_only,
-    parse_stored,
-    stamped,
-)
+from salon.modules.offline import announced_priority, delay_stamp, is_chat_state_only, stamped
 from salon.namespaces import NS_CARBONS, NS_CHATSTATES, NS_CLIENT, NS_DELAY, NS_HINTS
 from salon.xml.element import Element
+from salon.xml.fragment import parse_element
 from salon.xml.serializer import serialize_str
 
 
@@ -52,13 +44,13 @@ def test_stored_text_parses_back_to_the_same_stanza() -> None:
         type="chat",
     )
     original.set("from", "romeo@localhost/desk")
-    assert parse_stored(serialize_str(original)) == original
+    assert parse_element(serialize_str(original)) == original
 
 
 def test_unreadable_stored_text_is_a_value_error() -> None:
     for text in ("<message", "<a/><b/>", "not xml"):
         try:
-            parse_stored(text)
+            parse_element(text)
         except ValueError:
             continue
         raise AssertionError(f"{text!r} parsed")
@@ -81,23 +73,6 @@ def test_announced_priority() -> None:
     for bad in ("x", "128", "-129"):
         presence.find("priority", NS_CLIENT).text = bad  # type: ignore[union-attr]
         assert announced_priority(presence) is None
-
-
-async def test_user_locks_serialise_one_user_and_clean_up() -> None:
-    locks = UserLocks()
-    juliet, romeo = JID.make("juliet", "localhost"), JID.make("romeo", "localhost")
-    order: list[str] = []
-
-    async def hold(user: JID, name: str) -> None:
-        async with locks.hold(user):
-            order.append(f"{name}+")
-            await asyncio.sleep(0.01)
-            order.append(f"{name}-")
-
-    await asyncio.gather(hold(juliet, "j1"), hold(juliet, "j2"), hold(romeo, "r"))
-    assert order.index("j1-") < order.index("j2+")  # one user: one at a time
-    assert order.index("r+") < order.index("j1-")  # another user: not held up
-    assert len(locks) == 0
 
 
 def test_carbons_eligibility() -> None:

@@ -1,4 +1,4 @@
-"""RFC 6121 Appendix A, row by row, against salon.modules.subscription.
+"""RFC 6121 Appendix A, row by row, against salon.modules._subscription.
 
 The tables below are Appendix A.2 (outbound: "route?") and A.3 (inbound: "deliver?") as the
 RFC prints them; the module implements the prose of §3, so agreeing with the tables is a real
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from salon.modules.subscription import Outcome, SubState, inbound, outbound
+from salon.modules._subscription import Outcome, SubState, inbound, outbound
 from salon.storage.interfaces import RosterItem
 
 NONE = "None"
