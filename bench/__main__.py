@@ -16,6 +16,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from bench import report
 from bench.scenarios import SCENARIOS, Plan, Result, pinned_to_generator_cpu
-from bench.servers import Forwarder, installed, make_server
+from bench.servers import Forwarder, installed, make_server, stop_all
 
 ALL_SERVERS = ("salon", "prosody", "ejabberd")
 ALL_SCENARIOS = ("login", "idle", "messages", "presence", "limit")
@@ -116,6 +117,14 @@ def run(args: argparse.Namespace) -> int:
         "bytes, counting by byte search; SCRAM SaltedPassword cached per salt as clients do; "
         "it measures its own CPU and flags steps where it was above 90%"
     )
+
+    def interrupted(signum: int, _frame: object) -> None:
+        stop_all()
+        print(f"stopped by signal {signum}; servers stopped", file=sys.stderr, flush=True)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
     started = time.monotonic()
     todo = [s for s in scenarios if s != "limit"]
     with pinned_to_generator_cpu():

@@ -39,7 +39,8 @@ from bench.servers import (
 SOURCE_IPS = [f"127.0.0.{i}" for i in range(2, 12)]
 GENERATOR_SATURATED = 0.90  # generator CPU share above which it may be the bottleneck
 PASS_DELIVERED = 0.95  # a step is sustained when >= 95% of what was sent arrived ...
-PASS_P99_MS = 500.0  # ... with a p99 latency under this
+PASS_P99_MS = 500.0  # ... with a p99 latency under this ...
+PASS_P50_MS = 50.0  # ... and a median under this (above it, messages are queueing up)
 
 
 @dataclass
@@ -521,6 +522,8 @@ class MessageLoad:
             step.reason = f"delivered {ratio:.0%} of sent"
         elif step.p99_ms > PASS_P99_MS:
             step.reason = f"p99 {step.p99_ms:.0f} ms"
+        elif step.p50_ms > PASS_P50_MS:
+            step.reason = f"p50 {step.p50_ms:.0f} ms: queueing"
         else:
             step.passed = True
         return step

@@ -97,6 +97,22 @@ class Population:
     roster_size: int
 
 
+RUNNING: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def stop_all() -> None:
+    """Terminate every server process this harness started and has not stopped yet."""
+    for proc in list(RUNNING.values()):
+        if proc.poll() is None:
+            proc.terminate()
+    for pid, proc in list(RUNNING.items()):
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        RUNNING.pop(pid, None)
+
+
 @dataclass
 class ServerUnderTest:
     """Base: subclasses write their config, create accounts and start their process."""
@@ -177,6 +193,7 @@ class ServerUnderTest:
     def stop(self) -> None:
         if self.proc is None:
             return
+        RUNNING.pop(self.proc.pid, None)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -284,6 +301,7 @@ key = "{key}"
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        RUNNING[self.proc.pid] = self.proc
         wait_port(self.port, self.proc, 60, log)
 
 
@@ -410,6 +428,7 @@ VirtualHost "{HOST}"
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        RUNNING[self.proc.pid] = self.proc
         wait_port(self.port, self.proc, 30, log)
 
 
@@ -543,6 +562,7 @@ modules:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        RUNNING[self.proc.pid] = self.proc
         wait_port(self.port, self.proc, 90, log)
 
     def rpc_eval(self, expr: str, timeout: float = 1800) -> str:
@@ -648,6 +668,7 @@ class Forwarder(ServerUnderTest):
             start_new_session=True,
             cwd=Path(__file__).resolve().parent.parent,
         )  # fmt: skip
+        RUNNING[self.proc.pid] = self.proc
         wait_port(self.port, self.proc, 30, log)
 
 

@@ -6,7 +6,9 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
@@ -14,7 +16,9 @@ from salon.auth.credentials import make_credentials
 from salon.certs import check_certificate, generate_self_signed, is_warning
 from salon.config import ConfigError, Settings, default_config_text, load_settings
 from salon.jid import JID, JIDError
-from salon.storage import AccountExists, AccountNotFound, open_storage
+from salon.storage import AccountExists, AccountNotFound, AccountStore, open_storage
+
+T = TypeVar("T")
 
 DEFAULT_CONFIG = Path("var/salon.toml")
 config_option = click.option(
@@ -112,6 +116,19 @@ def _setup_logging(level: str) -> None:
     )
 
 
+def _with_accounts(settings: Settings, action: Callable[[AccountStore], Awaitable[T]]) -> T:
+    """Open the storage, run ``action`` on its accounts and close it again."""
+
+    async def run() -> T:
+        storage = await open_storage(settings.storage_url(), base_dir=settings.data_path())
+        try:
+            return await action(storage.accounts)
+        finally:
+            await storage.close()
+
+    return asyncio.run(run())
+
+
 def _ask_password(password: str | None) -> str:
     if password is not None:
         return password
@@ -127,16 +144,11 @@ def adduser(config_path: Path, jid: str, password: str | None) -> None:
     settings = _load(config_path)
     account = _account_jid(settings, jid)
     credentials = make_credentials(_ask_password(password))
-
-    async def run() -> None:
-        storage = await open_storage(settings.storage_url(), base_dir=settings.data_path())
-        try:
-            await storage.accounts.create(account.domain, account.local or "", credentials)
-        finally:
-            await storage.close()
-
     try:
-        asyncio.run(run())
+        _with_accounts(
+            settings,
+            lambda accounts: accounts.create(account.domain, account.local or "", credentials),
+        )
     except AccountExists:
         click.echo(f"{account} already exists.", err=True)
         sys.exit(1)
@@ -152,16 +164,13 @@ def passwd(config_path: Path, jid: str, password: str | None) -> None:
     settings = _load(config_path)
     account = _account_jid(settings, jid)
     credentials = make_credentials(_ask_password(password))
-
-    async def run() -> None:
-        storage = await open_storage(settings.storage_url(), base_dir=settings.data_path())
-        try:
-            await storage.accounts.set_credentials(account.domain, account.local or "", credentials)
-        finally:
-            await storage.close()
-
     try:
-        asyncio.run(run())
+        _with_accounts(
+            settings,
+            lambda accounts: accounts.set_credentials(
+                account.domain, account.local or "", credentials
+            ),
+        )
     except AccountNotFound:
         click.echo(f"{account} does not exist.", err=True)
         sys.exit(1)
@@ -175,15 +184,10 @@ def deluser(config_path: Path, jid: str) -> None:
     """Delete the account JID and everything stored for it."""
     settings = _load(config_path)
     account = _account_jid(settings, jid)
-
-    async def run() -> bool:
-        storage = await open_storage(settings.storage_url(), base_dir=settings.data_path())
-        try:
-            return await storage.accounts.delete(account.domain, account.local or "")
-        finally:
-            await storage.close()
-
-    if not asyncio.run(run()):
+    is_deleted = _with_accounts(
+        settings, lambda accounts: accounts.delete(account.domain, account.local or "")
+    )
+    if not is_deleted:
         click.echo(f"{account} does not exist.", err=True)
         sys.exit(1)
     click.echo(f"deleted {account}")

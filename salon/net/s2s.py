@@ -18,16 +18,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import socket
 import ssl
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from salon.errors import StanzaError, StanzaErrorCondition, StreamErrorCondition
 from salon.jid import JID
 from salon.net.dns import NoService, S2SResolver, S2STarget
 from salon.net.pkix import S2STls
+from salon.net.shell import MAX_INBOX, TcpShell
 from salon.stream.events import CloseConnection, Send, StartTls
 from salon.stream.s2s import (
     DomainAuthorized,
@@ -50,13 +50,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_INBOX = 256  # stanzas waiting for the router before we stop reading a socket
 MAX_SEND_BUFFER = 8 * 1024 * 1024  # bytes unread by a peer before the connection is dropped
 SWEEP_INTERVAL = 1.0
 
 
-class _Connection(asyncio.Protocol):
-    """What both directions share: transport, batched writes, TLS upgrade, idle time."""
+class _Connection(TcpShell):
+    """What both directions share on top of ``TcpShell`` (transport, batched writes, held
+    bytes during STARTTLS): the manager, the actions of every s2s stream, certificate checks
+    after STARTTLS, idle time."""
+
+    _overflow_message = "closing s2s connection %s: send buffer over its limit"
 
     def __init__(self, manager: S2SManager) -> None:
         self.manager = manager
@@ -68,108 +71,46 @@ class _Connection(asyncio.Protocol):
         self.connected_at = self.last_activity = asyncio.get_running_loop().time()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        self.transport.set_write_buffer_limits(high=MAX_SEND_BUFFER)
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def data_received(self, data: bytes) -> None:
-        self.last_activity = asyncio.get_running_loop().time()
-        if self._held_data is not None:
-            self._held_data.append(data)  # the handshake finished, start_tls() has not returned
-            return
-        self._execute(self._stream_receive(data))
-
-    def eof_received(self) -> bool | None:
-        return None
-
-    def pause_writing(self) -> None:
-        log.info("closing s2s connection %s: send buffer over its limit", self.peer)
-        if self.transport is not None:
-            self.transport.abort()
-
-    def resume_writing(self) -> None:
-        pass
+        self._attach(transport, MAX_SEND_BUFFER)
 
     @property
     def is_closing(self) -> bool:
         return self._closing
 
-    def _write(self, data: bytes) -> None:
-        if self.transport is None or self._closing:
-            return
-        self.last_activity = asyncio.get_running_loop().time()
-        if not self._out:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._out.append(data)
-
-    def _flush(self) -> None:
-        if self._out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(self._out))
-        self._out.clear()
-
-    def _close_transport(self) -> None:
-        self._flush()
-        self._closing = True
-        if self.transport is not None:
-            self.transport.close()
-
-    async def _upgrade(self, server_side: bool, server_hostname: str | None) -> bool:
-        ctx = self._tls_context()
+    async def _start_tls(self) -> None:
+        ctx, server_hostname = self._tls_context()
         if ctx is None or self.transport is None:
             self.close_stream(StreamErrorCondition.INTERNAL_SERVER_ERROR, "no certificate")
-            return False
-        self._flush()
-        self._held_data = []
-        loop = asyncio.get_running_loop()
-        try:
-            transport = await asyncio.wait_for(
-                loop.start_tls(
-                    self.transport,
-                    self,
-                    ctx,
-                    server_side=server_side,
-                    server_hostname=server_hostname,
-                ),
-                self.manager.settings.connect_timeout,
-            )
-        except (TimeoutError, OSError, ConnectionError) as exc:
-            log.info("TLS handshake with %s failed: %s", self.peer, exc)
-            if self.transport is not None:
-                self.transport.abort()
-            return False
-        if transport is None:
-            return False
-        self.transport = transport
-        return True
-
-    def _release_held(self) -> None:
-        held, self._held_data = self._held_data or [], None
-        for data in held:
-            self.data_received(data)
+            return
+        is_upgraded = await self._handshake(
+            ctx,
+            server_side=server_hostname is None,
+            server_hostname=server_hostname,
+            timeout=self.manager.settings.connect_timeout,
+        )
+        if not is_upgraded:
+            return
+        assert self.transport is not None
+        sslobj = self.transport.get_extra_info("ssl_object")
+        self._execute(self.stream.tls_established(self.manager.tls.validator.check(sslobj)))
+        self._release_held()
 
     def _execute(self, actions: Iterable[S2SAction]) -> None:
         for action in actions:
             if isinstance(action, Send):
+                # Traffic either way keeps a connection from the idle sweep.
+                self.last_activity = asyncio.get_running_loop().time()
                 self._write(action.data)
             elif isinstance(action, CloseConnection):
-                self._close_transport()
+                self._close()
             elif isinstance(action, StartTls):
                 self.manager.spawn(self._start_tls())
             else:
                 self._on_action(action)
 
     # direction-specific
-    def _stream_receive(self, data: bytes) -> list[S2SAction]:
-        raise NotImplementedError
-
-    def _tls_context(self) -> ssl.SSLContext | None:
-        raise NotImplementedError
-
-    async def _start_tls(self) -> None:
+    def _tls_context(self) -> tuple[ssl.SSLContext | None, str | None]:
+        """Our TLS context and, when we are the client, the name the peer must prove."""
         raise NotImplementedError
 
     def _on_action(self, action: S2SAction) -> None:
@@ -210,19 +151,8 @@ class S2SInConnection(_Connection):
             self._inbox.clear()
         self._execute(self.stream.close(condition, text))
 
-    def _stream_receive(self, data: bytes) -> list[S2SAction]:
-        return self.stream.receive_data(data)
-
-    def _tls_context(self) -> ssl.SSLContext | None:
-        return self.manager.tls.server_context(self.stream.host or "")
-
-    async def _start_tls(self) -> None:
-        if not await self._upgrade(server_side=True, server_hostname=None):
-            return
-        assert self.transport is not None
-        sslobj = self.transport.get_extra_info("ssl_object")
-        self._execute(self.stream.tls_established(self.manager.tls.validator.check(sslobj)))
-        self._release_held()
+    def _tls_context(self) -> tuple[ssl.SSLContext | None, str | None]:
+        return self.manager.tls.server_context(self.stream.host or ""), None
 
     def _on_action(self, action: S2SAction) -> None:
         if isinstance(action, RemoteStanzaReceived):
@@ -247,9 +177,9 @@ class S2SInConnection(_Connection):
 
     def _enqueue(self, item: RemoteStanzaReceived) -> None:
         self._inbox.append(item)
-        if len(self._inbox) >= MAX_INBOX and not self._reading_paused and self.transport:
+        if len(self._inbox) >= MAX_INBOX and not self._reading_paused:
             self._reading_paused = True
-            self.transport.pause_reading()
+            self._pause_input()
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._drain())
 
@@ -264,8 +194,7 @@ class S2SInConnection(_Connection):
                     log.exception("routing a stanza from %s failed", item.sender)
                 if self._reading_paused and len(self._inbox) < MAX_INBOX // 2:
                     self._reading_paused = False
-                    if self.transport is not None and not self._closing:
-                        self.transport.resume_reading()
+                    self._resume_input()
         finally:
             self._worker = None
 
@@ -318,19 +247,8 @@ class S2SOutConnection(_Connection):
         self._execute(self.stream.verify_key(receiving, stream_id, key))
         return future
 
-    def _stream_receive(self, data: bytes) -> list[S2SAction]:
-        return self.stream.receive_data(data)
-
-    def _tls_context(self) -> ssl.SSLContext | None:
-        return self.manager.tls.client_context(self.local)
-
-    async def _start_tls(self) -> None:
-        if not await self._upgrade(server_side=False, server_hostname=self.remote):
-            return
-        assert self.transport is not None
-        sslobj = self.transport.get_extra_info("ssl_object")
-        self._execute(self.stream.tls_established(self.manager.tls.validator.check(sslobj)))
-        self._release_held()
+    def _tls_context(self) -> tuple[ssl.SSLContext | None, str | None]:
+        return self.manager.tls.client_context(self.local), self.remote
 
     def _on_action(self, action: S2SAction) -> None:
         if isinstance(action, DomainAuthorized):

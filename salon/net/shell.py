@@ -1,19 +1,29 @@
-"""The transport-independent half of a client connection's IO shell, for WebSocket and BOSH.
+"""The IO shells of Salon's connections: one implementation of what a stream asks for.
 
-It carries out a ``C2SStream``'s actions exactly as the TCP shell (``salon/net/c2s.py``) does:
-account lookups, pre-auth iqs, binding through ``server.bind``, the auth-failure delay, and
-the ordered hand-over of stanzas to ``server.router.from_client``. A subclass supplies only
-how framed bytes are written and how the transport is closed, so a web session is an
-ordinary session with no feature code of its own.
+* :class:`ClientShell` carries out a ``C2SStream``'s actions for every client transport
+  (TCP in ``salon/net/c2s.py``, WebSocket, BOSH): account lookups, pre-auth iqs, binding
+  through ``server.bind``, the auth-failure delay, the ordered hand-over of stanzas to
+  ``server.router.from_client`` through a bounded inbox, and the unbind when the transport
+  is lost. A transport supplies only how bytes are written, how it closes, and how it stops
+  and resumes taking input, so every session is an ordinary session with no feature code of
+  its own.
+* :class:`StreamShell` is that shell for WebSocket and BOSH, whose readers wait for room in
+  the inbox (:meth:`StreamShell.wait_for_room`).
+* :class:`TcpShell` is what a TCP connection adds, for clients and servers
+  (``salon/net/s2s.py``) alike: the asyncio transport, writes batched into one per loop
+  iteration, STARTTLS with the bytes that arrive meanwhile held, ``TCP_NODELAY``, pausing
+  the socket for backpressure and dropping a peer that does not read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import ssl
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from salon.core.session import C2SSession
 from salon.errors import StanzaError, StanzaErrorCondition, StreamErrorCondition
@@ -40,18 +50,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_INBOX = 256  # stanzas waiting for the router before the shell stops taking input
+MAX_INBOX = 256  # stanzas waiting for the router before a connection stops taking input
 
 
-class StreamShell:
-    """Drives one ``C2SStream``; subclasses implement :meth:`_write` and :meth:`_close`."""
+class ClientShell:
+    """Drives one ``C2SStream``; a transport implements :meth:`_write`, :meth:`_close`,
+    :meth:`_pause_input` and :meth:`_resume_input`."""
 
     __slots__ = (
         "_closing",
         "_deferred",
         "_deferred_handle",
         "_inbox",
-        "_room",
+        "_input_paused",
         "_worker",
         "connected_at",
         "last_activity",
@@ -71,14 +82,13 @@ class StreamShell:
         self._deferred: list[StreamAction] = []
         self._deferred_handle: asyncio.TimerHandle | None = None
         self._closing = False
-        self._room = asyncio.Event()  # set while the inbox has room for more input
-        self._room.set()
+        self._input_paused = False  # the inbox filled up: the transport takes no more input
         loop = asyncio.get_running_loop()
         self.connected_at = self.last_activity = loop.time()
 
     # ------------------------------------------------------------------ transport side
     def _write(self, data: bytes) -> None:
-        """Write one framed unit (a WebSocket message, a piece of the next BOSH body)."""
+        """Write one framed unit (bytes for TCP, a WebSocket message, a piece of a BOSH body)."""
         raise NotImplementedError
 
     def _close(self, error: StreamErrorCondition | None) -> None:
@@ -86,17 +96,16 @@ class StreamShell:
         once what was written is out."""
         raise NotImplementedError
 
-    def receive_data(self, data: bytes) -> None:
-        self.last_activity = asyncio.get_running_loop().time()
-        self._execute(self.stream.receive_data(data))
+    def _pause_input(self) -> None:
+        """The inbox is full: take no more input until :meth:`_resume_input`."""
+        raise NotImplementedError
 
-    def receive_events(self, events: Iterable[ParserEvent]) -> None:
-        self.last_activity = asyncio.get_running_loop().time()
-        self._execute(self.stream.receive_events(events))
+    def _resume_input(self) -> None:
+        raise NotImplementedError
 
-    async def wait_for_room(self) -> None:
-        """Backpressure: wait while the router is behind on this connection's stanzas."""
-        await self._room.wait()
+    def _start_tls_requested(self) -> None:
+        """The stream asked for STARTTLS: only a transport that offers it upgrades."""
+        self.close_stream(StreamErrorCondition.INTERNAL_SERVER_ERROR)
 
     def transport_lost(self, reason: str | None = None) -> None:
         """The transport is gone: forget the connection and end its session."""
@@ -107,14 +116,14 @@ class StreamShell:
         connections.discard(self)
         if self._deferred_handle is not None:
             self._deferred_handle.cancel()
-        self._room.set()
+        self._unpause()
         session = self.session  # kept: stanzas already received are still routed
         if session is not None:
             session.is_closed = True
             self.server.spawn(self.server.unbind(session, reason))
 
     def _connections(self) -> set[object]:
-        """The server's live connections (typed for TCP ones; web ones join them)."""
+        """The server's live client connections, whatever their transport."""
         return cast("set[object]", self.server.connections)
 
     def register(self) -> None:
@@ -130,7 +139,8 @@ class StreamShell:
         self, condition: StreamErrorCondition | None = None, text: str | None = None
     ) -> None:
         if condition is not None:
-            # Stanzas still queued arrived after the fault (RFC 6120 §4.9.1.1).
+            # The core ended the stream with an error (invalid-from, conflict, ...): stanzas
+            # still queued arrived after the fault and are not processed (RFC 6120 §4.9.1.1).
             self._inbox.clear()
         self._execute(self.stream.close(condition, text))
 
@@ -154,6 +164,8 @@ class StreamShell:
                 if not self._closing:
                     self._closing = True
                     self._close(action.error)
+            elif isinstance(action, StartTls):
+                self._start_tls_requested()
             elif isinstance(action, LookupAccount):
                 self.server.spawn(self._lookup(action.username))
             elif isinstance(action, Authenticated):
@@ -164,11 +176,10 @@ class StreamShell:
                 self.server.spawn(self.server.nonza(self, action.element))  # type: ignore[arg-type]
             elif isinstance(action, PreAuthIq):
                 self.server.spawn(self._preauth_iq(action.stanza))
-            elif isinstance(action, StartTls):  # never offered: the framing cannot upgrade
-                self.close_stream(StreamErrorCondition.INTERNAL_SERVER_ERROR)
 
     def _delay(self, action: DelayedSend) -> None:
-        """Hold this and every later action back (slows password guessing)."""
+        """Hold this and every later action back (slows password guessing for this
+        connection only: the event loop keeps serving everyone else)."""
         self._deferred.append(Send(action.data))
         if self._deferred_handle is None:
             base = self.server.settings.c2s.auth_failure_delay
@@ -193,7 +204,7 @@ class StreamShell:
 
     async def _preauth_iq(self, stanza: Element) -> None:
         assert self.stream.host is not None
-        address = self.peer.rpartition(":")[0]
+        address = self.peer.rpartition(":")[0]  # "ip:port", IPv6 included
         try:
             reply = await self.server.preauth_iq(self.stream.host, stanza, address)
         except Exception:
@@ -230,8 +241,9 @@ class StreamShell:
     # ------------------------------------------------------------------ inbound stanzas
     def _enqueue(self, stanza: Element) -> None:
         self._inbox.append(stanza)
-        if len(self._inbox) >= MAX_INBOX:
-            self._room.clear()
+        if len(self._inbox) >= MAX_INBOX and not self._input_paused:
+            self._input_paused = True
+            self._pause_input()
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._drain())
 
@@ -247,8 +259,174 @@ class StreamShell:
                     await self.server.router.from_client(session, stanza)
                 except Exception:
                     log.exception("routing a stanza from %s failed", session.jid)
-                if len(self._inbox) < MAX_INBOX // 2:
-                    self._room.set()
+                if self._input_paused and len(self._inbox) < MAX_INBOX // 2:
+                    self._unpause()
         finally:
-            self._room.set()
+            self._unpause()
             self._worker = None
+
+    def _unpause(self) -> None:
+        if self._input_paused:
+            self._input_paused = False
+            self._resume_input()
+
+
+class StreamShell(ClientShell):
+    """A client shell for message-framed transports (WebSocket, BOSH): the reader hands
+    over input with :meth:`receive_data` or :meth:`receive_events` and, before reading
+    more, awaits :meth:`wait_for_room`. Subclasses implement :meth:`_write` and
+    :meth:`_close`."""
+
+    __slots__ = ("_room",)
+
+    def __init__(self, server: Server, stream: C2SStream, peer: str) -> None:
+        super().__init__(server, stream, peer)
+        self._room = asyncio.Event()  # set while the inbox has room for more input
+        self._room.set()
+
+    def receive_data(self, data: bytes) -> None:
+        self.last_activity = asyncio.get_running_loop().time()
+        self._execute(self.stream.receive_data(data))
+
+    def receive_events(self, events: Iterable[ParserEvent]) -> None:
+        self.last_activity = asyncio.get_running_loop().time()
+        self._execute(self.stream.receive_events(events))
+
+    async def wait_for_room(self) -> None:
+        """Backpressure: wait while the router is behind on this connection's stanzas."""
+        await self._room.wait()
+
+    def _pause_input(self) -> None:
+        self._room.clear()
+
+    def _resume_input(self) -> None:
+        self._room.set()
+
+
+class TcpShell(asyncio.Protocol):
+    """What a TCP connection adds to a shell, as an asyncio ``Protocol`` mixin.
+
+    It keeps no state of its own (``__slots__`` is empty): the class that mixes it in
+    declares ``transport``, ``peer``, ``last_activity``, ``stream``, ``_out``, ``_closing``
+    and ``_held_data``, and carries out the stream's actions in ``_execute``.
+    """
+
+    if TYPE_CHECKING:
+        # Provided by the class that mixes this in (in its __slots__ or its __dict__).
+        transport: asyncio.Transport | None
+        peer: str
+        last_activity: float
+        stream: Any  # the stream state machine: ``receive_data`` returns its actions
+        _out: list[bytes]
+        _closing: bool
+        _held_data: list[bytes] | None  # bytes that arrive while TLS is starting
+
+        def _execute(self, actions: Any) -> None: ...
+
+    else:
+        __slots__ = ()  # hidden from type checkers, which expect the slots to be listed here
+
+    _overflow_message = "closing %s: send queue over its limit"
+
+    def _attach(self, transport: asyncio.BaseTransport, send_buffer: int) -> None:
+        """``connection_made``'s part for any TCP peer: more than ``send_buffer`` bytes
+        unread by it and the connection is dropped (:meth:`pause_writing`)."""
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.transport.set_write_buffer_limits(high=send_buffer)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Small writes (handshake records, short stanzas) must not wait for delayed ACKs.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = asyncio.get_running_loop().time()
+        if self._held_data is not None:
+            # The TLS handshake finished but start_tls() has not returned to us yet.
+            self._held_data.append(data)
+            return
+        self._execute(self.stream.receive_data(data))
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def pause_writing(self) -> None:
+        # The peer reads slower than we write and the buffer passed its limit.
+        log.info(self._overflow_message, self.peer)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def resume_writing(self) -> None:
+        pass
+
+    # ------------------------------------------------------------------ writing
+    def _write(self, data: bytes) -> None:
+        if self.transport is None or self._closing:
+            return
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.append(data)
+
+    def _flush(self) -> None:
+        if self._out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(self._out))
+        self._out.clear()
+
+    def _close(self, error: StreamErrorCondition | None = None) -> None:
+        self._flush()
+        self._closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    # ------------------------------------------------------------------ reading
+    def _pause_input(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def _resume_input(self) -> None:
+        if self.transport is not None and not self._closing:
+            self.transport.resume_reading()
+
+    # ------------------------------------------------------------------ STARTTLS
+    async def _handshake(
+        self,
+        ctx: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> bool:
+        """Upgrade the transport to TLS; bytes that arrive meanwhile wait for
+        :meth:`_release_held`. False when the handshake failed (the transport is aborted)
+        or the connection went away during it."""
+        assert self.transport is not None
+        self._flush()
+        self._held_data = []
+        loop = asyncio.get_running_loop()
+        try:
+            transport = await asyncio.wait_for(
+                loop.start_tls(
+                    self.transport,
+                    self,
+                    ctx,
+                    server_side=server_side,
+                    server_hostname=server_hostname,
+                ),
+                timeout,
+            )
+        except (TimeoutError, OSError, ConnectionError) as exc:
+            log.info("TLS handshake with %s failed: %s", self.peer, exc)
+            if self.transport is not None:
+                self.transport.abort()
+            return False
+        if transport is None:
+            return False
+        self.transport = transport
+        return True
+
+    def _release_held(self) -> None:
+        """After ``tls_established``: feed the stream what arrived during the handshake."""
+        held, self._held_data = self._held_data or [], None
+        for data in held:
+            self.data_received(data)
