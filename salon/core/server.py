@@ -28,6 +28,7 @@ from salon.xml.stanza import error_reply
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 1.0  # seconds between idle/handshake timeout checks
+HIBERNATE_AFTER = 10.0  # seconds of silence before an idle stream's parser is released
 
 
 class Server:
@@ -163,6 +164,8 @@ class Server:
                     conn.close_stream(StreamErrorCondition.CONNECTION_TIMEOUT, "too slow")
                 elif now - conn.last_activity > c2s.idle_timeout:
                     conn.close_stream(StreamErrorCondition.CONNECTION_TIMEOUT, "idle")
+                elif now - conn.last_activity > HIBERNATE_AFTER:
+                    conn.stream.hibernate()  # frees the idle stream's XML parser
 
     # ------------------------------------------------------------------ sessions
     async def bind(

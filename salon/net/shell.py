@@ -77,7 +77,9 @@ class ClientShell:
         self.stream = stream
         self.peer = peer
         self.session: C2SSession | None = None
-        self._inbox: deque[Element] = deque()
+        # stanzas waiting for the router; allocated per burst (a deque costs ~600 bytes and
+        # most sessions are idle most of the time)
+        self._inbox: deque[Element] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._deferred: list[StreamAction] = []
         self._deferred_handle: asyncio.TimerHandle | None = None
@@ -138,7 +140,7 @@ class ClientShell:
     def close_stream(
         self, condition: StreamErrorCondition | None = None, text: str | None = None
     ) -> None:
-        if condition is not None:
+        if condition is not None and self._inbox is not None:
             # The core ended the stream with an error (invalid-from, conflict, ...): stanzas
             # still queued arrived after the fault and are not processed (RFC 6120 §4.9.1.1).
             self._inbox.clear()
@@ -240,30 +242,37 @@ class ClientShell:
 
     # ------------------------------------------------------------------ inbound stanzas
     def _enqueue(self, stanza: Element) -> None:
-        self._inbox.append(stanza)
-        if len(self._inbox) >= MAX_INBOX and not self._input_paused:
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
+        inbox.append(stanza)
+        if len(inbox) >= MAX_INBOX and not self._input_paused:
             self._input_paused = True
             self._pause_input()
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
+        inbox = self._inbox
+        assert inbox is not None
         try:
-            while self._inbox:
-                stanza = self._inbox.popleft()
+            while inbox:
+                stanza = inbox.popleft()
                 session = self.session
                 if session is None:
-                    self._inbox.clear()
+                    inbox.clear()
                     break
                 try:
                     await self.server.router.from_client(session, stanza)
                 except Exception:
                     log.exception("routing a stanza from %s failed", session.jid)
-                if self._input_paused and len(self._inbox) < MAX_INBOX // 2:
+                if self._input_paused and len(inbox) < MAX_INBOX // 2:
                     self._unpause()
         finally:
             self._unpause()
             self._worker = None
+            if not inbox:
+                self._inbox = None
 
     def _unpause(self) -> None:
         if self._input_paused:

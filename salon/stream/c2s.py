@@ -170,6 +170,11 @@ class C2SStream:
                 actions.extend(self.close(exc.condition, exc.text))
         return actions
 
+    def hibernate(self) -> bool:
+        """Release parser memory of an idle stream (TCP framing only); True when done."""
+        hibernate = getattr(self.framing, "hibernate", None)
+        return bool(hibernate()) if hibernate is not None else False
+
     def tls_established(self, channel_bindings: Mapping[str, bytes]) -> list[StreamAction]:
         """The TLS handshake after <proceed/> completed; the client restarts the stream."""
         self.is_secure = True

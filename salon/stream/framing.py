@@ -80,6 +80,10 @@ class TcpFraming:
     def restart(self) -> None:
         self._parser.reset()
 
+    def hibernate(self) -> bool:
+        """Free the parser's memory while the stream is idle between stanzas."""
+        return self._parser.hibernate()
+
     def open(self, *, from_: str, to: str | None, stream_id: str, lang: str) -> bytes:
         return stream_header(NS_CLIENT, from_=from_, to=to, stream_id=stream_id, lang=lang)
 

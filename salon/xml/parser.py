@@ -22,6 +22,7 @@ from xml.parsers import expat
 
 from salon.errors import StreamError, StreamErrorCondition
 from salon.xml.element import Element
+from salon.xml.serializer import escape_attr
 
 __all__ = ["ParserEvent", "StreamClosed", "StreamOpened", "XmlStreamParser"]
 
@@ -127,6 +128,27 @@ def _on_xml_decl(_version: str, encoding: str | None, _standalone: int) -> None:
         raise StreamError(_Condition.UNSUPPORTED_ENCODING, f"encoding {encoding!r} is not UTF-8")
 
 
+_SHARED_INTERNED: dict[str, str] = {}
+_SHARED_NAMES: dict[str, tuple[str, str]] = {}
+_TEXT_BUFFER_CHARS = 1024
+
+
+def _resume_header(declarations: dict[str, str], ns: str, tag: str) -> bytes | None:
+    """A start tag equal to the stream root for what follows: same qualified name (so the
+    closing tag matches) and the same namespace declarations. None when the root's prefix is
+    ambiguous (then the stream never hibernates)."""
+    prefixes = [p for p, uri in declarations.items() if uri == ns]
+    if len(prefixes) != 1:
+        return None
+    qname = f"{prefixes[0]}:{tag}" if prefixes[0] else tag
+    parts = [f"<{qname}"]
+    for prefix, uri in declarations.items():
+        name = f"xmlns:{prefix}" if prefix else "xmlns"
+        parts.append(f" {name}='{escape_attr(uri)}'")
+    parts.append(">")
+    return "".join(parts).encode()
+
+
 class XmlStreamParser:
     """Turns the bytes of one XMPP stream into :data:`ParserEvent` objects.
 
@@ -151,6 +173,8 @@ class XmlStreamParser:
         "_max_stanza_bytes",
         "_names",
         "_parser",
+        "_resume_header",
+        "_root_ns",
         "_stack",
         "_text",
     )
@@ -169,10 +193,14 @@ class XmlStreamParser:
         Everything is forgotten, including a previous error.
         """
         # expat interns every element and attribute name it reports in _interned; _names maps
-        # an element's expat name to its (ns, tag)
-        self._interned: dict[str, str] = {}
-        self._names: dict[str, tuple[str, str]] = {}
-        self._parser = self._new_expat_parser()
+        # an element's expat name to its (ns, tag). Both are shared by every parser of the
+        # process (names repeat across streams; per-connection copies cost memory per session)
+        # and emptied when they grow past _MAX_CACHED_NAMES.
+        self._interned: dict[str, str] = _SHARED_INTERNED
+        self._names: dict[str, tuple[str, str]] = _SHARED_NAMES
+        self._parser: expat.XMLParserType | None = self._new_expat_parser()
+        self._root_ns: dict[str, str] = {}  # namespace declarations of the stream root
+        self._resume_header: bytes | None = None  # set once the root is open
         self._events: list[ParserEvent] = []
         self._stack: list[Element] = []  # the open stanza and its open descendants
         self._text: list[str] = []  # text for _stack[-1] not yet appended to its children
@@ -194,9 +222,10 @@ class XmlStreamParser:
             return []
         if len(self._head) < 2:
             self._check_head(data)
+        parser = self._parser or self._wake()
         self._fed += len(data)
         try:
-            self._parser.Parse(data, False)
+            parser.Parse(data, False)
         except _RootClosed:
             pass
         except StreamError as exc:
@@ -212,6 +241,43 @@ class XmlStreamParser:
         self._events = []
         return events
 
+    def hibernate(self) -> bool:
+        """Free the expat parser of an idle stream, between stanzas (True when done).
+
+        An expat parser costs about 10 KiB; most sessions are silent most of the time. Between
+        stanzas the only state a stream has is the root's namespace declarations, so the next
+        :meth:`feed` primes a new parser with an equivalent synthetic root and goes on.
+        """
+        parser = self._parser
+        if parser is None:
+            return True
+        if (
+            self._resume_header is None
+            or self._stack
+            or self._closed
+            or self._error is not None
+            or parser.CurrentByteIndex != self._fed  # an incomplete token is buffered
+        ):
+            return False
+        self._parser = None
+        return True
+
+    def _wake(self) -> expat.XMLParserType:
+        assert self._resume_header is not None
+        self._parser = parser = self._new_expat_parser()
+        parser.StartNamespaceDeclHandler = None
+        parser.StartElementHandler = self._on_resumed_root
+        parser.EndElementHandler = self._on_end
+        parser.CharacterDataHandler = self._on_text
+        parser.Parse(self._resume_header, False)
+        self._fed = self._mark = len(self._resume_header)
+        return parser
+
+    def _on_resumed_root(self, _name: str, _attrs: dict[str, str]) -> None:
+        # The synthetic root of a woken parser is not reported; stanzas follow.
+        assert self._parser is not None
+        self._parser.StartElementHandler = self._on_start
+
     # setup ------------------------------------------------------------------
     def _new_expat_parser(self) -> expat.XMLParserType:
         parser = expat.ParserCreate(
@@ -223,6 +289,9 @@ class XmlStreamParser:
         if set_deferral is not None:
             set_deferral(False)
         parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+        # Text arrives in pieces of at most buffer_size characters and is joined in _text; a
+        # small buffer keeps the per-connection memory down (expat's default is 8 KiB).
+        parser.buffer_size = _TEXT_BUFFER_CHARS
         parser.buffer_text = True
         parser.XmlDeclHandler = _on_xml_decl
         parser.CommentHandler = _restricted("comments")
@@ -237,14 +306,17 @@ class XmlStreamParser:
     def _on_root_ns_decl(self, prefix: str | None, uri: str | None) -> None:
         if prefix is None:
             self._default_ns = uri or ""
+        self._root_ns[prefix or ""] = uri or ""
 
     def _on_root_start(self, name: str, attrs: dict[str, str]) -> None:
         ns, _, tag = name.rpartition(_SEP)
         parser = self._parser
+        assert parser is not None
         parser.StartNamespaceDeclHandler = None
         parser.StartElementHandler = self._on_start
         parser.EndElementHandler = self._on_end
         parser.CharacterDataHandler = self._on_text
+        self._resume_header = _resume_header(self._root_ns, ns, tag)
         self._events.append(StreamOpened(tag, ns, _clark_attrs(attrs), self._default_ns))
 
     def _on_start(self, name: str, attrs: dict[str, str]) -> None:

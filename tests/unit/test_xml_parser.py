@@ -626,3 +626,65 @@ def test_round_trip_parse_serialize_parse(element: Element) -> None:
     parsed = reparse(element)
     assert parsed == element
     assert reparse(parsed) == parsed
+
+
+# hibernation -------------------------------------------------------------------
+HIBERNATE_HEADER = (
+    b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:x='urn:x' "
+    b"xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>"
+)
+
+
+def test_hibernated_parser_parses_the_next_stanzas_as_before() -> None:
+    awake, sleepy = XmlStreamParser(), XmlStreamParser()
+    first = b"<message to='a@b'><body>one</body></message>"
+    later = b" <presence><x:c a='1'/></presence><message><body>two</body></message>"
+    for parser in (awake, sleepy):
+        parser.feed(HIBERNATE_HEADER + first)
+    assert sleepy.hibernate()
+    assert sleepy.hibernate()  # idempotent
+    assert sleepy.feed(later) == awake.feed(later)
+    assert sleepy.feed(b"</stream:stream>") == awake.feed(b"</stream:stream>") == [StreamClosed()]
+
+
+def test_prefixes_declared_on_the_root_still_resolve_after_waking() -> None:
+    parser = XmlStreamParser()
+    parser.feed(HIBERNATE_HEADER)
+    assert parser.hibernate()
+    (stanza,) = parser.feed(b"<iq type='get' id='1'><x:q/></iq>")
+    assert isinstance(stanza, Element)
+    assert stanza.ns == NS_CLIENT
+    assert stanza.first_child is not None and stanza.first_child.ns == "urn:x"
+
+
+def test_no_hibernation_inside_a_stanza_or_before_the_root() -> None:
+    parser = XmlStreamParser()
+    assert not parser.hibernate()  # no root yet
+    parser.feed(HIBERNATE_HEADER + b"<message><body>half")
+    assert not parser.hibernate()
+    (stanza,) = parser.feed(b" done</body></message>")
+    assert isinstance(stanza, Element)
+    assert stanza.find_text("body") == "half done"
+
+
+def test_no_hibernation_with_an_incomplete_token_buffered() -> None:
+    parser = XmlStreamParser()
+    parser.feed(HIBERNATE_HEADER + b"<mess")
+    assert not parser.hibernate()
+    (stanza,) = parser.feed(b"age/>")
+    assert isinstance(stanza, Element) and stanza.tag == "message"
+
+
+def test_limits_hold_after_waking() -> None:
+    parser = XmlStreamParser(max_stanza_bytes=100)
+    parser.feed(HIBERNATE_HEADER)
+    assert parser.hibernate()
+    with pytest.raises(StreamError) as err:
+        parser.feed(b"<message><body>" + b"x" * 200 + b"</body></message>")
+    assert err.value.condition is StreamErrorCondition.POLICY_VIOLATION
+    bad = XmlStreamParser()
+    bad.feed(HIBERNATE_HEADER)
+    assert bad.hibernate()
+    with pytest.raises(StreamError) as err:
+        bad.feed(b"<message><!-- no --></message>")
+    assert err.value.condition is StreamErrorCondition.RESTRICTED_XML
