@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     servers = _split(args.server, ALL_SERVERS)
     scenarios = _split(args.scenario, ALL_SCENARIOS)
     plan = Plan.quick() if args.quick else Plan.full()
+    plan.native_profile = args.native_profile
     if args.profile_seconds is not None:
         plan.profile_seconds = args.profile_seconds
     if args.idle_sizes:
@@ -215,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--idle-sizes", help="comma-separated session counts for idle")
     r.add_argument(
         "--profile-seconds", type=float, help="py-spy time on Salon per profiled scenario"
+    )
+    r.add_argument(
+        "--native-profile",
+        action="store_true",
+        help="py-spy --native (C frames: GC, syscalls); pauses Salon per sample",
     )
     args = parser.parse_args(argv)
     if args.command == "setup":

@@ -69,6 +69,7 @@ class Plan:
     presence_rounds: int = 3
     profile_seconds: float = 10.0
     profile_dir: Path | None = None
+    native_profile: bool = False  # py-spy --native: C frames too (GC, syscalls); pauses Salon
     tick: float = 0.005
 
     @classmethod
@@ -216,6 +217,7 @@ async def _login_variant(server: ServerUnderTest, plan: Plan, mech: str, tls: bo
     failures: list[str] = []
     done = 0
     pool = max(plan.login_pool, plan.login_concurrency)
+    closing: list[asyncio.Future[None]] = []
 
     async def worker(w: int, stop_at: float, record: bool) -> None:
         nonlocal done
@@ -225,7 +227,9 @@ async def _login_variant(server: ServerUnderTest, plan: Plan, mech: str, tls: bo
             k += 1
             try:
                 r = await client.login(spec, name, counters, w + k)
-                await client.close(r.conn)
+                # the close runs on while the next login starts: a server that is slow to
+                # close its side must not look slow to log in
+                closing.append(asyncio.ensure_future(client.close(r.conn)))
             except (OSError, TimeoutError, client.LoginFailed) as exc:
                 failures.append(f"{type(exc).__name__}: {str(exc)[:200]}")
                 await asyncio.sleep(0.05)
@@ -246,6 +250,7 @@ async def _login_variant(server: ServerUnderTest, plan: Plan, mech: str, tls: bo
     stop_at = time.perf_counter() + plan.login_seconds
     await asyncio.gather(*(worker(w, stop_at, True) for w in range(plan.login_concurrency)))
     after = meter.sample()
+    await asyncio.gather(*closing)
     wall, server_cpu, gen_cpu = CpuMeter.delta(before, after)
     times.sort()
     return {
@@ -335,6 +340,9 @@ async def _idle_series(
             after = meter.sample()
             await asyncio.sleep(plan.idle_settle)
             rss_after = server.rss_kib()
+            open_now = sum(1 for c in conns if not c.closed.done())
+            if open_now < len(conns):
+                raise RuntimeError(f"the server closed {len(conns) - open_now} idle sessions")
             wall, server_cpu, gen_cpu = CpuMeter.delta(before, after)
             added = size - have
             out.append(
@@ -566,9 +574,13 @@ class Profiler:
         self.raw = plan.profile_dir / f"salon-{name}.collapsed.txt"
         self.cmd = [
             "taskset", "-c", str(GENERATOR_CPU), spy, "record", "--pid", str(server.pid),
-            "--rate", "200", "--nonblocking", "--gil", "--function", "--threads", "--format", "raw",
+            "--rate", "200", "--gil", "--function", "--threads", "--format", "raw",
             "--output", str(self.raw),
         ]  # fmt: skip
+        # --native shows C frames (the garbage collector, syscalls, expat) but has to pause
+        # the process for each sample, which slows it down; without it py-spy reads the
+        # process's memory while it runs
+        self.cmd.insert(-2, "--native" if plan.native_profile else "--nonblocking")
 
     @property
     def enabled(self) -> bool:

@@ -218,9 +218,16 @@ class ServerUnderTest:
 # Salon
 
 
+def salon_source() -> Path:
+    import salon
+
+    return Path(salon.__file__).resolve().parent
+
+
 class Salon(ServerUnderTest):
     def __init__(self, workdir: Path, port: int = 15222) -> None:
         super().__init__(workdir, "salon", port)
+        self.source_stamps: list[str] = []
         self.notes = [
             "Salon: no rate limits exist on c2s (the register module's limiter only counts "
             "in-band registrations, which the benchmark does not do); default module set; "
@@ -230,7 +237,11 @@ class Salon(ServerUnderTest):
     def version(self) -> str:
         import salon
 
-        return f"Salon {getattr(salon, '__version__', '0.1.0')} (Python {sys.version.split()[0]})"
+        newest = max(p.stat().st_mtime for p in salon_source().rglob("*.py"))
+        return (
+            f"Salon {getattr(salon, '__version__', '0.1.0')} (Python {sys.version.split()[0]}; "
+            f"newest source file {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(newest))})"
+        )
 
     @property
     def config(self) -> Path:
@@ -292,6 +303,15 @@ key = "{key}"
 
     def start(self) -> None:
         self.write_config()
+        newest = max(p.stat().st_mtime for p in Path(salon_source()).rglob("*.py"))
+        stamp = time.strftime("%H:%M:%S", time.localtime(newest))
+        if stamp not in self.source_stamps:
+            self.source_stamps.append(stamp)
+            if len(self.source_stamps) > 1:
+                self.notes.append(
+                    f"Salon's source changed during the run (newest file at each start: "
+                    f"{', '.join(self.source_stamps)}): other engineers edit the tree"
+                )
         log = self.dir / "server.log"
         cmd = ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "salon", "serve"]
         self.proc = subprocess.Popen(
@@ -607,14 +627,17 @@ modules:
                 )
                 if result != str(n):
                     raise RuntimeError(f"ejabberd registered {result} of {n} presence users")
-                pairs = ", ".join(
-                    f"{{{i},{j}}}" for i in range(n) for j in ring_contacts(i, n, pop.roster_size)
-                )
+                half = min(pop.roster_size // 2, (n - 1) // 2)
+                # the same ring as ring_contacts(), built on the node: a list of 50k pairs
+                # is too long for a command line
                 result = self.rpc_eval(
-                    'P = fun(X) -> list_to_binary("p" ++ integer_to_list(X)) end,'
-                    " length([ok || {I, J} <- ["
-                    + pairs
-                    + f"], mod_admin_extra:add_rosteritem(P(I), {host}, P(J), {host},"
+                    f'N = {n}, H = {half}, P = fun(X) -> list_to_binary("p" ++'
+                    " integer_to_list(X)) end,"
+                    " Pairs = [{I, J} || I <- lists:seq(0, N - 1), J <- lists:usort("
+                    "[(I + D) rem N || D <- lists:seq(1, H)] ++"
+                    " [(I - D + N) rem N || D <- lists:seq(1, H)]) -- [I]],"
+                    " length([ok || {I, J} <- Pairs,"
+                    f" mod_admin_extra:add_rosteritem(P(I), {host}, P(J), {host},"
                     ' <<"">>, <<"bench">>, <<"both">>) == ok])'
                 )
                 expected = sum(len(ring_contacts(i, n, pop.roster_size)) for i in range(n))

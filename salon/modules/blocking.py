@@ -30,8 +30,10 @@ user's resources when the user could see them. Unblocking sends the current pres
 subscribers, and a local contact's current presence to the user when subscribed to it. A
 remote contact's presence is not replayed: this server does not know it.
 
-The blocklists of users in use are cached in memory (bounded, least recently used first out,
-dropped when the user's last resource goes): the hot path reads no database.
+The blocklists of users in use are cached in memory (bounded, least recently used first out;
+every change goes through this module, which updates the copy): the hot path reads no database.
+A list stays after its user's last resource goes, so logging in again, or a probe or message to
+a user who is offline, does not read it again either.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
 
 from pydantic import Field
 
@@ -48,7 +51,6 @@ from salon.core.events import (
     InboundStanza,
     OutboundRemoteStanza,
     PreStanza,
-    ResourceUnbound,
     RoutedStanza,
 )
 from salon.core.hooks import HANDLED, Priority
@@ -57,6 +59,7 @@ from salon.core.module import Module, ModuleOptions, Spec
 from salon.core.session import C2SSession
 from salon.errors import StanzaError, StanzaErrorCondition
 from salon.jid import JID, parse_jid
+from salon.modules._roster_cache import roster_cache
 from salon.namespaces import NS_BLOCKING, NS_BLOCKING_ERRORS, NS_CLIENT
 from salon.xml.element import Element
 from salon.xml.stanza import error_reply
@@ -75,13 +78,14 @@ def is_blocked(blocked: frozenset[JID], jid: JID) -> bool:
 
 
 class BlocklistCache:
-    """Blocklists by user, least recently used first out. A load that overlapped a write is
-    returned but not kept, so a stale list never replaces a newer one."""
+    """Blocklists by user, least recently used first out. Concurrent reads of one list share
+    one query; a read that overlapped a write of that user's list is returned but not kept, so
+    a stale list never replaces a newer one."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._lists: OrderedDict[JID, frozenset[JID]] = OrderedDict()
-        self._writes = 0
+        self._loading: dict[JID, asyncio.Task[frozenset[JID]]] = {}
 
     def __len__(self) -> int:
         return len(self._lists)
@@ -92,20 +96,30 @@ class BlocklistCache:
             self._lists.move_to_end(user)
         return blocked
 
-    @property
-    def writes(self) -> int:
-        return self._writes
+    async def load(
+        self, user: JID, read: Callable[[], Coroutine[Any, Any, frozenset[JID]]]
+    ) -> frozenset[JID]:
+        """The list ``read`` returns, from a read of ``user``'s list in flight if there is."""
+        task = self._loading.get(user)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(read())
+            self._loading[user] = task
+            task.add_done_callback(lambda done: self._loaded(user, done))
+        return await asyncio.shield(task)
 
-    def loaded(self, user: JID, blocked: frozenset[JID], writes_before: int) -> None:
-        if writes_before == self._writes:
-            self._store(user, blocked)
+    def _loaded(self, user: JID, task: asyncio.Task[frozenset[JID]]) -> None:
+        if self._loading.get(user) is not task:
+            return  # a write came since the read started
+        del self._loading[user]
+        if not task.cancelled() and task.exception() is None:
+            self._store(user, task.result())
 
     def written(self, user: JID, blocked: frozenset[JID]) -> None:
-        self._writes += 1
+        self._loading.pop(user, None)
         self._store(user, blocked)
 
     def drop(self, user: JID) -> None:
-        self._writes += 1
+        self._loading.pop(user, None)
         self._lists.pop(user, None)
 
     def _store(self, user: JID, blocked: frozenset[JID]) -> None:
@@ -129,6 +143,7 @@ class Blocking(Module):
         assert isinstance(self.options, Blocking.Options)
         self.max_items = self.options.max_items
         self.cache = BlocklistCache(self.options.cache_size)
+        self.rosters = roster_cache(self)
         self._locks: weakref.WeakValueDictionary[JID, asyncio.Lock] = weakref.WeakValueDictionary()
         self.add_feature(NS_BLOCKING)  # §3.1 asks the server
         self.add_account_feature(NS_BLOCKING)
@@ -138,7 +153,6 @@ class Blocking(Module):
         self.hook(InboundStanza, self.inbound, Priority.GUARD)
         self.hook(PreStanza, self.outbound, Priority.GUARD)
         self.hook(OutboundRemoteStanza, self.outbound_remote, Priority.GUARD)
-        self.hook(ResourceUnbound, self.session_ended)
         self.hook(AccountDeleted, self.account_deleted)
 
     # ------------------------------------------------------------------ the list
@@ -147,11 +161,11 @@ class Blocking(Module):
         blocked = self.cache.get(user)
         if blocked is not None:
             return blocked
-        writes_before = self.cache.writes
+        return await self.cache.load(user, lambda: self._read(user))
+
+    async def _read(self, user: JID) -> frozenset[JID]:
         stored = await self.storage.blocklist.get(self.domain, user.local or "")
-        blocked = frozenset(jid for jid in map(parse_jid, stored) if jid is not None)
-        self.cache.loaded(user, blocked, writes_before)
-        return blocked
+        return frozenset(jid for jid in map(parse_jid, stored) if jid is not None)
 
     def _lock(self, user: JID) -> asyncio.Lock:
         lock = self._locks.get(user)
@@ -313,7 +327,7 @@ class Blocking(Module):
 
     async def _roster(self, user: JID) -> dict[JID, str]:
         """The user's contacts and their subscription states."""
-        roster = await self.storage.roster.get(self.domain, user.local or "")
+        roster = await self.rosters.roster(user)
         contacts: dict[JID, str] = {}
         for item in roster.items.values():
             jid = parse_jid(item.jid)
@@ -364,11 +378,6 @@ class Blocking(Module):
         self.server.spawn(self.server.router.route(presence, None, sender, to))
 
     # ------------------------------------------------------------------ cache upkeep
-    def session_ended(self, event: ResourceUnbound) -> None:
-        user = event.session.jid.bare
-        if not self.server.sessions.is_online(user):
-            self.cache.drop(user)
-
     def account_deleted(self, event: AccountDeleted) -> None:
         self.cache.drop(event.jid.bare)
 

@@ -18,6 +18,7 @@ from salon.core.hooks import Priority
 from salon.core.iq import IqRequest, Target
 from salon.core.module import Module, Spec
 from salon.errors import StanzaError, StanzaErrorCondition
+from salon.modules._roster_cache import roster_cache
 from salon.namespaces import NS_CLIENT, NS_LAST
 from salon.xml.element import Element
 
@@ -38,6 +39,7 @@ class LastActivity(Module):
     def setup(self) -> None:
         self.started = asyncio.get_running_loop().time()
         self.store = self.storage.keyvalue("last")
+        self.rosters = roster_cache(self)
         self.add_feature(NS_LAST)
         self.on_iq("get", NS_LAST, "query", self.uptime, to=Target.HOST)
         self.on_iq("get", NS_LAST, "query", self.last_logout, to=Target.ACCOUNT)
@@ -65,7 +67,7 @@ class LastActivity(Module):
     async def _may_see_presence(self, request: IqRequest) -> bool:
         """The requester has a presence subscription to the user (XEP-0012 §8)."""
         user, requester = request.to, request.sender.bare
-        item = await self.storage.roster.get_item(self.domain, user.local or "", str(requester))
+        item = await self.rosters.item(user.bare, str(requester))
         return item is not None and item.subscription in ("from", "both")
 
     # ------------------------------------------------------------------ recording

@@ -23,11 +23,15 @@ Choices, with the text they follow:
 * One user's deliveries and stores are serialised by a per-user lock: two resources becoming
   available together never both get a message, and a message is never stored while a
   delivery it would miss is running.
+* Users known to have nothing stored (a delivery found or left nothing, and no message was
+  stored since) are remembered, a bounded number of them, so that coming online costs them
+  no query. A store forgets the user before it writes, so a delivery never skips a message.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from datetime import UTC, datetime
 
 from pydantic import Field
@@ -43,6 +47,7 @@ from salon.core.locks import UserLocks
 from salon.core.module import Module, ModuleOptions, Spec
 from salon.core.session import C2SSession
 from salon.errors import StanzaError, StanzaErrorCondition
+from salon.jid import JID
 from salon.modules.message import delivery_targets
 from salon.namespaces import (
     NS_CHATSTATES,
@@ -106,12 +111,20 @@ class OfflineMessages(Module):
             description="Seconds a client has to answer the ping that confirms it received "
             "its offline messages; unconfirmed messages stay stored.",
         )
+        known_empty: int = Field(
+            10_000,
+            ge=0,
+            description="Users remembered to have no stored message, so that they come online "
+            "without a query.",
+        )
 
     def setup(self) -> None:
         assert isinstance(self.options, OfflineMessages.Options)
         self.quota = self.options.quota
         self.ack_timeout = self.options.ack_timeout
+        self.known_empty = self.options.known_empty
         self.locks = UserLocks()
+        self.empty: OrderedDict[JID, None] = OrderedDict()  # nothing stored for these users
         self.acks: dict[C2SSession, asyncio.Future[Element]] = {}
         self.add_feature(NS_MSGOFFLINE)
         self.hook(MessageUndeliverable, self.store, Priority.DELIVER)
@@ -138,6 +151,8 @@ class OfflineMessages(Module):
                 session.send(stanza)
             if targets:
                 return HANDLED
+            # Before the write: a resource becoming available from now on looks for it.
+            self.empty.pop(user, None)
             text = serialize_str(stamped(stanza, self.domain, datetime.now(UTC)))
             is_stored = await self.storage.offline.push(
                 self.domain, user.local or "", text, limit=self.quota
@@ -149,15 +164,16 @@ class OfflineMessages(Module):
 
     # ------------------------------------------------------------------ delivering
     def became_available(self, event: AvailablePresence) -> None:
-        if event.session.priority >= 0:
-            self.server.spawn(self.deliver(event.session))
+        session = event.session
+        if session.priority >= 0 and session.jid.bare not in self.empty:
+            self.server.spawn(self.deliver(session))
 
     def priority_raised(self, event: PresenceBroadcast) -> None:
         session, stanza = event.origin, event.stanza
         if stanza.get("type") is not None or not session.is_available or session.priority >= 0:
             return
         priority = announced_priority(stanza)
-        if priority is not None and priority >= 0:
+        if priority is not None and priority >= 0 and session.jid.bare not in self.empty:
             self.server.spawn(self.deliver(session))
 
     def session_ended(self, event: ResourceUnbound) -> None:
@@ -170,7 +186,12 @@ class OfflineMessages(Module):
         ping sent after them, delete exactly those."""
         user = session.jid.bare
         async with self.locks.hold(user):
+            if user in self.empty:
+                return  # delivered by a resource that held the lock before us
             stored = await self.storage.offline.list(self.domain, user.local or "")
+            if not stored:
+                self._known_empty(user)
+                return
             sent: list[int] = []
             for message in stored:
                 if session.is_closed:
@@ -184,6 +205,17 @@ class OfflineMessages(Module):
                 sent.append(message.id)
             if sent and await self.acknowledged(session):
                 await self.storage.offline.delete(self.domain, user.local or "", sent)
+                if len(sent) == len(stored):
+                    self._known_empty(user)
+
+    def _known_empty(self, user: JID) -> None:
+        """Remember that nothing is stored for ``user`` (called under the user's lock)."""
+        if self.known_empty <= 0:
+            return
+        self.empty[user] = None
+        self.empty.move_to_end(user)
+        while len(self.empty) > self.known_empty:
+            self.empty.popitem(last=False)
 
     async def acknowledged(self, session: C2SSession) -> bool:
         """Whether the client read everything sent to it so far: it answered (result or

@@ -3,7 +3,10 @@ user's own resources and to subscribed contacts, probes, directed presence, and 
 subscriptions run through the rules of :mod:`salon.modules._subscription`.
 
 Everything addressed to a contact goes through the router: a contact may live on another
-server. Reading a local user's own roster is fine; a contact's roster is never read.
+server. Reading a local user's own roster is fine; a contact's roster is never read. Rosters
+are read and written through the host's roster cache (:mod:`salon.modules._roster_cache`):
+broadcasts and probes for online users read no database, and a probe to a user without a
+session reads one roster item.
 
 Choices, with the text they follow:
 
@@ -52,6 +55,7 @@ from salon.core.module import Module, ModuleOptions, Spec
 from salon.core.session import C2SSession
 from salon.errors import StanzaError, StanzaErrorCondition
 from salon.jid import JID, parse_jid
+from salon.modules._roster_cache import roster_cache
 from salon.modules._subscription import SUBSCRIPTION_TYPES, Outcome, SubState, inbound, outbound
 from salon.namespaces import NS_CLIENT, NS_PRE_APPROVAL
 from salon.storage.interfaces import PendingSubscription, Roster, RosterItem
@@ -119,6 +123,7 @@ class Presence(Module):
         # One writer per user's roster at a time; the roster module takes the same locks.
         self.locks = UserLocks()
         self.add_item("roster_locks", self.locks)
+        self.rosters = roster_cache(self)  # read and written through it: online users cost no query
         self.add_item("stream_feature", Element("sub", NS_PRE_APPROVAL))
         self.hook(PresenceBroadcast, self.broadcast, Priority.DELIVER)
         self.hook(PreStanza, self.outbound, Priority.DELIVER)
@@ -240,7 +245,7 @@ class Presence(Module):
     async def _check_roster_room(self, user: JID) -> None:
         limits: list[int] = self.host.items("roster_max_items")
         if limits:
-            count = await self.storage.roster.count(user.domain, user.local or "")
+            count = await self.rosters.count(user)
             if count >= min(limits):
                 raise StanzaError(StanzaErrorCondition.NOT_ALLOWED, "the roster is full")
 
@@ -290,17 +295,16 @@ class Presence(Module):
         """§3.1.3: a waiting request goes to every resource that becomes available."""
         session = event.session
         user = session.jid.bare
-        for request in await self.storage.roster.list_pending(user.domain, user.local or ""):
+        for request in await self.rosters.pending(user):
             try:
                 session.send(parse_element(request.stanza))
             except ValueError:
                 self.log.error("stored subscription request from %s is unreadable", request.jid)
 
     async def _answer_probe(self, user: JID, prober: JID) -> None:
-        if not await self._exists(user):
-            await self._reply(user, prober.bare, "unsubscribed")
-            return
-        item = await self.storage.roster.get_item(user.domain, user.local or "", str(prober.bare))
+        # An account that does not exist has no roster items (they go with the account), so
+        # "no such account" and "not subscribed" both end here, answered alike (§8.5.1).
+        item = await self.rosters.item(user, str(prober.bare))
         if item is None or item.subscription not in _FROM:
             await self._reply(user, prober.bare, "unsubscribed")
             return
@@ -321,14 +325,13 @@ class Presence(Module):
 
     # ------------------------------------------------------------------ shared steps
     async def _roster(self, user: JID) -> Roster:
-        return await self.storage.roster.get(user.domain, user.local or "")
+        return await self.rosters.roster(user)
 
     async def _state(
         self, user: JID, contact: JID
     ) -> tuple[RosterItem | None, list[PendingSubscription]]:
-        username = user.local or ""
-        item = await self.storage.roster.get_item(user.domain, username, str(contact))
-        pending = await self.storage.roster.list_pending(user.domain, username)
+        item = await self.rosters.item(user, str(contact))
+        pending = await self.rosters.pending(user)
         return item, pending
 
     async def _record(
@@ -340,17 +343,15 @@ class Presence(Module):
         request: Element | None,
     ) -> None:
         """Store what the outcome changed: the roster item (then pushed) and the request."""
-        username, jid = user.local or "", str(contact)
+        jid = str(contact)
         if outcome.item_changed:
             new_item = outcome.after.item(jid, item)
-            version = await self.storage.roster.put_item(user.domain, username, new_item)
+            version = await self.rosters.put_item(user, new_item)
             await self.host.hooks.fire(RosterChanged(user, jid, new_item, version))
         if outcome.store_pending and request is not None:
-            await self.storage.roster.add_pending(
-                user.domain, username, jid, serialize_str(request)
-            )
+            await self.rosters.add_pending(user, jid, serialize_str(request))
         if outcome.drop_pending:
-            await self.storage.roster.remove_pending(user.domain, username, jid)
+            await self.rosters.remove_pending(user, jid)
 
     async def _reply(self, user: JID, contact: JID, stype: str) -> None:
         """A subscription stanza the server sends on the user's behalf."""

@@ -28,6 +28,9 @@ Choices, with the text they follow:
   version gets an empty result. One that sends an older version gets an empty result and
   then the changes since as pushes, when this server saw every one of them (a bounded
   in-memory log per user); otherwise, and for an unknown version, the whole roster.
+
+Every read and write of a roster goes through the host's roster cache
+(:mod:`salon.modules._roster_cache`), which keeps the rosters of online users in memory.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from salon.core.module import Module, ModuleOptions, Spec
 from salon.core.session import C2SSession
 from salon.errors import StanzaError, StanzaErrorCondition
 from salon.jid import JID, parse_jid
+from salon.modules._roster_cache import roster_cache
 from salon.modules._subscription import SubState
 from salon.namespaces import NS_CLIENT, NS_ROSTER, NS_ROSTER_VER
 from salon.storage.interfaces import RosterItem
@@ -127,6 +131,7 @@ class Roster(Module):
         assert isinstance(self.options, RosterOptions)
         self.opts = self.options
         self.changes = ChangeLog(self.opts.change_log, users=10_000)
+        self.rosters = roster_cache(self)  # every read and write of a roster goes through it
         self.add_account_feature(NS_ROSTER)
         self.add_item("roster_max_items", self.opts.max_items)
         if self.opts.versioning:
@@ -141,7 +146,7 @@ class Roster(Module):
     # ------------------------------------------------------------------ get
     async def get(self, request: IqRequest) -> Element:
         user = request.sender.bare
-        roster = await self.storage.roster.get(self.domain, user.local or "")
+        roster = await self.rosters.roster(user)
         origin = request.origin
         if origin is not None:
             origin.extras[INTERESTED] = True
@@ -202,10 +207,9 @@ class Roster(Module):
         self, user: JID, jid: str, name: str | None, groups: tuple[str, ...]
     ) -> tuple[RosterItem, int]:
         """Store the item with the new name and groups, keeping its subscription state."""
-        username = user.local or ""
-        existing = await self.storage.roster.get_item(self.domain, username, jid)
+        existing = await self.rosters.item(user, jid)
         if existing is None:
-            if await self.storage.roster.count(self.domain, username) >= self.opts.max_items:
+            if await self.rosters.count(user) >= self.opts.max_items:
                 raise StanzaError(StanzaErrorCondition.NOT_ALLOWED, "the roster is full")
             existing = RosterItem(jid=jid)
         item = RosterItem(
@@ -216,7 +220,7 @@ class Roster(Module):
             approved=existing.approved,
             groups=groups,
         )
-        return item, await self.storage.roster.put_item(self.domain, username, item)
+        return item, await self.rosters.put_item(user, item)
 
     def _check_item(self, element: Element) -> tuple[str | None, tuple[str, ...]]:
         """The name and groups of a roster set's item, checked as §2.3.3 says."""
@@ -236,13 +240,13 @@ class Roster(Module):
         return name, tuple(groups)
 
     async def _remove(self, request: IqRequest, user: JID, contact: JID) -> None:
-        username, jid = user.local or "", str(contact)
+        jid = str(contact)
         async with self._writing(user):
-            existing = await self.storage.roster.get_item(self.domain, username, jid)
+            existing = await self.rosters.item(user, jid)
             if existing is None:
                 raise StanzaError(StanzaErrorCondition.ITEM_NOT_FOUND, "no such roster item")
-            had_request = await self.storage.roster.remove_pending(self.domain, username, jid)
-            version = await self.storage.roster.remove_item(self.domain, username, jid)
+            had_request = await self.rosters.remove_pending(user, jid)
+            version = await self.rosters.remove_item(user, jid)
             if version is not None:
                 await self.host.hooks.fire(RosterChanged(user, jid, None, version))
         # §2.5.2: end the subscriptions both ways, as the contact's records would show them.

@@ -183,6 +183,43 @@ async def test_a_second_resource_does_not_get_what_the_first_is_being_given(
     await two.expect_nothing(is_message)
 
 
+async def test_a_user_known_to_have_nothing_stored_gets_what_is_stored_later(
+    server_factory: Factory,
+) -> None:
+    """The server remembers who has nothing stored, so coming online costs them no query; a
+    message stored since is still delivered, on a priority raise as on the next login."""
+    srv = await server_factory(modules=MODULES)
+    romeo_jid, juliet_jid = await srv.add_user("romeo"), await srv.add_user("juliet")
+    offline = srv.server.hosts[srv.domain].modules["offline"]
+    romeo = await connect_slixmpp(srv, romeo_jid)
+    juliet = await connect_slixmpp(srv, juliet_jid)
+    await available(juliet)
+    for _ in range(100):  # the delivery found nothing and said so
+        if any(str(user) == juliet_jid for user in getattr(offline, "empty", ())):
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("nothing stored was not remembered")
+
+    juliet.xmpp.send_presence(ppriority=-1)
+    await sync(juliet)
+    send_message(romeo, juliet_jid, "while you hid")
+    await sync(romeo)
+    assert await offline_count(srv, juliet_jid) == 1
+    juliet.xmpp.send_presence(ppriority=0)
+    assert (await juliet.expect(is_message))["body"] == "while you hid"
+    await wait_until_empty(srv, juliet_jid)
+    await juliet.disconnect()
+
+    send_message(romeo, juliet_jid, "while you were away")
+    await sync(romeo)
+    assert await offline_count(srv, juliet_jid) == 1
+    juliet = await connect_slixmpp(srv, juliet_jid)
+    juliet.xmpp.send_presence()
+    assert (await juliet.expect(is_message))["body"] == "while you were away"
+    await wait_until_empty(srv, juliet_jid)
+
+
 async def read_offline(client: RawClient) -> tuple[list[str], ET.Element]:
     """The bodies of the messages a raw client receives, up to the server's ping."""
     bodies: list[str] = []
