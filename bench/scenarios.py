@@ -477,15 +477,17 @@ class MessageLoad:
         self.total_sent += sent
         return sent, blocked
 
-    async def drain(self, cap: float = 20.0, quiet: float = 0.5) -> None:
-        """Wait until everything sent so far arrived, or nothing arrived for 2 * quiet s."""
+    async def drain(self, cap: float = 60.0, quiet: float = 0.5) -> None:
+        """Wait until everything sent so far arrived, or nothing arrived for 10 * quiet s
+        (an overloaded server can stall for seconds, and a backlog left behind would count
+        in the next step)."""
         deadline = time.perf_counter() + cap
         last, last_change = self.counters.messages, time.perf_counter()
         while time.perf_counter() < deadline and self.counters.messages < self.total_sent:
             await asyncio.sleep(0.05)
             if self.counters.messages != last:
                 last, last_change = self.counters.messages, time.perf_counter()
-            elif time.perf_counter() - last_change > 2 * quiet:
+            elif time.perf_counter() - last_change > 10 * quiet:
                 break
 
     async def step(self, meter: CpuMeter, rate: float, plan: Plan) -> Step:
