@@ -21,6 +21,8 @@ fail on a lock upgrade.
 from __future__ import annotations
 
 import re
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +139,7 @@ def _sqlite_engine(url: URL) -> AsyncEngine:
             # several processes may open the same fresh database at once.
             cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             if not is_memory:
-                cursor.execute("PRAGMA journal_mode=WAL")
+                _enable_wal(cursor)
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
@@ -150,6 +152,19 @@ def _sqlite_engine(url: URL) -> AsyncEngine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _enable_wal(cursor: Any) -> None:
+    """Switch to WAL. SQLite may answer "database is locked" at once, without waiting for the
+    busy timeout, while another connection switches the same new file; try again briefly."""
+    for attempt in range(50):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 49:
+                raise
+            time.sleep(0.1)
 
 
 def _postgres_engine(url: URL, schema: str | None) -> AsyncEngine:
