@@ -91,6 +91,10 @@ def targets(figs: dict[str, dict[str, Figure]]) -> list[str]:
           e.get("login.scram.rate"), 1.0, True)  # fmt: skip
     check("login SCRAM-SHA-1 + STARTTLS sessions/s ≥ ejabberd's", s.get("login.scram_tls.rate"),
           e.get("login.scram_tls.rate"), 1.0, True)  # fmt: skip
+    check("… per CPU-second, SCRAM-SHA-1", s.get("login.scram.per_core"),
+          e.get("login.scram.per_core"), 1.0, True)  # fmt: skip
+    check("… per CPU-second, SCRAM-SHA-1 + STARTTLS", s.get("login.scram_tls.per_core"),
+          e.get("login.scram_tls.per_core"), 1.0, True)  # fmt: skip
     check("presence deliveries/s ≥ ejabberd's", s.get("presence.rate"), e.get("presence.rate"),
           1.0, True)  # fmt: skip
     check("message throughput ≥ 25% of the limit forwarder's", s.get("messages.max"),

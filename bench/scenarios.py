@@ -287,6 +287,11 @@ async def scenario_login(server: ServerUnderTest, plan: Plan) -> Result:
                 f"login.{key}.cpu", f"login {label}: server CPU ms per session", d["cpu_ms"],
                 False, "{:,.2f}",
             )  # fmt: skip
+            result.add(
+                f"login.{key}.per_core",
+                f"login {label}: sessions per CPU-second (1000 ÷ CPU ms; noise-proof)",
+                1000 / d["cpu_ms"] if d["cpu_ms"] else float("nan"), True,
+            )  # fmt: skip
             note = (
                 f"login {label}: {d['logins']} logins by {plan.login_concurrency} clients in "
                 f"{plan.login_seconds:g}s, server CPU {d['server_share']:.0%}, generator CPU "
