@@ -79,6 +79,9 @@ class Module:
     async def start(self) -> None:
         """Called once the server listens; override for async start-up work."""
 
+    async def stop(self) -> None:
+        """Called on a graceful stop while storage is still open (flush buffers here)."""
+
     def unload(self) -> None:
         for undo in reversed(self._undo):
             undo()

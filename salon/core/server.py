@@ -132,6 +132,11 @@ class Server:
         if self.http is not None:
             await self.http.stop()
         for host in self.hosts.values():
+            for module in host.modules.values():
+                try:
+                    await module.stop()
+                except Exception:
+                    log.exception("stopping module %s failed", module.name)
             host.unload_modules()
         if self.storage is not None:
             await self.storage.close()

@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 
-from salon.core.events import PresenceBroadcast, ResourceUnbound
+from salon.core.events import AccountDeleted, PresenceBroadcast, ResourceUnbound
 from salon.core.hooks import Priority
 from salon.core.iq import IqRequest, Target
 from salon.core.module import Module, Spec
@@ -32,6 +32,9 @@ def last_element(seconds: int, status: str | None = None) -> Element:
     return query
 
 
+FLUSH_INTERVAL = 1.0  # seconds between writes of logout records
+
+
 class LastActivity(Module):
     name = "last"
     specs = (Spec("XEP-0012", "2.0"),)
@@ -45,6 +48,13 @@ class LastActivity(Module):
         self.on_iq("get", NS_LAST, "query", self.last_logout, to=Target.ACCOUNT)
         self.hook(PresenceBroadcast, self.remember_status, Priority.ARCHIVE)
         self.hook(ResourceUnbound, self.logged_out)
+        # Logout records are written in batches, off the login/logout path: one SQL write
+        # (an fsync with SQLite) per logout capped the login rate. A crash loses at most
+        # FLUSH_INTERVAL seconds of them; a graceful stop writes them (stop()).
+        self.unwritten: dict[str, str] = {}
+        self.writing: dict[str, str] = {}  # the batch being written right now
+        self.every(FLUSH_INTERVAL, self.flush)
+        self.hook(AccountDeleted, self.forget)
 
     # ------------------------------------------------------------------ queries
     def uptime(self, request: IqRequest) -> Element:
@@ -57,7 +67,10 @@ class LastActivity(Module):
             raise StanzaError(StanzaErrorCondition.FORBIDDEN)
         if self.server.sessions.available(user):
             return request.result(last_element(0))
-        stored = await self.store.get(self.domain, user.local or "")
+        local = user.local or ""
+        stored = self.unwritten.get(local) or self.writing.get(local)
+        if stored is None:
+            stored = await self.store.get(self.domain, user.local or "")
         if stored is None:
             raise StanzaError(StanzaErrorCondition.ITEM_NOT_FOUND, "no logout recorded")
         record = json.loads(stored)
@@ -83,4 +96,23 @@ class LastActivity(Module):
     async def logged_out(self, event: ResourceUnbound) -> None:
         session = event.session
         record = {"at": time.time(), "status": session.extras.get(STATUS_KEY)}
-        await self.store.set(self.domain, session.jid.local or "", json.dumps(record))
+        self.unwritten[session.jid.local or ""] = json.dumps(record)
+
+    async def flush(self) -> None:
+        """Write the logout records gathered since the last flush."""
+        batch, self.unwritten = self.unwritten, {}
+        self.writing = batch
+        try:
+            for username, record in batch.items():
+                try:
+                    await self.store.set(self.domain, username, record)
+                except Exception:
+                    self.log.exception("could not record the last logout of %s", username)
+        finally:
+            self.writing = {}
+
+    def forget(self, event: AccountDeleted) -> None:
+        self.unwritten.pop(event.jid.local or "", None)
+
+    async def stop(self) -> None:
+        await self.flush()
