@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -21,6 +22,7 @@ from salon.storage import AccountExists, AccountNotFound, AccountStore, open_sto
 T = TypeVar("T")
 
 DEFAULT_CONFIG = Path("var/salon.toml")
+GC_YOUNG_THRESHOLD = 20_000  # allocations between young-generation collections (default 700)
 config_option = click.option(
     "--config",
     "-c",
@@ -97,6 +99,12 @@ async def _serve(settings: Settings) -> None:
 
     server = Server(settings)
     await server.start()
+    # Everything allocated at start-up lives until the end: keep it out of the cyclic
+    # collector's scans, and collect the young generation less often (the hot path makes
+    # many short-lived, acyclic objects; a profile showed the collector at 14% of CPU).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -68,7 +68,8 @@ class _Connection(TcpShell):
         self._out: list[bytes] = []
         self._closing = False
         self._held_data: list[bytes] | None = None
-        self.connected_at = self.last_activity = asyncio.get_running_loop().time()
+        self._loop = asyncio.get_running_loop()
+        self.connected_at = self.last_activity = self._loop.time()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._attach(transport, MAX_SEND_BUFFER)

@@ -63,6 +63,7 @@ class ClientShell:
         "_deferred_handle",
         "_inbox",
         "_input_paused",
+        "_loop",
         "_worker",
         "connected_at",
         "last_activity",
@@ -85,7 +86,8 @@ class ClientShell:
         self._deferred_handle: asyncio.TimerHandle | None = None
         self._closing = False
         self._input_paused = False  # the inbox filled up: the transport takes no more input
-        loop = asyncio.get_running_loop()
+        # asyncio.get_running_loop() costs a getpid() system call; the loop is kept instead.
+        self._loop = loop = asyncio.get_running_loop()
         self.connected_at = self.last_activity = loop.time()
 
     # ------------------------------------------------------------------ transport side
@@ -147,7 +149,7 @@ class ClientShell:
         self._execute(self.stream.close(condition, text))
 
     def idle_seconds(self) -> float:
-        return asyncio.get_running_loop().time() - self.last_activity
+        return self._loop.time() - self.last_activity
 
     # ------------------------------------------------------------------ actions
     def _execute(self, actions: list[StreamAction]) -> None:
@@ -250,7 +252,7 @@ class ClientShell:
             self._input_paused = True
             self._pause_input()
         if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._drain())
+            self._worker = self._loop.create_task(self._drain())
 
     async def _drain(self) -> None:
         inbox = self._inbox
@@ -294,11 +296,11 @@ class StreamShell(ClientShell):
         self._room.set()
 
     def receive_data(self, data: bytes) -> None:
-        self.last_activity = asyncio.get_running_loop().time()
+        self.last_activity = self._loop.time()
         self._execute(self.stream.receive_data(data))
 
     def receive_events(self, events: Iterable[ParserEvent]) -> None:
-        self.last_activity = asyncio.get_running_loop().time()
+        self.last_activity = self._loop.time()
         self._execute(self.stream.receive_events(events))
 
     async def wait_for_room(self) -> None:
@@ -329,6 +331,7 @@ class TcpShell(asyncio.Protocol):
         _out: list[bytes]
         _closing: bool
         _held_data: list[bytes] | None  # bytes that arrive while TLS is starting
+        _loop: asyncio.AbstractEventLoop
 
         def _execute(self, actions: Any) -> None: ...
 
@@ -350,7 +353,7 @@ class TcpShell(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = asyncio.get_running_loop().time()
+        self.last_activity = self._loop.time()
         if self._held_data is not None:
             # The TLS handshake finished but start_tls() has not returned to us yet.
             self._held_data.append(data)
@@ -374,7 +377,7 @@ class TcpShell(asyncio.Protocol):
         if self.transport is None or self._closing:
             return
         if not self._out:
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
         self._out.append(data)
 
     def _flush(self) -> None:
