@@ -69,3 +69,12 @@ class SessionRegistry:
 
     def all_sessions(self) -> list[C2SSession]:
         return [s for r in self._by_bare.values() for s in r.values()]
+
+
+def delivery_targets(sessions: list[C2SSession], stype: str) -> list[C2SSession]:
+    """The resources a message to a bare JID goes to (RFC 6121 §8.5.2.1)."""
+    eligible = [s for s in sessions if s.is_available and s.priority >= 0]
+    if not eligible or stype == "headline":
+        return eligible
+    top = max(s.priority for s in eligible)
+    return [s for s in eligible if s.priority == top]

@@ -26,9 +26,9 @@ from salon.core.hooks import Priority
 from salon.core.iq import IqRequest, Target
 from salon.core.module import Module, Spec
 from salon.core.session import C2SSession
+from salon.core.sessions import delivery_targets
 from salon.errors import StanzaError, StanzaErrorCondition
 from salon.jid import JID
-from salon.modules.message import delivery_targets
 from salon.namespaces import NS_CARBONS, NS_CLIENT, NS_FORWARD, NS_HINTS, NS_MUC_USER
 from salon.xml.element import Element
 

@@ -13,17 +13,8 @@ from __future__ import annotations
 from salon.core.events import MessageToBare, MessageToFull, MessageUndeliverable, RoutedStanza
 from salon.core.hooks import HANDLED, Priority
 from salon.core.module import Module, Spec
-from salon.core.session import C2SSession
+from salon.core.sessions import delivery_targets
 from salon.errors import StanzaError, StanzaErrorCondition
-
-
-def delivery_targets(sessions: list[C2SSession], stype: str) -> list[C2SSession]:
-    """The resources a message to a bare JID goes to (RFC 6121 §8.5.2.1)."""
-    eligible = [s for s in sessions if s.is_available and s.priority >= 0]
-    if not eligible or stype == "headline":
-        return eligible
-    top = max(s.priority for s in eligible)
-    return [s for s in eligible if s.priority == top]
 
 
 class MessageDelivery(Module):

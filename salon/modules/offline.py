@@ -46,9 +46,9 @@ from salon.core.hooks import HANDLED, Priority
 from salon.core.locks import UserLocks
 from salon.core.module import Module, ModuleOptions, Spec
 from salon.core.session import C2SSession
+from salon.core.sessions import delivery_targets
 from salon.errors import StanzaError, StanzaErrorCondition
 from salon.jid import JID
-from salon.modules.message import delivery_targets
 from salon.namespaces import (
     NS_CHATSTATES,
     NS_CLIENT,

@@ -36,7 +36,6 @@ from salon.namespaces import (
     NS_SASL,
     NS_SASL_CB,
     NS_SESSION,
-    NS_STANZAS,
     NS_STREAM,
     NS_STREAMS,
     NS_TLS,
@@ -58,6 +57,7 @@ from salon.stream.events import (
 from salon.stream.framing import Framing, TcpFraming
 from salon.xml.element import Element
 from salon.xml.parser import ParserEvent, StreamClosed, StreamOpened
+from salon.xml.stanza import error_element
 
 STANZA_TAGS = frozenset(("message", "presence", "iq"))
 MAX_HELD_STANZAS = 32
@@ -199,7 +199,7 @@ class C2SStream:
             err = error or StanzaError(StanzaErrorCondition.INTERNAL_SERVER_ERROR)
             iq = Element("iq", NS_CLIENT, {"type": "error", "id": iq_id})
             iq.add("bind", NS_BIND)
-            iq.append(stanza_error_element(err))
+            iq.append(error_element(err))
             return self._send(iq)
         self.state = C2SState.BOUND
         iq = Element("iq", NS_CLIENT, {"type": "result", "id": iq_id})
@@ -552,19 +552,11 @@ def stream_error_element(condition: StreamErrorCondition, text: str | None = Non
     return error
 
 
-def stanza_error_element(err: StanzaError) -> Element:
-    error = Element("error", NS_CLIENT, {"type": err.error_type})
-    error.add(err.condition.value, NS_STANZAS)
-    if err.text:
-        error.add("text", NS_STANZAS, text=err.text)
-    return error
-
-
 def _iq_error(iq: Element, condition: StanzaErrorCondition) -> Element:
     reply = Element("iq", NS_CLIENT, {"type": "error"})
     if iq.get("id") is not None:
         reply.set("id", iq.get("id"))
-    reply.append(stanza_error_element(StanzaError(condition)))
+    reply.append(error_element(StanzaError(condition)))
     return reply
 
 
