@@ -95,9 +95,9 @@ def serve(config_path: Path) -> None:
 
 
 async def _serve(settings: Settings) -> None:
-    from salon.core.server import Server
+    from salon.app import App
 
-    server = Server(settings)
+    server = App(settings)
     await server.start()
     # Everything allocated at start-up lives until the end: keep it out of the cyclic
     # collector's scans, and collect the young generation less often (the hot path makes

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 import salon.modules
+from salon.core import roster_cache
+from salon.core.clock import Clock
 from salon.core.hooks import HookBus
-from salon.core.iq import IqHandlers
+from salon.core.iq import IqHandlers, PendingIqs
 from salon.core.module import Module
+from salon.core.registry import Items, Services
+from salon.core.roster_cache import RosterCache
 
 if TYPE_CHECKING:
+    from salon.core.domains import DomainService
+    from salon.core.router import Router
     from salon.core.server import Server
+    from salon.core.sessions import SessionRegistry
+    from salon.storage.interfaces import Storage
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +34,7 @@ class ModuleError(Exception):
     """A module cannot be loaded: unknown name, bad options, missing dependency."""
 
 
-def module_class(name: str) -> type[Module]:
+def module_class(name: str) -> type[Module[Any]]:
     """Find the Module subclass whose ``name`` is ``name`` in ``salon.modules.<name>``."""
     try:
         mod = importlib.import_module(f"salon.modules.{name}")
@@ -46,8 +55,8 @@ def available_modules() -> list[str]:
     )
 
 
-def _load_order(names: list[str]) -> list[type[Module]]:
-    classes: dict[str, type[Module]] = {}
+def _load_order(names: list[str]) -> list[type[Module[Any]]]:
+    classes: dict[str, type[Module[Any]]] = {}
     pending = list(names)
     while pending:
         name = pending.pop()
@@ -56,10 +65,10 @@ def _load_order(names: list[str]) -> list[type[Module]]:
         cls = module_class(name)
         classes[name] = cls
         pending.extend(cls.depends)
-    ordered: list[type[Module]] = []
+    ordered: list[type[Module[Any]]] = []
     seen: set[str] = set()
 
-    def visit(cls: type[Module], stack: tuple[str, ...]) -> None:
+    def visit(cls: type[Module[Any]], stack: tuple[str, ...]) -> None:
         if cls.name in seen:
             return
         if cls.name in stack:
@@ -77,27 +86,54 @@ def _load_order(names: list[str]) -> list[type[Module]]:
 
 
 class VirtualHost:
-    def __init__(self, server: Server, domain: str) -> None:
-        self.server = server
+    """One hosted domain as its modules see it: its hook bus, IQ table, item registries and
+    services, and the parts of the core a feature needs (sessions, router, storage, clock)."""
+
+    def __init__(self, core: Server, domain: str) -> None:
+        self._core = core
         self.domain = domain
         self.hooks = HookBus()
         self.iq_handlers = IqHandlers()
-        self.modules: dict[str, Module] = {}
-        self._items: dict[str, list[Any]] = {}
+        self.items = Items()
+        self.services = Services()
+        self.modules: dict[str, Module[Any]] = {}
+        # Rosters are RFC 6121 core: every module reads and writes them through this cache.
+        self.services.provide(RosterCache, roster_cache.attach(self))
 
-    # ------------------------------------------------------------------ items
-    def add_item(self, kind: str, value: Any) -> Callable[[], None]:
-        items = self._items.setdefault(kind, [])
-        items.append(value)
+    # ------------------------------------------------------------------ the core, narrowed
+    @property
+    def storage(self) -> Storage:
+        return self._core.storage
 
-        def remove() -> None:
-            if value in items:
-                items.remove(value)
+    @property
+    def sessions(self) -> SessionRegistry:
+        return self._core.sessions
 
-        return remove
+    @property
+    def router(self) -> Router:
+        return self._core.router
 
-    def items(self, kind: str) -> list[Any]:
-        return list(self._items.get(kind, ()))
+    @property
+    def pending_iqs(self) -> PendingIqs:
+        return self._core.pending_iqs
+
+    @property
+    def clock(self) -> Clock:
+        return self._core.clock
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        return self._core.spawn(coro)
+
+    def is_local(self, domain: str) -> bool:
+        """Whether ``domain`` is one of this server's hosted domains."""
+        return domain in self._core.hosts
+
+    def host(self, domain: str) -> VirtualHost | None:
+        """Another hosted domain (events about its users fire on its own bus)."""
+        return self._core.hosts.get(domain)
+
+    def serve_domain(self, domain: str, service: DomainService) -> Callable[[], None]:
+        return self._core.serve_domain(domain, service)
 
     # ------------------------------------------------------------------ modules
     def load_modules(self, names: list[str], options: dict[str, dict[str, Any]]) -> None:

@@ -1,26 +1,37 @@
 """The base class of every feature module and its registration API.
 
-A module declares what it is (``name``, ``specs``, ``Options``) and registers everything in
-``setup()``: hooks, IQ handlers, disco features. The host records each registration and
-removes it when the module is unloaded; modules write no cleanup code.
+A module declares what it is (``name``, ``specs``, its options model as the type argument)
+and registers everything in ``setup()``: hooks, IQ handlers, disco features, services. The
+host records each registration and removes it when the module is unloaded; modules write
+no cleanup code.
+
+A module sees its host (``self.host``, a ``VirtualHost``): the domain's hook bus and
+registries plus the parts of the core a feature needs (sessions, router, storage, clock).
+It never sees the network side.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict
 
+from salon.core.clock import Clock
 from salon.core.hooks import Event
 from salon.core.iq import IqHandler, Target
+from salon.core.items import ACCOUNT_FEATURE, DISCO_FEATURE, DISCO_IDENTITY, Identity
+from salon.core.registry import ItemKind
 
 if TYPE_CHECKING:
+    from salon.core.domains import DomainService
     from salon.core.hosts import VirtualHost
-    from salon.core.server import Server
+    from salon.core.iq import PendingIqs
+    from salon.core.router import Router
+    from salon.core.sessions import SessionRegistry
     from salon.storage.interfaces import Storage
 
 
@@ -33,48 +44,73 @@ class Spec:
     status: str = "complete"
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
-    category: str
-    type: str
-    name: str | None = None
-
-
 class ModuleOptions(BaseModel):
     """Base of a module's typed options (``[modules.<name>]`` in the config)."""
 
     model_config = ConfigDict(extra="forbid")
 
 
-class Module:
+OptionsT = TypeVar("OptionsT", bound=ModuleOptions)
+T = TypeVar("T")
+E = TypeVar("E", bound=Event)
+
+
+class Module(Generic[OptionsT]):
+    """Subclass as ``class Ping(Module[PingOptions])``; ``self.options`` is then a
+    ``PingOptions``. A module without options subclasses ``Module[ModuleOptions]``."""
+
     name: ClassVar[str] = ""
     specs: ClassVar[tuple[Spec, ...]] = ()
     depends: ClassVar[tuple[str, ...]] = ()
     Options: ClassVar[type[ModuleOptions]] = ModuleOptions
 
-    def __init__(self, host: VirtualHost, options: ModuleOptions) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in getattr(cls, "__orig_bases__", ()):
+            if get_origin(base) is Module:
+                (options,) = get_args(base)
+                if isinstance(options, type) and issubclass(options, ModuleOptions):
+                    cls.Options = options
+
+    def __init__(self, host: VirtualHost, options: OptionsT) -> None:
         self.host = host
         self.options = options
         self.log = logging.getLogger(f"salon.modules.{self.name}")
         self._undo: list[Callable[[], None]] = []
-        self._tasks: list[asyncio.TimerHandle | asyncio.Task[Any]] = []
+        self._tasks: list[asyncio.Task[Any]] = []
 
     # ------------------------------------------------------------------ context
-    @property
-    def server(self) -> Server:
-        return self.host.server
-
-    @property
-    def storage(self) -> Storage:
-        return self.host.server.storage
-
     @property
     def domain(self) -> str:
         return self.host.domain
 
+    @property
+    def storage(self) -> Storage:
+        return self.host.storage
+
+    @property
+    def sessions(self) -> SessionRegistry:
+        return self.host.sessions
+
+    @property
+    def router(self) -> Router:
+        return self.host.router
+
+    @property
+    def pending_iqs(self) -> PendingIqs:
+        return self.host.pending_iqs
+
+    @property
+    def clock(self) -> Clock:
+        return self.host.clock
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` in the background; failures are logged."""
+        return self.host.spawn(coro)
+
     # ------------------------------------------------------------------ lifecycle
     def setup(self) -> None:
-        """Register hooks, handlers and features. Override."""
+        """Register hooks, handlers, features and services. Override."""
 
     async def start(self) -> None:
         """Called once the server listens; override for async start-up work."""
@@ -91,7 +127,12 @@ class Module:
         self._tasks.clear()
 
     # ------------------------------------------------------------------ registration
-    def hook(self, event_type: type[Event], handler: Callable[..., Any], priority: int = 0) -> None:
+    def hook(
+        self,
+        event_type: type[E],
+        handler: Callable[[E], Awaitable[Any] | Any],
+        priority: int = 0,
+    ) -> None:
         self._undo.append(self.host.hooks.add(event_type, handler, priority, owner=self.name))
 
     def on_iq(
@@ -104,24 +145,37 @@ class Module:
     ) -> None:
         self._undo.append(self.host.iq_handlers.add(iq_type, ns, tag, handler, to, self.name))
 
+    def add_item(self, kind: ItemKind[T], value: T) -> None:
+        self._undo.append(self.host.items.add(kind, value))
+
     def add_feature(self, feature: str) -> None:
-        self._undo.append(self.host.add_item("disco_feature", feature))
+        self.add_item(DISCO_FEATURE, feature)
 
     def add_account_feature(self, feature: str) -> None:
-        self._undo.append(self.host.add_item("account_feature", feature))
+        self.add_item(ACCOUNT_FEATURE, feature)
 
     def add_identity(self, category: str, type_: str, name: str | None = None) -> None:
-        self._undo.append(self.host.add_item("disco_identity", Identity(category, type_, name)))
+        self.add_item(DISCO_IDENTITY, Identity(category, type_, name))
 
-    def add_item(self, kind: str, value: Any) -> None:
-        self._undo.append(self.host.add_item(kind, value))
+    def provide(self, kind: type[T], service: T) -> None:
+        """Offer ``service`` to other modules of this host, looked up by ``kind``."""
+        self._undo.append(self.host.services.provide(kind, service))
+
+    def require(self, kind: type[T]) -> T:
+        """The service of type ``kind`` a module this one ``depends`` on provides."""
+        return self.host.services.get(kind)
+
+    def serve_domain(self, domain: str, service: DomainService) -> None:
+        """Take every stanza addressed to ``domain`` (a MUC, PubSub or upload service)."""
+        self._undo.append(self.host.serve_domain(domain, service))
 
     def every(self, seconds: float, fn: Callable[[], Any]) -> None:
-        """Run ``fn`` (sync or async) every ``seconds`` while the module is loaded."""
+        """Run ``fn`` (sync or async) every ``seconds`` of the host's clock while loaded."""
+        clock = self.clock
 
         async def loop() -> None:
             while True:
-                await asyncio.sleep(seconds)
+                await clock.sleep(seconds)
                 try:
                     result = fn()
                     if asyncio.iscoroutine(result):

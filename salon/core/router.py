@@ -108,14 +108,25 @@ class Router:
     async def route(self, stanza: Element, origin: C2SSession | None, sender: JID, to: JID) -> None:
         host = self.server.hosts.get(to.domain)
         if host is None:
+            service = self.server.domains.get(to.domain)
+            if service is not None:
+                # A service domain of this server (MUC, PubSub, upload, a component).
+                try:
+                    await service.receive(stanza, origin, sender, to)
+                except StanzaError as err:
+                    self.reply_error(origin, stanza, err)
+                except Exception:
+                    log.exception("service %s failed on a stanza", to.domain)
+                    self.reply_error(origin, stanza, StanzaErrorCondition.INTERNAL_SERVER_ERROR)
+                return
             # Another domain (RFC 6120 §10.4): federation takes it, or bounces it to the sender
             # when the remote server cannot be reached; without federation, say so here.
-            if not self.server.s2s.is_enabled:
+            if not self.server.federation.is_enabled:
                 self.reply_error(origin, stanza, StanzaErrorCondition.REMOTE_SERVER_NOT_FOUND)
                 return
             if await self._outbound_remote_stopped(stanza, origin, sender, to):
                 return
-            self.server.s2s.send(stanza, sender, to)
+            self.server.federation.send(stanza, sender, to)
             return
         if to.local is None:
             kind = "host"
@@ -217,11 +228,11 @@ class Router:
         to = parse_jid(reply.get("to") or "")
         if to is None:
             return
-        if to.domain not in self.server.hosts:
+        if not self.server.is_served(to.domain):
             # The request came from a remote server: the reply goes back over federation.
             sender = parse_jid(reply.get("from") or "")
-            if sender is not None and self.server.s2s.is_enabled:
-                self.server.s2s.send(reply, sender, to)
+            if sender is not None and self.server.federation.is_enabled:
+                self.server.federation.send(reply, sender, to)
             return
         session = self.server.sessions.get(to)
         if session is not None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from salon.errors import StreamErrorCondition
 from salon.jid import JID
@@ -24,16 +25,36 @@ class Connection(Protocol):
     def peer(self) -> str: ...
 
 
+T = TypeVar("T")
+
+
+class SessionSlot(Generic[T]):
+    """A typed place for one module's per-session state, e.g.
+    ``CARBONS_ENABLED = SessionSlot[bool]("carbons.enabled", default=lambda: False)``.
+    Declared once at module level; ``session.get(slot)`` is then typed."""
+
+    __slots__ = ("default", "name")
+
+    def __init__(self, name: str, default: Callable[[], T] | None = None) -> None:
+        self.name = name
+        self.default = default
+
+    def __repr__(self) -> str:
+        return f"SessionSlot({self.name!r})"
+
+
 class C2SSession:
-    """One bound resource. Fields beyond the basics live in ``extras``, created lazily."""
+    """One bound resource. Module state lives in typed ``SessionSlot``s, allocated lazily:
+    most sessions never need any."""
 
     __slots__ = (
-        "_extras",
+        "_slots",
         "connection",
         "directed",
         "host",
         "is_available",
         "is_closed",
+        "is_unbound",
         "jid",
         "presence",
         "priority",
@@ -48,14 +69,33 @@ class C2SSession:
         self.is_closed = False
         self.presence: Element | None = None  # last available broadcast presence
         self.directed: set[JID] | None = None  # directed-presence recipients (RFC 6121 §4.6)
-        self._extras: dict[str, Any] | None = None
+        self.is_unbound = False  # the server has forgotten it (ResourceUnbound fired)
+        self._slots: dict[SessionSlot[Any], Any] | None = None
 
-    @property
-    def extras(self) -> dict[str, Any]:
-        """Per-session data of modules (lazily allocated: most sessions never need it)."""
-        if self._extras is None:
-            self._extras = {}
-        return self._extras
+    # ------------------------------------------------------------------ module state
+    def get(self, slot: SessionSlot[T]) -> T | None:
+        """The slot's value; its default (stored on first use) or None when it has none."""
+        slots = self._slots
+        if slots is not None and slot in slots:
+            return cast("T", slots[slot])
+        if slot.default is None:
+            return None
+        value = slot.default()
+        self.set(slot, value)
+        return value
+
+    def has(self, slot: SessionSlot[Any]) -> bool:
+        return self._slots is not None and slot in self._slots
+
+    def set(self, slot: SessionSlot[T], value: T) -> None:
+        if self._slots is None:
+            self._slots = {}
+        self._slots[slot] = value
+
+    def pop(self, slot: SessionSlot[T]) -> T | None:
+        if self._slots is None:
+            return None
+        return cast("T | None", self._slots.pop(slot, None))
 
     def send(self, stanza: Element) -> None:
         if not self.is_closed:

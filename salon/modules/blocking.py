@@ -39,7 +39,6 @@ a user who is offline, does not read it again either.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
@@ -55,16 +54,17 @@ from salon.core.events import (
 )
 from salon.core.hooks import HANDLED, Priority
 from salon.core.iq import IqRequest, Target
+from salon.core.locks import UserLocks
 from salon.core.module import Module, ModuleOptions, Spec
-from salon.core.session import C2SSession
+from salon.core.roster_cache import RosterCache
+from salon.core.session import C2SSession, SessionSlot
 from salon.errors import StanzaError, StanzaErrorCondition
 from salon.jid import JID, parse_jid
-from salon.modules._roster_cache import roster_cache
 from salon.namespaces import NS_BLOCKING, NS_BLOCKING_ERRORS, NS_CLIENT
 from salon.xml.element import Element
 from salon.xml.stanza import error_reply
 
-INTERESTED = "blocking.interested"  # session extras key: fetched the blocklist, gets pushes
+INTERESTED = SessionSlot[bool]("blocking.interested")  # fetched the blocklist: gets pushes
 _SUBSCRIBED_FROM = frozenset(("from", "both"))  # the contact may see the user's presence
 _SUBSCRIBED_TO = frozenset(("to", "both"))  # the user sees the contact's presence
 
@@ -129,22 +129,23 @@ class BlocklistCache:
             self._lists.popitem(last=False)
 
 
-class Blocking(Module):
+class BlockingOptions(ModuleOptions):
+    max_items: int = Field(1000, ge=1, description="Most JIDs one user may block")
+    cache_size: int = Field(
+        10000, ge=1, description="Blocklists kept in memory (least recently used go first)"
+    )
+
+
+class Blocking(Module[BlockingOptions]):
     name = "blocking"
     specs = (Spec("XEP-0191", "1.3"),)
 
-    class Options(ModuleOptions):
-        max_items: int = Field(1000, ge=1, description="Most JIDs one user may block")
-        cache_size: int = Field(
-            10000, ge=1, description="Blocklists kept in memory (least recently used go first)"
-        )
-
     def setup(self) -> None:
-        assert isinstance(self.options, Blocking.Options)
         self.max_items = self.options.max_items
         self.cache = BlocklistCache(self.options.cache_size)
-        self.rosters = roster_cache(self)
-        self._locks: weakref.WeakValueDictionary[JID, asyncio.Lock] = weakref.WeakValueDictionary()
+        self.rosters = self.require(RosterCache)
+        self.locks = UserLocks()  # one blocklist change per user at a time
+        self.provide(Blocking, self)  # other hosts' blocking modules check their senders here
         self.add_feature(NS_BLOCKING)  # §3.1 asks the server
         self.add_account_feature(NS_BLOCKING)
         self.on_iq("get", NS_BLOCKING, "blocklist", self.get_blocklist, to=Target.SELF)
@@ -167,15 +168,9 @@ class Blocking(Module):
         stored = await self.storage.blocklist.get(self.domain, user.local or "")
         return frozenset(jid for jid in map(parse_jid, stored) if jid is not None)
 
-    def _lock(self, user: JID) -> asyncio.Lock:
-        lock = self._locks.get(user)
-        if lock is None:
-            lock = self._locks[user] = asyncio.Lock()
-        return lock
-
     async def get_blocklist(self, request: IqRequest) -> Element:
         if request.origin is not None:
-            request.origin.extras[INTERESTED] = True
+            request.origin.set(INTERESTED, True)
         result = Element("blocklist", NS_BLOCKING)
         for jid in sorted(map(str, await self.blocklist(request.sender.bare))):
             result.add("item", attrs={"jid": jid})
@@ -186,7 +181,7 @@ class Blocking(Module):
         if not items:
             raise StanzaError(StanzaErrorCondition.BAD_REQUEST, "block at least one JID")
         user = request.sender.bare
-        async with self._lock(user):
+        async with self.locks.hold(user):
             current = await self.blocklist(user)
             added = [jid for jid in dict.fromkeys(items) if jid not in current]
             if len(current) + len(added) > self.max_items:
@@ -206,7 +201,7 @@ class Blocking(Module):
     async def unblock(self, request: IqRequest) -> None:
         items = _parse_items(request.payload)
         user = request.sender.bare
-        async with self._lock(user):
+        async with self.locks.hold(user):
             current = await self.blocklist(user)
             removed = current if not items else current & frozenset(items)
             if removed:
@@ -227,12 +222,12 @@ class Blocking(Module):
         asyncio.get_running_loop().call_soon(self._push, user, payload)
 
     def _push(self, user: JID, payload: Element) -> None:
-        for session in self.server.sessions.resources(user):
-            if session.extras.get(INTERESTED):
+        for session in self.sessions.resources(user):
+            if session.get(INTERESTED):
                 push = Element(
                     "iq",
                     NS_CLIENT,
-                    {"type": "set", "id": self.server.pending_iqs.new_id(), "to": str(session.jid)},
+                    {"type": "set", "id": self.pending_iqs.new_id(), "to": str(session.jid)},
                 )
                 push.append(payload)
                 session.send(push)
@@ -279,16 +274,15 @@ class Blocking(Module):
         """This module on the sender's host (another virtual host may be the sender's)."""
         if domain == self.domain:
             return self
-        host = self.server.hosts.get(domain)
-        module = host.modules.get(self.name) if host is not None else None
-        return module if isinstance(module, Blocking) else None
+        host = self.host.host(domain)
+        return host.services.find(Blocking) if host is not None else None
 
     # ------------------------------------------------------------------ presence on change
     async def _presence_on_block(self, user: JID, added: frozenset[JID]) -> None:
         """§3.3: unavailable presence to blocked JIDs allowed to see the user's presence, and
         from blocked local contacts the user could see."""
         roster = await self._roster(user)
-        mine = self.server.sessions.available(user)
+        mine = self.sessions.available(user)
         subscribers = self._presence_targets(roster, added, _SUBSCRIBED_FROM)
         for session in mine:
             targets = set(subscribers)
@@ -306,7 +300,7 @@ class Blocking(Module):
         """§3.4: the current presence again to unblocked subscribers, and the unblocked local
         contacts' presence to the user when the user is subscribed to it."""
         roster = await self._roster(user)
-        mine = self.server.sessions.available(user)
+        mine = self.sessions.available(user)
         targets = self._presence_targets(roster, removed, _SUBSCRIBED_FROM)
         for session in mine:
             if session.presence is None:
@@ -361,10 +355,10 @@ class Blocking(Module):
         receives (subscription "to"/"both", or directed presence to the user)."""
         contacts: list[C2SSession] = []
         for item in items:
-            if item.local is None or item.domain not in self.server.hosts:
+            if item.local is None or not self.host.is_local(item.domain):
                 continue
             subscribed = roster.get(item.bare) in _SUBSCRIBED_TO
-            for session in self.server.sessions.available(item.bare):
+            for session in self.sessions.available(item.bare):
                 if session.jid != item and item.resource is not None:
                     continue
                 directed = session.directed or ()
@@ -375,7 +369,7 @@ class Blocking(Module):
     def _route_presence(self, presence: Element, sender: JID, to: JID) -> None:
         # Generated by the server for the user (origin None): the user's own block does not
         # stop it, the contact's blocklist still does.
-        self.server.spawn(self.server.router.route(presence, None, sender, to))
+        self.spawn(self.router.route(presence, None, sender, to))
 
     # ------------------------------------------------------------------ cache upkeep
     def account_deleted(self, event: AccountDeleted) -> None:

@@ -19,6 +19,7 @@ import hashlib
 
 from pydantic import Field
 
+from salon.core.items import DISCO_INFO_NODE, STREAM_FEATURE
 from salon.core.module import Module, ModuleOptions, Spec
 from salon.modules.disco import server_info
 from salon.namespaces import NS_CAPS, NS_DATA_FORMS
@@ -65,23 +66,23 @@ def verification_string(info: Element) -> str:
     return base64.b64encode(digest).decode()
 
 
-class EntityCapabilities(Module):
+class EntityCapabilitiesOptions(ModuleOptions):
+    node: str = Field(
+        "https://salon.example/caps",
+        min_length=1,
+        description="URI naming this server software in the caps 'node' attribute",
+    )
+
+
+class EntityCapabilities(Module[EntityCapabilitiesOptions]):
     name = "caps"
     specs = (Spec("XEP-0115", "1.6.0", "the server's own caps as a stream feature"),)
     depends = ("disco",)
 
-    class Options(ModuleOptions):
-        node: str = Field(
-            "https://salon.example/caps",
-            min_length=1,
-            description="URI naming this server software in the caps 'node' attribute",
-        )
-
     async def start(self) -> None:
         # After setup() of every module: the info now holds everything they registered.
-        assert isinstance(self.options, EntityCapabilities.Options)
         node = self.options.node
         ver = verification_string(server_info(self.host))
         feature = Element("c", NS_CAPS, {"hash": "sha-1", "node": node, "ver": ver})
-        self.add_item("stream_feature", feature)
-        self.add_item("disco_info_node", f"{node}#{ver}")
+        self.add_item(STREAM_FEATURE, feature)
+        self.add_item(DISCO_INFO_NODE, f"{node}#{ver}")

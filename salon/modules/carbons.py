@@ -24,15 +24,15 @@ from collections.abc import Iterable
 from salon.core.events import MessageToBare, MessageToFull, PreStanza, RoutedStanza
 from salon.core.hooks import Priority
 from salon.core.iq import IqRequest, Target
-from salon.core.module import Module, Spec
-from salon.core.session import C2SSession
+from salon.core.module import Module, ModuleOptions, Spec
+from salon.core.session import C2SSession, SessionSlot
 from salon.core.sessions import delivery_targets
 from salon.errors import StanzaError, StanzaErrorCondition
 from salon.jid import JID
 from salon.namespaces import NS_CARBONS, NS_CLIENT, NS_FORWARD, NS_HINTS, NS_MUC_USER
 from salon.xml.element import Element
 
-ENABLED = "carbons"  # key in session.extras
+ENABLED = SessionSlot[bool]("carbons.enabled")
 
 
 def is_eligible(stanza: Element, stype: str) -> bool:
@@ -63,10 +63,10 @@ def wrap(kind: str, stanza: Element, user: JID, to: JID) -> Element:
 
 
 def has_carbons(session: C2SSession) -> bool:
-    return session.is_available and bool(session.extras.get(ENABLED))
+    return session.is_available and bool(session.get(ENABLED))
 
 
-class Carbons(Module):
+class Carbons(Module[ModuleOptions]):
     name = "carbons"
     specs = (Spec("XEP-0280", "1.0.1"),)
 
@@ -80,10 +80,10 @@ class Carbons(Module):
 
     # ------------------------------------------------------------------ enable / disable
     def enable(self, request: IqRequest) -> None:
-        self._own_session(request).extras[ENABLED] = True  # again is fine (§10.1)
+        self._own_session(request).set(ENABLED, True)  # again is fine (§10.1)
 
     def disable(self, request: IqRequest) -> None:
-        self._own_session(request).extras.pop(ENABLED, None)
+        self._own_session(request).pop(ENABLED)
 
     @staticmethod
     def _own_session(request: IqRequest) -> C2SSession:
@@ -101,19 +101,19 @@ class Carbons(Module):
             stanza.remove(private)  # XEP-0280 §9: not copied, and removed before delivery
             return
         user = event.to.bare
-        enabled = [s for s in self.server.sessions.resources(user) if has_carbons(s)]
+        enabled = [s for s in self.sessions.resources(user) if has_carbons(s)]
         if not enabled or not is_eligible(stanza, stype):
             return
         if isinstance(event, MessageToFull):
-            target = self.server.sessions.get(event.to)
+            target = self.sessions.get(event.to)
             if target is not None:
                 reached = [target]
             elif stype == "chat":  # RFC 6121 §8.5.3.2.1: chat falls back to the bare JID
-                reached = delivery_targets(self.server.sessions.resources(user), stype)
+                reached = delivery_targets(self.sessions.resources(user), stype)
             else:
                 return  # not delivered at all (the sender gets an error): nothing to copy
         else:
-            reached = delivery_targets(self.server.sessions.resources(user), stype)
+            reached = delivery_targets(self.sessions.resources(user), stype)
         skip = {id(s) for s in reached}
         if event.origin is not None:
             skip.add(id(event.origin))
@@ -130,7 +130,7 @@ class Carbons(Module):
         stype = stanza.get("type") or "normal"
         if not is_eligible(stanza, stype):
             return
-        others = (s for s in self.server.sessions.resources(user) if s is not origin)
+        others = (s for s in self.sessions.resources(user) if s is not origin)
         self._send("sent", stanza, user, (s for s in others if has_carbons(s)))
 
     @staticmethod

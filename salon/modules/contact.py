@@ -12,6 +12,7 @@ import re
 
 from pydantic import Field, field_validator
 
+from salon.core.items import DISCO_EXTENSION
 from salon.core.module import Module, ModuleOptions, Spec
 from salon.namespaces import NS_DATA_FORMS, NS_SERVERINFO
 from salon.xml.element import Element
@@ -33,29 +34,30 @@ def serverinfo_form(addresses: dict[str, list[str]]) -> Element:
     return form
 
 
-class ContactAddresses(Module):
+class ContactAddressesOptions(ModuleOptions):
+    abuse: list[str] = Field(default_factory=list, description="URIs to report abuse")
+    admin: list[str] = Field(default_factory=list, description="URIs of the administrators")
+    feedback: list[str] = Field(default_factory=list, description="URIs for feedback")
+    sales: list[str] = Field(default_factory=list, description="URIs for sales inquiries")
+    security: list[str] = Field(default_factory=list, description="URIs for security issues")
+    status: list[str] = Field(default_factory=list, description="URIs for service status")
+    support: list[str] = Field(default_factory=list, description="URIs for user support")
+
+    @field_validator(*ROLES)
+    @classmethod
+    def _uris(cls, uris: list[str]) -> list[str]:
+        for uri in uris:
+            if not _URI.fullmatch(uri):
+                raise ValueError(f"{uri!r} is not a URI such as 'mailto:admin@example.org'")
+        return uris
+
+
+class ContactAddresses(Module[ContactAddressesOptions]):
     name = "contact"
     specs = (Spec("XEP-0157", "1.1"),)
     depends = ("disco",)
 
-    class Options(ModuleOptions):
-        abuse: list[str] = Field(default_factory=list, description="URIs to report abuse")
-        admin: list[str] = Field(default_factory=list, description="URIs of the administrators")
-        feedback: list[str] = Field(default_factory=list, description="URIs for feedback")
-        sales: list[str] = Field(default_factory=list, description="URIs for sales inquiries")
-        security: list[str] = Field(default_factory=list, description="URIs for security issues")
-        status: list[str] = Field(default_factory=list, description="URIs for service status")
-        support: list[str] = Field(default_factory=list, description="URIs for user support")
-
-        @field_validator(*ROLES)
-        @classmethod
-        def _uris(cls, uris: list[str]) -> list[str]:
-            for uri in uris:
-                if not _URI.fullmatch(uri):
-                    raise ValueError(f"{uri!r} is not a URI such as 'mailto:admin@example.org'")
-            return uris
-
     def setup(self) -> None:
         addresses = {role: getattr(self.options, role) for role in ROLES}
         if any(addresses.values()):
-            self.add_item("disco_extension", serverinfo_form(addresses))
+            self.add_item(DISCO_EXTENSION, serverinfo_form(addresses))

@@ -12,7 +12,16 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from salon.core.iq import IqRequest, Target
-from salon.core.module import Identity, Module, Spec
+from salon.core.items import (
+    ACCOUNT_FEATURE,
+    DISCO_EXTENSION,
+    DISCO_FEATURE,
+    DISCO_IDENTITY,
+    DISCO_INFO_NODE,
+    DISCO_ITEM,
+    Identity,
+)
+from salon.core.module import Module, ModuleOptions, Spec
 from salon.errors import StanzaError, StanzaErrorCondition
 from salon.namespaces import NS_DISCO_INFO, NS_DISCO_ITEMS
 from salon.xml.element import Element
@@ -41,11 +50,13 @@ def info_query(
 def server_info(host: VirtualHost) -> Element:
     """The disco#info of the server itself, as every module registered it."""
     return info_query(
-        host.items("disco_identity"), host.items("disco_feature"), host.items("disco_extension")
+        host.items.get(DISCO_IDENTITY),
+        host.items.get(DISCO_FEATURE),
+        host.items.get(DISCO_EXTENSION),
     )
 
 
-class Disco(Module):
+class Disco(Module[ModuleOptions]):
     name = "disco"
     specs = (Spec("XEP-0030", "2.5rc3"),)
 
@@ -60,7 +71,7 @@ class Disco(Module):
     async def info(self, request: IqRequest) -> Element:
         node = request.payload.get("node")
         if request.target is Target.HOST:
-            if node is not None and node not in self.host.items("disco_info_node"):
+            if node is not None and node not in self.host.items.get(DISCO_INFO_NODE):
                 raise StanzaError(StanzaErrorCondition.ITEM_NOT_FOUND)
             query = server_info(self.host)
             query.set("node", node)
@@ -70,7 +81,7 @@ class Disco(Module):
         if not await self._account_exists(request):
             raise StanzaError(StanzaErrorCondition.SERVICE_UNAVAILABLE)
         account = [Identity("account", "registered")]
-        return request.result(info_query(account, self.host.items("account_feature")))
+        return request.result(info_query(account, self.host.items.get(ACCOUNT_FEATURE)))
 
     async def items(self, request: IqRequest) -> Element:
         if request.payload.get("node") is not None:
@@ -79,10 +90,12 @@ class Disco(Module):
             raise StanzaError(StanzaErrorCondition.SERVICE_UNAVAILABLE)
         query = Element("query", NS_DISCO_ITEMS)
         if request.target is Target.HOST:
-            for jid, name in self.host.items("disco_item"):
-                attrs = {"jid": jid}
-                if name:
-                    attrs["name"] = name
+            for item in self.host.items.get(DISCO_ITEM):
+                attrs = {"jid": item.jid}
+                if item.name:
+                    attrs["name"] = item.name
+                if item.node:
+                    attrs["node"] = item.node
                 query.add("item", attrs=attrs)
         return request.result(query)
 
@@ -90,6 +103,6 @@ class Disco(Module):
         if request.target is Target.SELF:
             return True
         to = request.to
-        if self.server.sessions.is_online(to):
+        if self.sessions.is_online(to):
             return True
         return await self.storage.accounts.get(self.domain, to.local or "") is not None

@@ -16,13 +16,14 @@ import time
 from salon.core.events import AccountDeleted, PresenceBroadcast, ResourceUnbound
 from salon.core.hooks import Priority
 from salon.core.iq import IqRequest, Target
-from salon.core.module import Module, Spec
+from salon.core.module import Module, ModuleOptions, Spec
+from salon.core.roster_cache import RosterCache
+from salon.core.session import SessionSlot
 from salon.errors import StanzaError, StanzaErrorCondition
-from salon.modules._roster_cache import roster_cache
 from salon.namespaces import NS_CLIENT, NS_LAST
 from salon.xml.element import Element
 
-STATUS_KEY = "last.status"  # session.extras: status text of the session's unavailable presence
+STATUS = SessionSlot[str | None]("last.status")  # status text of the unavailable presence
 
 
 def last_element(seconds: int, status: str | None = None) -> Element:
@@ -35,14 +36,14 @@ def last_element(seconds: int, status: str | None = None) -> Element:
 FLUSH_INTERVAL = 1.0  # seconds between writes of logout records
 
 
-class LastActivity(Module):
+class LastActivity(Module[ModuleOptions]):
     name = "last"
     specs = (Spec("XEP-0012", "2.0"),)
 
     def setup(self) -> None:
         self.started = asyncio.get_running_loop().time()
         self.store = self.storage.keyvalue("last")
-        self.rosters = roster_cache(self)
+        self.rosters = self.require(RosterCache)
         self.add_feature(NS_LAST)
         self.on_iq("get", NS_LAST, "query", self.uptime, to=Target.HOST)
         self.on_iq("get", NS_LAST, "query", self.last_logout, to=Target.ACCOUNT)
@@ -65,7 +66,7 @@ class LastActivity(Module):
         user = request.to
         if request.target is Target.BARE and not await self._may_see_presence(request):
             raise StanzaError(StanzaErrorCondition.FORBIDDEN)
-        if self.server.sessions.available(user):
+        if self.sessions.available(user):
             return request.result(last_element(0))
         local = user.local or ""
         stored = self.unwritten.get(local) or self.writing.get(local)
@@ -86,16 +87,16 @@ class LastActivity(Module):
     # ------------------------------------------------------------------ recording
     def remember_status(self, event: PresenceBroadcast) -> None:
         """Keep the status text of an unavailable broadcast for the logout record."""
-        stanza, extras = event.stanza, event.origin.extras
+        stanza, session = event.stanza, event.origin
         stype = stanza.get("type")
         if stype == "unavailable":
-            extras[STATUS_KEY] = stanza.find_text("status", NS_CLIENT)
+            session.set(STATUS, stanza.find_text("status", NS_CLIENT))
         elif stype is None:
-            extras.pop(STATUS_KEY, None)
+            session.pop(STATUS)
 
     async def logged_out(self, event: ResourceUnbound) -> None:
         session = event.session
-        record = {"at": time.time(), "status": session.extras.get(STATUS_KEY)}
+        record = {"at": time.time(), "status": session.get(STATUS)}
         self.unwritten[session.jid.local or ""] = json.dumps(record)
 
     async def flush(self) -> None:

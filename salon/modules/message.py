@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from salon.core.events import MessageToBare, MessageToFull, MessageUndeliverable, RoutedStanza
 from salon.core.hooks import HANDLED, Priority
-from salon.core.module import Module, Spec
+from salon.core.module import Module, ModuleOptions, Spec
 from salon.core.sessions import delivery_targets
 from salon.errors import StanzaError, StanzaErrorCondition
 
 
-class MessageDelivery(Module):
+class MessageDelivery(Module[ModuleOptions]):
     name = "message"
     specs = (Spec("RFC 6121 §8.5", "", "message delivery rules for local accounts"),)
 
@@ -31,7 +31,7 @@ class MessageDelivery(Module):
             return HANDLED
         if stype == "groupchat":
             raise StanzaError(StanzaErrorCondition.SERVICE_UNAVAILABLE)
-        targets = delivery_targets(self.server.sessions.resources(event.to), stype)
+        targets = delivery_targets(self.sessions.resources(event.to), stype)
         if targets:
             for session in targets:
                 session.send(event.stanza)
@@ -46,7 +46,7 @@ class MessageDelivery(Module):
         raise StanzaError(StanzaErrorCondition.SERVICE_UNAVAILABLE)
 
     async def to_full(self, event: RoutedStanza) -> bool:
-        session = self.server.sessions.get(event.to)
+        session = self.sessions.get(event.to)
         if session is not None:
             session.send(event.stanza)
             return HANDLED
@@ -61,6 +61,6 @@ class MessageDelivery(Module):
         return await self.to_bare(bare)
 
     async def _exists(self, event: RoutedStanza) -> bool:
-        if self.server.sessions.is_online(event.to.bare):
+        if self.sessions.is_online(event.to.bare):
             return True
         return await self.storage.accounts.get(self.domain, event.to.local or "") is not None

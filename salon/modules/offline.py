@@ -94,32 +94,30 @@ def announced_priority(stanza: Element) -> int | None:
     return value if -128 <= value <= 127 else None
 
 
-class OfflineMessages(Module):
+class OfflineMessagesOptions(ModuleOptions):
+    quota: int = Field(1000, ge=1, description="Most messages held for one user; more are bounced.")
+    ack_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a client has to answer the ping that confirms it received "
+        "its offline messages; unconfirmed messages stay stored.",
+    )
+    known_empty: int = Field(
+        10_000,
+        ge=0,
+        description="Users remembered to have no stored message, so that they come online "
+        "without a query.",
+    )
+
+
+class OfflineMessages(Module[OfflineMessagesOptions]):
     name = "offline"
     specs = (
         Spec("XEP-0160", "1.0.1", "offline messages for chat and normal types"),
         Spec("XEP-0203", "2.0", "delay stamp on offline messages"),
     )
 
-    class Options(ModuleOptions):
-        quota: int = Field(
-            1000, ge=1, description="Most messages held for one user; more are bounced."
-        )
-        ack_timeout: float = Field(
-            30.0,
-            gt=0,
-            description="Seconds a client has to answer the ping that confirms it received "
-            "its offline messages; unconfirmed messages stay stored.",
-        )
-        known_empty: int = Field(
-            10_000,
-            ge=0,
-            description="Users remembered to have no stored message, so that they come online "
-            "without a query.",
-        )
-
     def setup(self) -> None:
-        assert isinstance(self.options, OfflineMessages.Options)
         self.quota = self.options.quota
         self.ack_timeout = self.options.ack_timeout
         self.known_empty = self.options.known_empty
@@ -146,7 +144,7 @@ class OfflineMessages(Module):
         user = event.to.bare
         async with self.locks.hold(user):
             # A resource may have become available while we waited: then it takes the message.
-            targets = delivery_targets(self.server.sessions.resources(user), stype)
+            targets = delivery_targets(self.sessions.resources(user), stype)
             for session in targets:
                 session.send(stanza)
             if targets:
@@ -166,7 +164,7 @@ class OfflineMessages(Module):
     def became_available(self, event: AvailablePresence) -> None:
         session = event.session
         if session.priority >= 0 and session.jid.bare not in self.empty:
-            self.server.spawn(self.deliver(session))
+            self.spawn(self.deliver(session))
 
     def priority_raised(self, event: PresenceBroadcast) -> None:
         session, stanza = event.origin, event.stanza
@@ -174,7 +172,7 @@ class OfflineMessages(Module):
             return
         priority = announced_priority(stanza)
         if priority is not None and priority >= 0 and session.jid.bare not in self.empty:
-            self.server.spawn(self.deliver(session))
+            self.spawn(self.deliver(session))
 
     def session_ended(self, event: ResourceUnbound) -> None:
         ack = self.acks.pop(event.session, None)
@@ -223,7 +221,7 @@ class OfflineMessages(Module):
         this is the only way to know the bytes were not lost with a dying connection."""
         if session.is_closed:
             return False
-        pending = self.server.pending_iqs
+        pending = self.pending_iqs
         iq_id = pending.new_id()
         reply = pending.expect(iq_id, peer=str(session.jid))
         self.acks[session] = reply

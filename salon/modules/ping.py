@@ -23,18 +23,18 @@ from salon.namespaces import NS_CLIENT, NS_PING
 from salon.xml.element import Element
 
 
-class Ping(Module):
+class PingOptions(ModuleOptions):
+    interval: float = Field(
+        300.0, ge=0, description="Ping clients silent for this many seconds; 0: never"
+    )
+    timeout: float = Field(30.0, gt=0, description="Seconds a pinged client has to answer")
+
+
+class Ping(Module[PingOptions]):
     name = "ping"
     specs = (Spec("XEP-0199", "2.0.1", "answers pings; pings silent clients"),)
 
-    class Options(ModuleOptions):
-        interval: float = Field(
-            300.0, ge=0, description="Ping clients silent for this many seconds; 0: never"
-        )
-        timeout: float = Field(30.0, gt=0, description="Seconds a pinged client has to answer")
-
     def setup(self) -> None:
-        assert isinstance(self.options, Ping.Options)
         self.interval, self.timeout = self.options.interval, self.options.timeout
         self.pinging: dict[C2SSession, asyncio.Task[None]] = {}
         self.add_feature(NS_PING)
@@ -48,17 +48,17 @@ class Ping(Module):
 
     # ------------------------------------------------------------------ server-to-client
     def ping_silent_clients(self) -> None:
-        for session in self.server.sessions.all_sessions():
+        for session in self.sessions.all_sessions():
             if (
                 session.host == self.domain
                 and session not in self.pinging
                 and session.connection.idle_seconds() >= self.interval
             ):
-                self.pinging[session] = self.server.spawn(self._ping(session))
+                self.pinging[session] = self.spawn(self._ping(session))
 
     async def _ping(self, session: C2SSession) -> None:
-        iq_id = self.server.pending_iqs.new_id()
-        answer = self.server.pending_iqs.expect(iq_id, peer=str(session.jid))
+        iq_id = self.pending_iqs.new_id()
+        answer = self.pending_iqs.expect(iq_id, peer=str(session.jid))
         attrs = {"type": "get", "id": iq_id, "from": self.domain, "to": str(session.jid)}
         session.send(Element("iq", NS_CLIENT, attrs, [Element("ping", NS_PING)]))
         try:

@@ -50,12 +50,12 @@ from salon.core.events import (
     RoutedStanza,
 )
 from salon.core.hooks import HANDLED, Priority
-from salon.core.locks import UserLocks
+from salon.core.items import STREAM_FEATURE
 from salon.core.module import Module, ModuleOptions, Spec
+from salon.core.roster_cache import RosterCache, RosterLimit
 from salon.core.session import C2SSession
 from salon.errors import StanzaError, StanzaErrorCondition
 from salon.jid import JID, parse_jid
-from salon.modules._roster_cache import roster_cache
 from salon.modules._subscription import SUBSCRIPTION_TYPES, Outcome, SubState, inbound, outbound
 from salon.namespaces import NS_CLIENT, NS_PRE_APPROVAL
 from salon.storage.interfaces import PendingSubscription, Roster, RosterItem
@@ -108,23 +108,21 @@ class PresenceOptions(ModuleOptions):
     )
 
 
-class Presence(Module):
+class Presence(Module[PresenceOptions]):
     name = "presence"
     specs = (
         Spec("RFC 6121 §3", "", "presence subscriptions, with pre-approval (§3.4)"),
         Spec("RFC 6121 §4", "", "presence broadcast, probes, directed presence"),
     )
-    Options = PresenceOptions
 
     def setup(self) -> None:
-        assert isinstance(self.options, PresenceOptions)
         self.opts = self.options
         self.last_unavailable: OrderedDict[JID, Element] = OrderedDict()
-        # One writer per user's roster at a time; the roster module takes the same locks.
-        self.locks = UserLocks()
-        self.add_item("roster_locks", self.locks)
-        self.rosters = roster_cache(self)  # read and written through it: online users cost no query
-        self.add_item("stream_feature", Element("sub", NS_PRE_APPROVAL))
+        # read and written through it: online users cost no query; one writer per user's
+        # roster at a time through its locks (the roster module takes the same ones)
+        self.rosters = self.require(RosterCache)
+        self.locks = self.rosters.locks
+        self.add_item(STREAM_FEATURE, Element("sub", NS_PRE_APPROVAL))
         self.hook(PresenceBroadcast, self.broadcast, Priority.DELIVER)
         self.hook(PreStanza, self.outbound, Priority.DELIVER)
         self.hook(PresenceToFull, self.inbound, Priority.DELIVER)
@@ -148,22 +146,20 @@ class Presence(Module):
         session.presence = stanza
         user = session.jid.bare
         self.last_unavailable.pop(user, None)
-        for other in self.server.sessions.available(user):
+        for other in self.sessions.available(user):
             other.send(stanza)
         roster = await self._roster(user)
         for contact in contacts(roster, user, _FROM):
             await self._route_copy(stanza, session, contact)
         if not is_initial:
             return
-        for other in self.server.sessions.available(user):
+        for other in self.sessions.available(user):
             if other is not session and other.presence is not None:
                 copy = other.presence.shallow_copy()
                 copy.set("to", str(session.jid))
                 session.send(copy)
         for contact in contacts(roster, user, _TO):
-            await self.server.router.route(
-                _presence("probe", user, contact), session, user, contact
-            )
+            await self.router.route(_presence("probe", user, contact), session, user, contact)
         await self.host.hooks.fire(AvailablePresence(session))
 
     async def _unavailable(self, session: C2SSession, stanza: Element) -> None:
@@ -172,7 +168,7 @@ class Presence(Module):
         session.presence = None
         directed, session.directed = session.directed or set(), None
         user = session.jid.bare
-        for other in self.server.sessions.resources(user):
+        for other in self.sessions.resources(user):
             if other.is_available or other is session:
                 other.send(stanza)
         subscribers = contacts(await self._roster(user), user, _FROM) if was_available else []
@@ -180,7 +176,7 @@ class Presence(Module):
         others = [jid for jid in directed if jid not in reached and jid.bare not in reached]
         for jid in subscribers + others:
             await self._route_copy(stanza, session, jid)
-        if self.opts.remembered_unavailable and not self.server.sessions.available(user):
+        if self.opts.remembered_unavailable and not self.sessions.available(user):
             last = stanza.shallow_copy()
             last.set("to", None)
             self.last_unavailable[user] = last
@@ -198,7 +194,7 @@ class Presence(Module):
     async def _route_copy(self, stanza: Element, session: C2SSession, to: JID) -> None:
         copy = stanza.shallow_copy()
         copy.set("to", str(to))
-        await self.server.router.route(copy, session, session.jid, to)
+        await self.router.route(copy, session, session.jid, to)
 
     # ------------------------------------------------------------------ from the user
     async def outbound(self, event: PreStanza) -> bool | None:
@@ -238,15 +234,15 @@ class Presence(Module):
             copy = stanza.shallow_copy()
             copy.set("from", str(user))  # §3: subscription stanzas come from the bare JID
             copy.set("to", str(contact))
-            await self.server.router.route(copy, session, user, contact)
+            await self.router.route(copy, session, user, contact)
         if outcome.presence == "available":
             await self._send_current(user, contact)  # §3.1.5: after "subscribed"
 
     async def _check_roster_room(self, user: JID) -> None:
-        limits: list[int] = self.host.items("roster_max_items")
-        if limits:
+        limit = self.host.services.find(RosterLimit)
+        if limit is not None:
             count = await self.rosters.count(user)
-            if count >= min(limits):
+            if count >= limit.max_items:
                 raise StanzaError(StanzaErrorCondition.NOT_ALLOWED, "the roster is full")
 
     # ------------------------------------------------------------------ to the user
@@ -258,11 +254,11 @@ class Presence(Module):
         elif stype == "probe":
             await self._answer_probe(to.bare, event.sender)
         elif to.resource is not None:
-            session = self.server.sessions.get(to)
+            session = self.sessions.get(to)
             if session is not None:
                 session.send(stanza)
         elif stype in (None, "unavailable"):
-            for session in self.server.sessions.available(to):
+            for session in self.sessions.available(to):
                 session.send(stanza)
         return HANDLED  # presence is never bounced for a missing resource (§8.5.3.2.2)
 
@@ -284,7 +280,7 @@ class Presence(Module):
         if outcome.presence == "unavailable":
             await self._send_unavailable(user, contact)  # §3.3.3
         if outcome.forward:
-            for session in self.server.sessions.available(user):
+            for session in self.sessions.available(user):
                 session.send(delivered)
         if outcome.reply is not None:
             await self._reply(user, contact, outcome.reply)
@@ -308,20 +304,20 @@ class Presence(Module):
         if item is None or item.subscription not in _FROM:
             await self._reply(user, prober.bare, "unsubscribed")
             return
-        sessions = self.server.sessions.available(user)
+        sessions = self.sessions.available(user)
         if not sessions:
             last = self.last_unavailable.get(user)
             if last is not None:
                 copy = last.shallow_copy()
                 copy.set("to", str(prober))
                 sender = parse_jid(last.get("from") or "") or user
-                await self.server.router.route(copy, None, sender, prober)
+                await self.router.route(copy, None, sender, prober)
             return
         for session in sessions:
             if session.presence is not None:
                 copy = session.presence.shallow_copy()
                 copy.set("to", str(prober))
-                await self.server.router.route(copy, None, session.jid, prober)
+                await self.router.route(copy, None, session.jid, prober)
 
     # ------------------------------------------------------------------ shared steps
     async def _roster(self, user: JID) -> Roster:
@@ -355,20 +351,20 @@ class Presence(Module):
 
     async def _reply(self, user: JID, contact: JID, stype: str) -> None:
         """A subscription stanza the server sends on the user's behalf."""
-        await self.server.router.route(_presence(stype, user, contact), None, user, contact)
+        await self.router.route(_presence(stype, user, contact), None, user, contact)
 
     async def _send_unavailable(self, user: JID, contact: JID) -> None:
-        for session in self.server.sessions.available(user):
+        for session in self.sessions.available(user):
             unavailable = _presence("unavailable", session.jid, contact)
-            await self.server.router.route(unavailable, session, session.jid, contact)
+            await self.router.route(unavailable, session, session.jid, contact)
 
     async def _send_current(self, user: JID, contact: JID) -> None:
-        for session in self.server.sessions.available(user):
+        for session in self.sessions.available(user):
             if session.presence is not None:
                 await self._route_copy(session.presence, session, contact)
 
     async def _exists(self, user: JID) -> bool:
-        if self.server.sessions.is_online(user):
+        if self.sessions.is_online(user):
             return True
         return await self.storage.accounts.get(user.domain, user.local or "") is not None
 

@@ -13,15 +13,16 @@ user's storage is <forbidden/>.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from pydantic import Field
 
 from salon.core.iq import IqRequest, Target
+from salon.core.locks import UserLocks
 from salon.core.module import Module, ModuleOptions, Spec
 from salon.errors import StanzaError, StanzaErrorCondition
+from salon.jid import JID
 from salon.namespaces import NS_CLIENT, NS_PRIVATE, NS_SERVER
 from salon.xml.element import Element
 from salon.xml.fragment import parse_element
@@ -41,20 +42,20 @@ def fragments(query: Element) -> list[Element]:
     return children
 
 
-class PrivateStorage(Module):
+class PrivateStorageOptions(ModuleOptions):
+    max_bytes: int = Field(
+        256 * 1024, ge=1024, description="Most private XML one user may store, in bytes"
+    )
+
+
+class PrivateStorage(Module[PrivateStorageOptions]):
     name = "private"
     specs = (Spec("XEP-0049", "1.2"),)
 
-    class Options(ModuleOptions):
-        max_bytes: int = Field(
-            256 * 1024, ge=1024, description="Most private XML one user may store, in bytes"
-        )
-
     def setup(self) -> None:
-        assert isinstance(self.options, PrivateStorage.Options)
         self.max_bytes = self.options.max_bytes
         self.store = self.storage.keyvalue("private")
-        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self.locks = UserLocks()
         self.add_feature(NS_PRIVATE)
         self.on_iq("get", NS_PRIVATE, "query", self.get, to=Target.ACCOUNT)
         self.on_iq("set", NS_PRIVATE, "query", self.set, to=Target.ACCOUNT)
@@ -98,12 +99,5 @@ class PrivateStorage(Module):
     @asynccontextmanager
     async def _user_lock(self, username: str) -> AsyncIterator[None]:
         """One set at a time per user, so concurrent sets cannot lose each other's data."""
-        lock, users = self._locks.setdefault(username, (asyncio.Lock(), [0]))
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                del self._locks[username]
+        async with self.locks.hold(JID.make(username, self.domain)):
+            yield

@@ -39,6 +39,7 @@ from salon.auth.credentials import make_credentials, prepare_password, prepare_u
 from salon.core.events import AccountDeleted, PreAuthIqRequest
 from salon.core.hooks import HANDLED
 from salon.core.iq import IqRequest, Target
+from salon.core.items import PREAUTH_FEATURE, PREAUTH_IQ_NAMESPACE
 from salon.core.module import Module, ModuleOptions, Spec
 from salon.errors import StanzaError, StanzaErrorCondition, StreamErrorCondition
 from salon.namespaces import NS_FEATURE_IQREGISTER, NS_REGISTER
@@ -92,26 +93,26 @@ class RateLimiter:
             events.pop()
 
 
-class Registration(Module):
+class RegistrationOptions(ModuleOptions):
+    allow_registration: bool = Field(
+        False, description="Let anyone create an account in-band before logging in"
+    )
+    registrations_per_address: int = Field(
+        5, ge=1, description="New accounts one IP address may create per window"
+    )
+    registration_window: float = Field(
+        3600.0, gt=0, description="Seconds over which registrations_per_address counts"
+    )
+    tracked_addresses: int = Field(
+        10000, ge=1, description="IP addresses the registration limit remembers"
+    )
+
+
+class Registration(Module[RegistrationOptions]):
     name = "register"
     specs = (Spec("XEP-0077", "2.5", "plain fields; no data forms"),)
 
-    class Options(ModuleOptions):
-        allow_registration: bool = Field(
-            False, description="Let anyone create an account in-band before logging in"
-        )
-        registrations_per_address: int = Field(
-            5, ge=1, description="New accounts one IP address may create per window"
-        )
-        registration_window: float = Field(
-            3600.0, gt=0, description="Seconds over which registrations_per_address counts"
-        )
-        tracked_addresses: int = Field(
-            10000, ge=1, description="IP addresses the registration limit remembers"
-        )
-
     def setup(self) -> None:
-        assert isinstance(self.options, Registration.Options)
         self.allow_registration = self.options.allow_registration
         self.limiter = RateLimiter(
             self.options.registrations_per_address,
@@ -119,9 +120,9 @@ class Registration(Module):
             self.options.tracked_addresses,
         )
         self.add_feature(NS_REGISTER)
-        self.add_item("preauth_iq_namespace", NS_REGISTER)
+        self.add_item(PREAUTH_IQ_NAMESPACE, NS_REGISTER)
         if self.allow_registration:
-            self.add_item("preauth_feature", Element("register", NS_FEATURE_IQREGISTER))
+            self.add_item(PREAUTH_FEATURE, Element("register", NS_FEATURE_IQREGISTER))
         self.hook(PreAuthIqRequest, self.before_auth)
         self.on_iq(
             "get", NS_REGISTER, "query", self.registration_info, to=Target.HOST | Target.SELF
@@ -217,8 +218,8 @@ class Registration(Module):
         self.log.info("%s removed its account", user)
         # The result first, then the stream errors: once its stream is closed, the
         # requesting session's copy of the router's reply is not written any more.
-        self.server.router.deliver_reply(request.origin, request.result())
-        for session in self.server.sessions.resources(user):
+        self.router.deliver_reply(request.origin, request.result())
+        for session in self.sessions.resources(user):
             session.close(StreamErrorCondition.NOT_AUTHORIZED, "the account was removed")
         await self.host.hooks.fire(AccountDeleted(user))
         return None

@@ -46,17 +46,18 @@ from pydantic import Field
 from salon.core.events import IqToFull, RosterChanged, RosterRequested
 from salon.core.hooks import Priority
 from salon.core.iq import IqRequest, Target
+from salon.core.items import STREAM_FEATURE
 from salon.core.module import Module, ModuleOptions, Spec
-from salon.core.session import C2SSession
+from salon.core.roster_cache import RosterCache, RosterLimit
+from salon.core.session import C2SSession, SessionSlot
 from salon.errors import StanzaError, StanzaErrorCondition
 from salon.jid import JID, parse_jid
-from salon.modules._roster_cache import roster_cache
 from salon.modules._subscription import SubState
 from salon.namespaces import NS_CLIENT, NS_ROSTER, NS_ROSTER_VER
 from salon.storage.interfaces import RosterItem
 from salon.xml.element import Element
 
-INTERESTED = "roster.interested"  # session.extras key: the session fetched the roster
+INTERESTED = SessionSlot[bool]("roster.interested")  # the session fetched the roster
 
 
 def item_element(item: RosterItem) -> Element:
@@ -122,20 +123,18 @@ class RosterOptions(ModuleOptions):
     )
 
 
-class Roster(Module):
+class Roster(Module[RosterOptions]):
     name = "roster"
     specs = (Spec("RFC 6121 §2", "", "roster get/set/remove, pushes, versioning"),)
-    Options = RosterOptions
 
     def setup(self) -> None:
-        assert isinstance(self.options, RosterOptions)
         self.opts = self.options
         self.changes = ChangeLog(self.opts.change_log, users=10_000)
-        self.rosters = roster_cache(self)  # every read and write of a roster goes through it
+        self.rosters = self.require(RosterCache)  # every read and write of a roster goes through it
         self.add_account_feature(NS_ROSTER)
-        self.add_item("roster_max_items", self.opts.max_items)
+        self.provide(RosterLimit, RosterLimit(self.opts.max_items))
         if self.opts.versioning:
-            self.add_item("stream_feature", Element("ver", NS_ROSTER_VER))
+            self.add_item(STREAM_FEATURE, Element("ver", NS_ROSTER_VER))
         self.on_iq("get", NS_ROSTER, "query", self.get, to=Target.SELF)
         self.on_iq("set", NS_ROSTER, "query", self.set, to=Target.SELF)
         self.on_iq("get", NS_ROSTER, "query", self.forbidden, to=Target.BARE)
@@ -149,7 +148,7 @@ class Roster(Module):
         roster = await self.rosters.roster(user)
         origin = request.origin
         if origin is not None:
-            origin.extras[INTERESTED] = True
+            origin.set(INTERESTED, True)
             await self.host.hooks.fire(RosterRequested(origin))
         known = request.payload.get("ver") if self.opts.versioning else None
         if known is not None and known == str(roster.version):
@@ -180,11 +179,7 @@ class Roster(Module):
     async def _writing(self, user: JID) -> AsyncIterator[None]:
         """Hold the user's roster lock shared with the presence module, if it is loaded, so a
         roster set and a subscription change never overwrite each other's item."""
-        locks = self.host.items("roster_locks")
-        if not locks:
-            yield
-            return
-        async with locks[0].hold(user):
+        async with self.rosters.locks.hold(user):
             yield
 
     async def set(self, request: IqRequest) -> None:
@@ -254,30 +249,30 @@ class Roster(Module):
         if state.to or state.pending_out:
             await self._send_presence(request, user, contact, "unsubscribe")
         if state.from_:
-            for session in self.server.sessions.available(user):
+            for session in self.sessions.available(user):
                 unavailable = Element("presence", NS_CLIENT, {"type": "unavailable"})
                 unavailable.set("from", str(session.jid))
                 unavailable.set("to", jid)
-                await self.server.router.route(unavailable, session, session.jid, contact)
+                await self.router.route(unavailable, session, session.jid, contact)
         if state.from_ or state.pending_in:
             await self._send_presence(request, user, contact, "unsubscribed")
 
     async def _send_presence(self, request: IqRequest, user: JID, contact: JID, stype: str) -> None:
         stanza = Element("presence", NS_CLIENT, {"type": stype, "from": str(user)})
         stanza.set("to", str(contact))
-        await self.server.router.route(stanza, request.origin, user, contact)
+        await self.router.route(stanza, request.origin, user, contact)
 
     # ------------------------------------------------------------------ pushes
     def push(self, event: RosterChanged) -> None:
         """§2.1.6: every change goes to every interested resource of the user."""
         change = Change(event.version, event.jid, event.item)
         self.changes.record(event.user, change)
-        for session in self.server.sessions.resources(event.user):
-            if session.extras.get(INTERESTED):
+        for session in self.sessions.resources(event.user):
+            if session.get(INTERESTED):
                 session.send(self._push_iq(session, change))
 
     def _push_iq(self, session: C2SSession, change: Change) -> Element:
-        iq = Element("iq", NS_CLIENT, {"type": "set", "id": self.server.pending_iqs.new_id()})
+        iq = Element("iq", NS_CLIENT, {"type": "set", "id": self.pending_iqs.new_id()})
         iq.set("to", str(session.jid))
         query = iq.add("query", NS_ROSTER)
         if self.opts.versioning:

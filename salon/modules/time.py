@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from salon.core.iq import IqRequest, Target
-from salon.core.module import Module, Spec
+from salon.core.module import Module, ModuleOptions, Spec
 from salon.namespaces import NS_TIME
 from salon.xml.element import Element
 
@@ -32,7 +32,7 @@ def time_element(now: datetime) -> Element:
     return time
 
 
-class EntityTime(Module):
+class EntityTime(Module[ModuleOptions]):
     name = "time"
     specs = (Spec("XEP-0202", "2.0"),)
 

@@ -20,17 +20,17 @@ from salon.xml.fragment import parse_element
 from salon.xml.serializer import serialize_str
 
 
-class VCardTemp(Module):
+class VCardTempOptions(ModuleOptions):
+    max_bytes: int = Field(
+        128 * 1024, ge=1024, description="Largest vCard a user may store, in bytes of XML"
+    )
+
+
+class VCardTemp(Module[VCardTempOptions]):
     name = "vcard"
     specs = (Spec("XEP-0054", "1.2"), Spec("XEP-0153", "1.1", "avatar hashes pass through"))
 
-    class Options(ModuleOptions):
-        max_bytes: int = Field(
-            128 * 1024, ge=1024, description="Largest vCard a user may store, in bytes of XML"
-        )
-
     def setup(self) -> None:
-        assert isinstance(self.options, VCardTemp.Options)
         self.max_bytes = self.options.max_bytes
         self.store = self.storage.keyvalue("vcard")
         self.add_feature(NS_VCARD)

@@ -29,15 +29,15 @@ class Version:
         return query
 
 
-class SoftwareVersion(Module):
+class SoftwareVersionOptions(ModuleOptions):
+    hide_os: bool = Field(False, description="Leave the operating system out of replies")
+
+
+class SoftwareVersion(Module[SoftwareVersionOptions]):
     name = "version"
     specs = (Spec("XEP-0092", "1.1"),)
 
-    class Options(ModuleOptions):
-        hide_os: bool = Field(False, description="Leave the operating system out of replies")
-
     def setup(self) -> None:
-        assert isinstance(self.options, SoftwareVersion.Options)
         os_name = None if self.options.hide_os else f"{platform.system()} {platform.release()}"
         self.reply = Version("Salon", getattr(salon, "__version__", "0.1.0"), os_name)
         self.add_feature(NS_VERSION)

@@ -39,7 +39,7 @@ from salon.stream.framing import (
 )
 
 if TYPE_CHECKING:
-    from salon.core.server import Server
+    from salon.app import App
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def error_response(condition: str, *, legacy: bool = False) -> web.Response:
 class BoshManager:
     """All BOSH sessions of the server, by ``sid``."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: App) -> None:
         self.server = server
         self.sessions: dict[str, BoshSession] = {}
 

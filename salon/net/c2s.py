@@ -21,7 +21,7 @@ from salon.xml.element import Element
 from salon.xml.serializer import serialize
 
 if TYPE_CHECKING:
-    from salon.core.server import Server
+    from salon.app import App
 
 
 class C2SConnection(TcpShell, ClientShell):
@@ -29,7 +29,7 @@ class C2SConnection(TcpShell, ClientShell):
 
     stream: C2SStream
 
-    def __init__(self, server: Server, *, direct_tls: bool = False) -> None:
+    def __init__(self, server: App, *, direct_tls: bool = False) -> None:
         ClientShell.__init__(self, server, C2SStream(server.c2s_policy, is_secure=direct_tls), "")
         self.direct_tls = direct_tls
         self.transport: asyncio.Transport | None = None

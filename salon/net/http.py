@@ -24,7 +24,7 @@ from salon.xml.element import Element
 from salon.xml.serializer import serialize
 
 if TYPE_CHECKING:
-    from salon.core.server import Server
+    from salon.app import App
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class HttpService:
     """The aiohttp application and its listeners."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: App) -> None:
         self.server = server
         self.options = server.settings.http
         self.bosh = BoshManager(server)
@@ -221,6 +221,6 @@ class HttpService:
     def page_domain(self, request: web.Request) -> str:
         """The hosted domain the page logs in to: the request's host name when hosted."""
         hostname = (request.url.host or "").lower().rstrip(".")
-        if hostname in self.server.hosts:
+        if hostname in self.server.core.hosts:
             return hostname
         return self.server.c2s_policy.default_host

@@ -46,7 +46,7 @@ from salon.stream.s2s import (
 from salon.xml.element import Element
 
 if TYPE_CHECKING:
-    from salon.core.server import Server
+    from salon.app import App
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class S2SInConnection(_Connection):
             self._worker = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
-        router = self.manager.server.router
+        router = self.manager.server.core.router
         try:
             while self._inbox:
                 item = self._inbox.popleft()
@@ -319,7 +319,7 @@ class _Route:
 
 
 class S2SManager:
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: App) -> None:
         self.server = server
         self.settings = server.settings.s2s
         self.secret = secrets.token_bytes(32)  # dialback keys of this run (XEP-0185)
@@ -334,7 +334,7 @@ class S2SManager:
         self._sweeper: asyncio.Task[None] | None = None
         limits = S2SLimits(max_stanza_size=self.settings.max_stanza_size)
         self.in_policy = S2SInPolicy(
-            is_local_host=server.hosts.__contains__,
+            is_local_host=server.core.is_served,
             default_host=next(iter(server.settings.hosts)),
             dialback_secret=self.secret,
             can_starttls=self.tls.has,
@@ -425,7 +425,7 @@ class S2SManager:
         if not self.is_enabled:
             self._bounce(stanza, StanzaErrorCondition.REMOTE_SERVER_NOT_FOUND, None)
             return
-        if local not in self.server.hosts:
+        if not self.server.core.is_served(local):
             self._bounce(stanza, StanzaErrorCondition.REMOTE_SERVER_NOT_FOUND, "not ours to relay")
             return
         if not self.is_allowed(remote):
@@ -545,7 +545,7 @@ class S2SManager:
 
     def _bounce(self, stanza: Element, condition: StanzaErrorCondition, text: str | None) -> None:
         """Answer the sender with an error (never an error to an error, RFC 6120 §8.3.1)."""
-        self.server.router.reply_error(None, stanza, StanzaError(condition, text))
+        self.server.core.router.reply_error(None, stanza, StanzaError(condition, text))
 
     # ------------------------------------------------------------------ dialback
     async def verify_key(self, request: VerifyKey) -> tuple[bool, StanzaErrorCondition | None]:

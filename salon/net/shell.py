@@ -2,8 +2,8 @@
 
 * :class:`ClientShell` carries out a ``C2SStream``'s actions for every client transport
   (TCP in ``salon/net/c2s.py``, WebSocket, BOSH): account lookups, pre-auth iqs, binding
-  through ``server.bind``, the auth-failure delay, the ordered hand-over of stanzas to
-  ``server.router.from_client`` through a bounded inbox, and the unbind when the transport
+  through ``server.core.bind``, the auth-failure delay, the ordered hand-over of stanzas to
+  ``server.core.router.from_client`` through a bounded inbox, and the unbind when the transport
   is lost. A transport supplies only how bytes are written, how it closes, and how it stops
   and resumes taking input, so every session is an ordinary session with no feature code of
   its own.
@@ -46,7 +46,7 @@ from salon.xml.parser import ParserEvent
 from salon.xml.stanza import error_reply
 
 if TYPE_CHECKING:
-    from salon.core.server import Server
+    from salon.app import App
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class ClientShell:
         "stream",
     )
 
-    def __init__(self, server: Server, stream: C2SStream, peer: str) -> None:
+    def __init__(self, server: App, stream: C2SStream, peer: str) -> None:
         self.server = server
         self.stream = stream
         self.peer = peer
@@ -124,7 +124,7 @@ class ClientShell:
         session = self.session  # kept: stanzas already received are still routed
         if session is not None:
             session.is_closed = True
-            self.server.spawn(self.server.unbind(session, reason))
+            self.server.spawn(self.server.core.unbind(session, reason))
 
     def _connections(self) -> set[object]:
         """The server's live client connections, whatever their transport."""
@@ -200,7 +200,7 @@ class ClientShell:
     async def _lookup(self, username: str) -> None:
         assert self.stream.host is not None
         try:
-            account = await self.server.storage.accounts.get(self.stream.host, username)
+            account = await self.server.core.storage.accounts.get(self.stream.host, username)
         except Exception:
             log.exception("account lookup failed")
             account = None
@@ -210,7 +210,7 @@ class ClientShell:
         assert self.stream.host is not None
         address = self.peer.rpartition(":")[0]  # "ip:port", IPv6 included
         try:
-            reply = await self.server.preauth_iq(self.stream.host, stanza, address)
+            reply = await self.server.core.preauth_iq(self.stream.host, stanza, address)
         except Exception:
             log.exception("pre-auth iq failed")
             reply = error_reply(stanza, StanzaErrorCondition.INTERNAL_SERVER_ERROR)
@@ -219,7 +219,7 @@ class ClientShell:
     async def _bind(self, request: BindRequested) -> None:
         assert self.stream.host is not None and self.stream.username is not None
         try:
-            session = await self.server.bind(
+            session = await self.server.core.bind(
                 self,  # type: ignore[arg-type]
                 self.stream.username,
                 self.stream.host,
@@ -237,7 +237,7 @@ class ClientShell:
             # The transport went away while binding: the session must not outlive it.
             session.is_closed = True
             self.session = session
-            await self.server.unbind(session, "gone while binding")
+            await self.server.core.unbind(session, "gone while binding")
             return
         self.session = session
         self._execute(self.stream.bind_result(request.iq_id, session.jid))
@@ -265,7 +265,7 @@ class ClientShell:
                     inbox.clear()
                     break
                 try:
-                    await self.server.router.from_client(session, stanza)
+                    await self.server.core.router.from_client(session, stanza)
                 except Exception:
                     log.exception("routing a stanza from %s failed", session.jid)
                 if self._input_paused and len(inbox) < MAX_INBOX // 2:
@@ -290,7 +290,7 @@ class StreamShell(ClientShell):
 
     __slots__ = ("_room",)
 
-    def __init__(self, server: Server, stream: C2SStream, peer: str) -> None:
+    def __init__(self, server: App, stream: C2SStream, peer: str) -> None:
         super().__init__(server, stream, peer)
         self._room = asyncio.Event()  # set while the inbox has room for more input
         self._room.set()

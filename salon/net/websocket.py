@@ -20,7 +20,7 @@ from salon.stream.c2s import C2SStream
 from salon.stream.framing import WebSocketFraming, websocket_redirect
 
 if TYPE_CHECKING:
-    from salon.core.server import Server
+    from salon.app import App
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def offers_xmpp(request: web.Request) -> bool:
 
 
 async def serve_websocket(
-    server: Server, request: web.Request, *, peer: str, is_secure: bool
+    server: App, request: web.Request, *, peer: str, is_secure: bool
 ) -> web.StreamResponse:
     """Handle one WebSocket request from the handshake to the end of its stream."""
     if not offers_xmpp(request):
@@ -70,7 +70,7 @@ class WebSocketConnection(StreamShell):
     __slots__ = ("_queue", "_queued_bytes", "_writer", "ws")
 
     def __init__(
-        self, server: Server, ws: web.WebSocketResponse, *, peer: str, is_secure: bool
+        self, server: App, ws: web.WebSocketResponse, *, peer: str, is_secure: bool
     ) -> None:
         policy = server.c2s_policy
         framing = WebSocketFraming(

@@ -67,7 +67,7 @@ async def _online(srv: RunningServer, bare: str, timeout: float = 20.0) -> Any:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        for session in srv.server.sessions.resources(JID.parse(bare)):
+        for session in srv.server.core.sessions.resources(JID.parse(bare)):
             if session.is_available:
                 return session
         await asyncio.sleep(0.1)

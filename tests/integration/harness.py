@@ -26,7 +26,7 @@ import trustme
 
 from salon.auth.credentials import make_credentials
 from salon.config import settings_from_dict
-from salon.core.server import Server
+from salon.app import App
 
 NS_STREAM = "http://etherx.jabber.org/streams"
 NS_STREAMS = "urn:ietf:params:xml:ns:xmpp-streams"
@@ -47,7 +47,7 @@ def q(ns: str, tag: str) -> str:
 
 @dataclass
 class RunningServer:
-    server: Server
+    server: App
     ca: trustme.CA
     ca_path: Path
     data_dir: Path
@@ -89,7 +89,7 @@ class RunningServer:
             self._counter += 1
             local = f"user{self._counter}-{uuid.uuid4().hex[:6]}"
         domain = domain or self.domain
-        await self.server.storage.accounts.create(domain, local, make_credentials(password))
+        await self.server.core.storage.accounts.create(domain, local, make_credentials(password))
         return f"{local}@{domain}"
 
 
@@ -150,7 +150,7 @@ async def start_server(
         if modules is not None:
             data["modules"]["enabled"] = modules
     settings = settings_from_dict(data)
-    server = Server(settings)
+    server = App(settings)
     await server.start()
     ca_path = data_dir / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_path))

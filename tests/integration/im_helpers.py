@@ -39,7 +39,7 @@ async def login(
 async def put_item(srv: RunningServer, owner: str, contact: str, subscription: str) -> None:
     """Set up a roster item directly in storage (test fixtures, not the behaviour under test)."""
     local, domain = owner.split("@", 1)
-    await srv.server.storage.roster.put_item(
+    await srv.server.core.storage.roster.put_item(
         domain, local, RosterItem(jid=contact, subscription=subscription)
     )
 

@@ -22,7 +22,7 @@ import pytest
 import trustme
 
 from salon.config import DEFAULT_MODULES, settings_from_dict
-from salon.core.server import Server
+from salon.app import App
 from tests.integration.harness import (
     NS_CLIENT,
     NS_STREAM,
@@ -60,7 +60,7 @@ class Peer:
     port: int
 
     @property
-    def server(self) -> Server:
+    def server(self) -> App:
         return self.srv.server
 
 
@@ -89,7 +89,7 @@ async def start_peer(
         "connect_timeout": 3.0,
         **s2s,
     }
-    server = Server(settings_from_dict(data))
+    server = App(settings_from_dict(data))
     await server.start()
     ca_path = data_dir / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_path))
@@ -372,7 +372,7 @@ async def test_peer_restart_bounces_then_reconnects_on_demand(federation: Federa
     # montague.example comes back on the same address: the next stanza reconnects.
     data = pair.montague.srv.data_dir
     settings = pair.montague.server.settings
-    revived = Server(settings)
+    revived = App(settings)
     await revived.start()
     try:
         peer = Peer(

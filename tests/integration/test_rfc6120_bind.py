@@ -148,7 +148,7 @@ async def test_binding_twice_is_not_allowed(server: RunningServer) -> None:
 
 
 async def test_resource_limit_is_resource_constraint(server: RunningServer) -> None:
-    server.server.sessions.max_resources = 2
+    server.server.core.sessions.max_resources = 2
     jid = await server.add_user()
     clients: list[RawClient] = []
     for resource in ("one", "two"):

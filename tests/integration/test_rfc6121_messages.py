@@ -112,7 +112,7 @@ async def test_only_negative_resources_means_offline_storage(server_factory: Fac
     await sync(romeo)
     await romeo.expect_nothing(lambda s: s.name == "message")  # §8.5.2.1.2 → §8.5.2.2
     await juliet.expect_nothing(is_message)
-    assert await srv.server.storage.offline.count("localhost", "juliet") == 1
+    assert await srv.server.core.storage.offline.count("localhost", "juliet") == 1
 
 
 # --------------------------------------------------------------------------- full JID

@@ -243,7 +243,7 @@ async def test_subscribed_without_a_request_is_ignored_by_the_receiver(
     romeo_jid, juliet_jid = await srv.add_user(), await srv.add_user()
     local, domain = juliet_jid.split("@")
     # Juliet's server believes Romeo asked; Romeo's never did.
-    await srv.server.storage.roster.add_pending(
+    await srv.server.core.storage.roster.add_pending(
         domain, local, romeo_jid, f"<presence type='subscribe' from='{romeo_jid}'/>"
     )
     romeo = await login(srv, romeo_jid, roster=True, available=True)

@@ -110,7 +110,7 @@ async def test_close_is_answered_with_close(
     assert closing.tag == q(NS_FRAMING, "close")
     await client.expect_closed()
     await asyncio.sleep(0.05)
-    assert server.server.sessions.get(JID.parse(jid)) is None
+    assert server.server.core.sessions.get(JID.parse(jid)) is None
 
 
 async def test_websocket_gone_without_close_sends_unavailable_presence(

@@ -44,7 +44,7 @@ async def subscribe(server: RunningServer, user: str, contact: str, subscription
     """Give ``user``'s roster an item for ``contact`` (test set-up through storage)."""
     local, domain = user.split("@")
     item = RosterItem(jid=contact, subscription=subscription)
-    await server.server.storage.roster.put_item(domain, local, item)
+    await server.server.core.storage.roster.put_item(domain, local, item)
 
 
 async def log_out(client: SlixClient, status: str | None = None) -> None:

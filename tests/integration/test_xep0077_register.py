@@ -86,7 +86,7 @@ async def can_log_in(srv: RunningServer, jid: str, password: str = PASSWORD) -> 
 
 
 async def account_exists(srv: RunningServer, username: str, domain: str = "localhost") -> bool:
-    return await srv.server.storage.accounts.get(domain, username) is not None
+    return await srv.server.core.storage.accounts.get(domain, username) is not None
 
 
 async def slixmpp_register(srv: RunningServer, jid: str, password: str) -> slixmpp.ClientXMPP:
@@ -224,7 +224,7 @@ async def test_a_bad_or_missing_field_is_not_acceptable(server: RunningServer, q
     client, _ = await preauth(server)
     reply = await register_iq(client, query)
     assert error_of(reply) == ("not-acceptable", "modify")
-    assert await server.server.storage.accounts.count("localhost") == 0
+    assert await server.server.core.storage.accounts.count("localhost") == 0
     await client.close()
 
 
@@ -249,7 +249,7 @@ async def test_registrations_per_address_are_limited(server_factory: Factory) ->
     assert error_of(await register(again, "fourth"))[0] == "not-acceptable"
     await again.close()
     assert not await account_exists(srv, "third") and not await account_exists(srv, "fourth")
-    assert await srv.server.storage.accounts.count("localhost") == 2
+    assert await srv.server.core.storage.accounts.count("localhost") == 2
 
 
 # --------------------------------------------------------------------------- after auth

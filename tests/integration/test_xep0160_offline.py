@@ -53,7 +53,7 @@ STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 
 async def offline_count(srv: RunningServer, jid: str) -> int:
-    return await srv.server.storage.offline.count(srv.domain, jid.split("@", 1)[0])
+    return await srv.server.core.storage.offline.count(srv.domain, jid.split("@", 1)[0])
 
 
 async def wait_until_empty(srv: RunningServer, jid: str) -> None:
@@ -190,7 +190,7 @@ async def test_a_user_known_to_have_nothing_stored_gets_what_is_stored_later(
     message stored since is still delivered, on a priority raise as on the next login."""
     srv = await server_factory(modules=MODULES)
     romeo_jid, juliet_jid = await srv.add_user("romeo"), await srv.add_user("juliet")
-    offline = srv.server.hosts[srv.domain].modules["offline"]
+    offline = srv.server.core.hosts[srv.domain].modules["offline"]
     romeo = await connect_slixmpp(srv, romeo_jid)
     juliet = await connect_slixmpp(srv, juliet_jid)
     await available(juliet)

@@ -224,7 +224,7 @@ async def test_an_invalid_jid_is_jid_malformed_and_nothing_is_blocked(
     )
     reply = await client.next()
     assert reply.get("type") == "error" and stanza_error_condition(reply) == "jid-malformed"
-    assert await server.server.storage.blocklist.get(server.domain, jid.split("@")[0]) == []
+    assert await server.server.core.storage.blocklist.get(server.domain, jid.split("@")[0]) == []
     await client.close()
 
 
@@ -410,7 +410,7 @@ async def test_block_and_unblock_update_presence_for_subscribers(server: Running
     unblock; the user, subscribed to the contact ("to"), gets the contact's presence the same
     way."""
     juliet_jid, romeo_jid = await server.add_user("juliet"), await server.add_user("romeo")
-    storage = server.server.storage.roster
+    storage = server.server.core.storage.roster
     await storage.put_item("localhost", "juliet", RosterItem(romeo_jid, subscription="both"))
     await storage.put_item("localhost", "romeo", RosterItem(juliet_jid, subscription="both"))
     juliet = await connect(server, f"{juliet_jid}/balcony")
@@ -507,7 +507,7 @@ async def test_enforcement_stays_right_when_the_cache_is_full(server_factory: Fa
     romeo = await connect(srv, romeo_jid)
     await block(juliet, romeo_jid)
     await block(nurse, romeo_jid)
-    module = srv.server.hosts["localhost"].modules["blocking"]
+    module = srv.server.core.hosts["localhost"].modules["blocking"]
     assert isinstance(module, Blocking)
     for turn in range(3):
         for blocker in (juliet, nurse):
@@ -534,10 +534,10 @@ async def test_a_blocked_remote_contact_gets_no_presence_and_no_messages(
     juliet_bare, romeo_bare = f"juliet@{fed.CAPULET}", f"romeo@{fed.MONTAGUE}"
     romeo = await fed.login(pair.montague, "romeo")
     juliet = await fed.login(pair.capulet, "juliet")
-    await pair.capulet.server.storage.roster.put_item(
+    await pair.capulet.server.core.storage.roster.put_item(
         fed.CAPULET, "juliet", RosterItem(romeo_bare, subscription="both")
     )
-    await pair.montague.server.storage.roster.put_item(
+    await pair.montague.server.core.storage.roster.put_item(
         fed.MONTAGUE, "romeo", RosterItem(juliet_bare, subscription="both")
     )
     await fed.available(romeo)

@@ -121,10 +121,10 @@ async def test_client_that_does_not_answer_gets_connection_timeout(
     assert is_server_ping(ping, server.domain, full), ET.tostring(ping)
     await client.expect_stream_error("connection-timeout", timeout=3)
     for _ in range(50):  # the session is gone from the server too
-        if not server.server.sessions.is_online(JID.parse(full).bare):
+        if not server.server.core.sessions.is_online(JID.parse(full).bare):
             break
         await asyncio.sleep(0.02)
-    assert not server.server.sessions.is_online(JID.parse(full).bare)
+    assert not server.server.core.sessions.is_online(JID.parse(full).bare)
 
 
 async def test_active_client_is_not_pinged(server_factory: ServerFactory) -> None:

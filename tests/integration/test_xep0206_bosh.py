@@ -130,7 +130,7 @@ async def test_terminate_ends_the_session(
     )
     assert_terminated(answered, None)
     await asyncio.sleep(0.05)
-    assert not list(server.server.sessions.resources(JID.parse(jid).bare))
+    assert not list(server.server.core.sessions.resources(JID.parse(jid).bare))
     assert_terminated(await client.request(), "item-not-found")
 
 

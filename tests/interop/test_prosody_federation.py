@@ -28,7 +28,7 @@ import pytest
 import trustme
 
 from salon.config import DEFAULT_MODULES, settings_from_dict
-from salon.core.server import Server
+from salon.app import App
 from tests.integration.harness import (
     NS_CLIENT,
     PASSWORD,
@@ -249,7 +249,7 @@ async def interop(tmp_path: Path, ca: trustme.CA) -> AsyncIterator[SetupFactory]
             "overrides": {MONTAGUE: f"{PROSODY_ADDRESS}:{prosody.s2s_port}"},
             "connect_timeout": 8.0,
         }
-        server = Server(settings_from_dict(data))
+        server = App(settings_from_dict(data))
         await server.start()
         ca_path = data_dir / "ca.pem"
         ca.cert_pem.write_to_path(str(ca_path))

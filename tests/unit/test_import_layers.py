@@ -38,7 +38,17 @@ RULES = (
         ("asyncio", "socket", "ssl", "salon.net", "salon.core", "salon.storage"),
         allowed=("salon.storage.interfaces",),  # the domain dataclasses only
     ),
-    Rule("modules never import the network layer", ("salon.modules",), ("salon.net",)),
+    Rule(
+        "modules never import the network layer or the composition root",
+        ("salon.modules",),
+        ("salon.net", "salon.app"),
+    ),
+    Rule(
+        "core never imports the network layer or the composition root (it states what it "
+        "needs from them as Protocols in salon.core.ports)",
+        ("salon.core",),
+        ("salon.net", "salon.app", "ssl", "socket"),
+    ),
     Rule(
         "storage never imports modules or core",
         ("salon.storage",),
@@ -119,6 +129,8 @@ def test_the_walk_sees_the_pure_layers() -> None:
     ("module", "source", "expected"),
     [
         ("salon.xml.element", "import asyncio", ["asyncio"]),
+        ("salon.core.server", "from salon.net.s2s import S2SManager", ["salon.net.s2s"]),
+        ("salon.core.router", "from salon.app import App", ["salon.app"]),
         ("salon.jid", "import asyncio.events", ["asyncio.events"]),
         ("salon.stream.c2s", "from ssl import SSLContext", ["ssl"]),
         ("salon.auth.sasl", "def f():\n    import socket", ["socket"]),
@@ -149,7 +161,7 @@ def test_checker_reports_forbidden_imports(module: str, source: str, expected: l
         ("salon.auth.sasl", "import hashlib, hmac"),
         ("salon.xml.element", "from . import serializer"),
         ("salon.modules.ping", "import asyncio\nfrom salon.core.module import Module"),
-        ("salon.core.server", "import asyncio\nfrom salon.net.c2s import C2SConnection"),
+        ("salon.app", "import asyncio\nfrom salon.net.c2s import C2SConnection"),
         ("salon.storage.sql.kv", "import asyncio\nfrom salon.storage.interfaces import Account"),
     ],
 )

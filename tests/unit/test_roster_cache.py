@@ -10,7 +10,7 @@ from typing import Any, cast
 from salon.core.events import AccountDeleted, ResourceUnbound
 from salon.core.session import C2SSession
 from salon.jid import JID
-from salon.modules._roster_cache import RosterCache
+from salon.core.roster_cache import RosterCache
 from salon.storage.interfaces import PendingSubscription, Roster, RosterItem
 
 JULIET = JID.make("juliet", "localhost")

@@ -27,21 +27,27 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from salon.core.events import AccountDeleted, ResourceUnbound
 from salon.core.hooks import Priority
+from salon.core.locks import UserLocks
 from salon.jid import JID
 from salon.storage.interfaces import PendingSubscription, Roster, RosterItem, RosterStore
 
 if TYPE_CHECKING:
-    from salon.core.module import Module
-    from salon.core.server import Server
+    from salon.core.hosts import VirtualHost
 
-__all__ = ["ITEM_KIND", "RosterCache", "roster_cache"]
+__all__ = ["RosterCache", "RosterLimit"]
 
-ITEM_KIND = "roster_cache"
-"""The host item holding the host's :class:`RosterCache`."""
+
+@dataclass(frozen=True, slots=True)
+class RosterLimit:
+    """The most items a roster may hold (a service the roster module provides)."""
+
+    max_items: int
+
 
 _ROSTER, _PENDING = "roster", "pending"
 
@@ -59,8 +65,10 @@ class _Entry:
 class RosterCache:
     """Rosters and pending requests of the online users of one host, read through to storage."""
 
-    def __init__(self, server: Server, no_pending_size: int = 10_000) -> None:
-        self.server = server
+    def __init__(self, host: VirtualHost, no_pending_size: int = 10_000) -> None:
+        self.host = host
+        # One writer per user's roster at a time (roster sets, subscription changes).
+        self.locks = UserLocks()
         self.no_pending_size = no_pending_size
         self._entries: dict[JID, _Entry] = {}
         # Reads in flight, by (user, part): a write drops the user's, so they are not kept.
@@ -75,7 +83,7 @@ class RosterCache:
 
     @property
     def _store(self) -> RosterStore:
-        return self.server.storage.roster
+        return self.host.storage.roster
 
     # ------------------------------------------------------------------ reads
     async def roster(self, user: JID) -> Roster:
@@ -244,7 +252,7 @@ class RosterCache:
     # ------------------------------------------------------------------ upkeep
     def _in_use(self, user: JID) -> bool:
         """Whether what is read for ``user`` is kept: the user has a session, or one is ending."""
-        return self.server.sessions.is_online(user) or user in self._ending
+        return self.host.sessions.is_online(user) or user in self._ending
 
     def session_ending(self, event: ResourceUnbound) -> None:
         """Runs before every other module's handler."""
@@ -271,15 +279,10 @@ class RosterCache:
         self._no_pending.pop(user, None)
 
 
-def roster_cache(module: Module) -> RosterCache:
-    """The roster cache of ``module``'s host, created by the first module that asks."""
-    found = module.host.items(ITEM_KIND)
-    if found:
-        cache: RosterCache = found[0]
-        return cache
-    cache = RosterCache(module.server)
-    module.add_item(ITEM_KIND, cache)
-    module.hook(ResourceUnbound, cache.session_ending, Priority.GUARD + 1)
-    module.hook(ResourceUnbound, cache.session_ended, Priority.FALLBACK - 1)
-    module.hook(AccountDeleted, cache.account_deleted)
+def attach(host: VirtualHost) -> RosterCache:
+    """Create the roster cache of ``host`` and hook it to the host's session events."""
+    cache = RosterCache(host)
+    host.hooks.add(ResourceUnbound, cache.session_ending, Priority.GUARD + 1)
+    host.hooks.add(ResourceUnbound, cache.session_ended, Priority.FALLBACK - 1)
+    host.hooks.add(AccountDeleted, cache.account_deleted)
     return cache

@@ -1,0 +1,167 @@
+"""The composition root: builds storage, the core and the network side, and wires them.
+
+The core (``salon.core``) states what it needs from the network as Protocols (a federation
+sender; client connections binding sessions); this is the one place that plugs the
+implementations from ``salon.net`` in. It also owns the lifecycle: start, graceful stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from salon.config import Settings
+from salon.core.clock import Clock, SystemClock
+from salon.core.items import PREAUTH_FEATURE, PREAUTH_IQ_NAMESPACE, STREAM_FEATURE
+from salon.core.registry import ItemKind
+from salon.core.server import Server
+from salon.errors import StreamErrorCondition
+from salon.net.c2s import C2SConnection
+from salon.net.http import HttpService
+from salon.net.s2s import S2SManager
+from salon.net.tls import TlsContexts
+from salon.storage import open_storage
+from salon.stream.c2s import C2SPolicy
+from salon.xml.element import Element
+
+log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL = 1.0  # seconds between idle/handshake timeout checks
+HIBERNATE_AFTER = 10.0  # seconds of silence before an idle stream's parser is released
+
+T = TypeVar("T")
+
+
+class App:
+    """One running Salon: ``await App(settings).start()``, later ``await app.stop()``."""
+
+    core: Server
+    s2s: S2SManager
+
+    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.tls = TlsContexts()
+        self.connections: set[C2SConnection] = set()  # every client transport registers here
+        self.listeners: dict[str, list[asyncio.AbstractServer]] = {}
+        self.http: HttpService | None = None  # BOSH, WebSocket, host-meta, /chat
+        self._sweeper: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+        c2s = settings.c2s
+        hosted = set(settings.hosts)
+        self.c2s_policy = C2SPolicy(
+            is_local_host=hosted.__contains__,
+            default_host=next(iter(settings.hosts)),
+            can_starttls=lambda host: c2s.starttls_enabled and self.tls.has(host),
+            require_encryption=c2s.require_encryption,
+            max_stanza_size=c2s.max_stanza_size,
+            max_depth=c2s.max_depth,
+            max_auth_attempts=c2s.max_auth_attempts,
+            preauth_iq_namespaces=lambda host: self._host_items(host, PREAUTH_IQ_NAMESPACE),
+            preauth_features=lambda host: self._host_items(host, PREAUTH_FEATURE),
+            postauth_features=lambda host: self._host_items(host, STREAM_FEATURE),
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        settings = self.settings
+        storage = await open_storage(settings.storage_url(), base_dir=settings.data_path())
+        self.core = Server(settings, storage, clock=self.clock)
+        self.s2s = S2SManager(self)  # federation: listeners, outgoing connections, bounces
+        if self.s2s.is_enabled:
+            self.core.federation = self.s2s
+        for domain in settings.hosts:
+            cert, key = settings.host_cert_paths(domain)
+            self.tls.add_host(domain, cert, key)
+        self.core.load_hosts()
+        await self._listen()
+        await self.s2s.start()
+        await self.core.start_modules()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        log.info("Salon serving %s on %s", ", ".join(self.core.hosts), self.addresses())
+
+    async def _listen(self) -> None:
+        loop = asyncio.get_running_loop()
+        c2s = self.settings.c2s
+        if c2s.starttls_enabled or not c2s.require_encryption:
+            self.listeners["c2s"] = [
+                await loop.create_server(lambda: C2SConnection(self), host, c2s.port)
+                for host in c2s.interfaces
+            ]
+        direct_ctx = self.tls.direct_tls_context()
+        if c2s.direct_tls_enabled and direct_ctx is not None:
+            self.listeners["c2s_direct_tls"] = [
+                await loop.create_server(
+                    lambda: C2SConnection(self, direct_tls=True),
+                    host,
+                    c2s.direct_tls_port,
+                    ssl=direct_ctx,
+                    ssl_handshake_timeout=c2s.handshake_timeout,
+                )
+                for host in c2s.interfaces
+            ]
+        if self.settings.http.enabled:
+            self.http = HttpService(self)
+            self.listeners.update(await self.http.start())
+
+    def addresses(self) -> dict[str, list[tuple[str, int]]]:
+        """The bound (address, port) pairs of each listener kind."""
+        return {
+            kind: [sock.getsockname()[:2] for srv in servers for sock in srv.sockets]
+            for kind, servers in self.listeners.items()
+        }
+
+    def port(self, kind: str = "c2s") -> int:
+        return int(self.addresses()[kind][0][1])
+
+    async def stop(self) -> None:
+        """Graceful stop: no new connections, every stream closed with system-shutdown,
+        modules stopped and unloaded, storage closed."""
+        for servers in self.listeners.values():
+            for srv in servers:
+                srv.close()
+        for conn in list(self.connections):
+            conn.close_stream(StreamErrorCondition.SYSTEM_SHUTDOWN)
+        await self.s2s.stop()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        await asyncio.sleep(0)
+        for _ in range(50):
+            if not self.connections and not self.core.is_busy:
+                break
+            await asyncio.sleep(0.02)
+        if self.http is not None:
+            await self.http.stop()
+        await self.core.stop_modules()
+        await self.core.storage.close()
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        return self.core.spawn(coro)
+
+    async def _sweep(self) -> None:
+        """Close connections that stay silent or never finish negotiating (RFC 6120 §4.6)."""
+        c2s = self.settings.c2s
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            now = loop.time()
+            for conn in list(self.connections):
+                if conn.session is None and now - conn.connected_at > c2s.handshake_timeout:
+                    conn.close_stream(StreamErrorCondition.CONNECTION_TIMEOUT, "too slow")
+                elif now - conn.last_activity > c2s.idle_timeout:
+                    conn.close_stream(StreamErrorCondition.CONNECTION_TIMEOUT, "idle")
+                elif now - conn.last_activity > HIBERNATE_AFTER:
+                    conn.stream.hibernate()  # frees the idle stream's XML parser
+
+    def _host_items(self, domain: str, kind: ItemKind[T]) -> list[T]:
+        host = self.core.hosts.get(domain)
+        return host.items.get(kind) if host is not None else []
+
+    async def nonza(self, conn: C2SConnection, element: Element) -> None:
+        conn.close_stream(StreamErrorCondition.UNSUPPORTED_STANZA_TYPE)

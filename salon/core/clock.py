@@ -1,0 +1,90 @@
+"""Time as a parameter: whatever expires (sweepers, pings, BOSH waits, auth delays, last
+activity, SM windows, MUC history, upload slots) asks a ``Clock``, so its rules get unit
+tests that do not sleep.
+
+``SystemClock`` is the real one. ``ManualClock`` is for tests: time stands still until the
+test calls ``advance()``, which wakes the sleepers whose time has come, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from typing import Protocol
+
+__all__ = ["Clock", "ManualClock", "SystemClock"]
+
+
+class Clock(Protocol):
+    def time(self) -> float:
+        """Wall-clock time, seconds since the epoch (for timestamps that are stored or shown)."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back (for timeouts and intervals)."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` of this clock's time."""
+        ...
+
+
+class SystemClock:
+    __slots__ = ()
+
+    def time(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class ManualClock:
+    """A clock that moves only when told to. ``sleep()`` waits until ``advance()`` passes its
+    deadline; ``advance()`` lets every woken coroutine run before it returns."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self._now = start
+        self._mono = 0.0
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def time(self) -> float:
+        return self._now
+
+    def monotonic(self) -> float:
+        return self._mono
+
+    async def sleep(self, seconds: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self._mono + max(seconds, 0.0), next(self._order), future))
+        await future
+
+    @property
+    def sleepers(self) -> int:
+        return sum(1 for _, _, f in self._sleepers if not f.done())
+
+    async def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds``, waking sleepers due on the way, in order."""
+        target = self._mono + seconds
+        while self._sleepers and self._sleepers[0][0] <= target:
+            due, _, future = heapq.heappop(self._sleepers)
+            self._now += due - self._mono
+            self._mono = due
+            if not future.done():
+                future.set_result(None)
+            await _settle()
+        self._now += target - self._mono
+        self._mono = target
+        await _settle()
+
+
+async def _settle(rounds: int = 20) -> None:
+    """Let woken coroutines (and what they wake in turn) run."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)

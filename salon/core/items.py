@@ -1,0 +1,37 @@
+"""The item registries every host has, by kind. A module adds with
+``self.add_item(KIND, value)``; whoever needs them reads ``host.items.get(KIND)``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from salon.core.registry import ItemKind
+from salon.xml.element import Element
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    category: str
+    type: str
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoItem:
+    jid: str
+    name: str | None = None
+    node: str | None = None
+
+
+# service discovery (XEP-0030) of the server itself
+DISCO_FEATURE = ItemKind[str]("disco_feature")
+DISCO_IDENTITY = ItemKind[Identity]("disco_identity")
+DISCO_EXTENSION = ItemKind[Element]("disco_extension")  # XEP-0128 forms in disco#info
+DISCO_ITEM = ItemKind[DiscoItem]("disco_item")  # the server's disco#items
+DISCO_INFO_NODE = ItemKind[str]("disco_info_node")  # nodes disco#info answers (caps)
+# service discovery of accounts (a bare JID)
+ACCOUNT_FEATURE = ItemKind[str]("account_feature")
+# stream negotiation
+STREAM_FEATURE = ItemKind[Element]("stream_feature")  # offered after authentication
+PREAUTH_FEATURE = ItemKind[Element]("preauth_feature")  # offered before authentication
+PREAUTH_IQ_NAMESPACE = ItemKind[str]("preauth_iq_namespace")  # iq namespaces open before auth

@@ -1,0 +1,29 @@
+"""What the core needs from the network side, as Protocols. ``salon.app`` plugs the
+implementations from ``salon.net`` in; the core never imports ``salon.net``. A cluster
+transport can stand behind the same interfaces later.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from salon.jid import JID
+from salon.xml.element import Element
+
+
+class FederationSender(Protocol):
+    """Stanzas for other servers (RFC 6120 §10.4): queued, sent over s2s, or bounced."""
+
+    @property
+    def is_enabled(self) -> bool: ...
+
+    def send(self, stanza: Element, sender: JID, to: JID) -> None: ...
+
+
+class NoFederation:
+    """A server that talks to no other server: remote domains are not found."""
+
+    is_enabled = False
+
+    def send(self, stanza: Element, sender: JID, to: JID) -> None:
+        raise RuntimeError("federation is disabled")
