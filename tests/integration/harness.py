@@ -24,9 +24,9 @@ from typing import Any
 import slixmpp
 import trustme
 
+from salon.app import App
 from salon.auth.credentials import make_credentials
 from salon.config import settings_from_dict
-from salon.app import App
 
 NS_STREAM = "http://etherx.jabber.org/streams"
 NS_STREAMS = "urn:ietf:params:xml:ns:xmpp-streams"

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import trustme
 
-from salon.config import DEFAULT_MODULES, settings_from_dict
 from salon.app import App
+from salon.config import DEFAULT_MODULES, settings_from_dict
 from tests.integration.harness import (
     NS_CLIENT,
     NS_STREAM,

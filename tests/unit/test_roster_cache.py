@@ -1,4 +1,4 @@
-"""salon.modules._roster_cache: rosters of online users read once, kept exact through writes."""
+"""salon.core.roster_cache: rosters of online users read once, kept exact through writes."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 from salon.core.events import AccountDeleted, ResourceUnbound
+from salon.core.roster_cache import RosterCache
 from salon.core.session import C2SSession
 from salon.jid import JID
-from salon.core.roster_cache import RosterCache
 from salon.storage.interfaces import PendingSubscription, Roster, RosterItem
 
 JULIET = JID.make("juliet", "localhost")
