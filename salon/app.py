@@ -45,7 +45,7 @@ class App:
         self.clock: Clock = clock or SystemClock()
         self.tls = TlsContexts()
         self.connections: set[C2SConnection] = set()  # every client transport registers here
-        self.listeners: dict[str, list[asyncio.AbstractServer]] = {}
+        self.listeners: dict[str, list[asyncio.Server]] = {}
         self.http: HttpService | None = None  # BOSH, WebSocket, host-meta, /chat
         self._sweeper: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()

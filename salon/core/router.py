@@ -9,7 +9,8 @@ answer them. Whatever nobody handles gets the error the RFCs name.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, cast
 
 from salon.core.events import (
     InboundStanza,
@@ -205,9 +206,10 @@ class Router:
             return
         request = IqRequest(stanza, origin, sender, to, target)
         try:
-            result = route.handler(request)
+            outcome = route.handler(request)
             if route.is_async:
-                result = await result  # type: ignore[misc]
+                outcome = await cast("Awaitable[Element | None]", outcome)
+            result = cast("Element | None", outcome)
         except StanzaError as err:
             self.reply_error(origin, stanza, err)
             return

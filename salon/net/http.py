@@ -67,14 +67,14 @@ class HttpService:
         if (self.client_dir / "converse.min.js").is_file():
             router.add_static(o.chat_path, self.client_dir, follow_symlinks=False)
 
-    async def start(self) -> dict[str, list[asyncio.AbstractServer]]:
+    async def start(self) -> dict[str, list[asyncio.Server]]:
         """Listen on the configured ports; the listeners by kind ("http", "https")."""
         await self.runner.setup()
         loop = asyncio.get_running_loop()
         o = self.options
         handler = self.runner.server
         assert handler is not None
-        listeners: dict[str, list[asyncio.AbstractServer]] = {
+        listeners: dict[str, list[asyncio.Server]] = {
             "http": [await loop.create_server(handler, host, o.port) for host in o.interfaces]
         }
         ctx = self.server.tls.https_context()

@@ -329,7 +329,7 @@ class S2SManager:
         self.routes: dict[tuple[str, str], _Route] = {}
         self.outgoing: set[S2SOutConnection] = set()
         self.incoming: set[S2SInConnection] = set()
-        self.listeners: list[asyncio.AbstractServer] = []
+        self.listeners: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[object]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         limits = S2SLimits(max_stanza_size=self.settings.max_stanza_size)
@@ -362,7 +362,7 @@ class S2SManager:
             cert, key = self.server.settings.host_cert_paths(domain)
             self.tls.add_host(domain, cert, key)
         loop = asyncio.get_running_loop()
-        plain: list[asyncio.AbstractServer] = [
+        plain: list[asyncio.Server] = [
             await loop.create_server(lambda: S2SInConnection(self), host, self.settings.port)
             for host in self.settings.interfaces
         ]
@@ -370,7 +370,7 @@ class S2SManager:
         self.server.listeners["s2s"] = plain  # Server.addresses() and port("s2s") see them
         direct_ctx = self.tls.direct_tls_context()
         if self.settings.direct_tls_enabled and direct_ctx is not None:
-            direct: list[asyncio.AbstractServer] = [
+            direct: list[asyncio.Server] = [
                 await loop.create_server(
                     lambda: S2SInConnection(self, direct_tls=True),
                     host,

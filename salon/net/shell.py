@@ -220,7 +220,7 @@ class ClientShell:
         assert self.stream.host is not None and self.stream.username is not None
         try:
             session = await self.server.core.bind(
-                self,  # type: ignore[arg-type]
+                self,
                 self.stream.username,
                 self.stream.host,
                 request.resource,
