@@ -147,10 +147,10 @@ class App:
     async def _sweep(self) -> None:
         """Close connections that stay silent or never finish negotiating (RFC 6120 §4.6)."""
         c2s = self.settings.c2s
-        loop = asyncio.get_running_loop()
+        clock = self.clock
         while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
-            now = loop.time()
+            await clock.sleep(SWEEP_INTERVAL)
+            now = clock.monotonic()
             for conn in list(self.connections):
                 if conn.session is None and now - conn.connected_at > c2s.handshake_timeout:
                     conn.close_stream(StreamErrorCondition.CONNECTION_TIMEOUT, "too slow")

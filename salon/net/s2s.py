@@ -69,7 +69,8 @@ class _Connection(TcpShell):
         self._closing = False
         self._held_data: list[bytes] | None = None
         self._loop = asyncio.get_running_loop()
-        self.connected_at = self.last_activity = self._loop.time()
+        self._clock = manager.clock
+        self.connected_at = self.last_activity = self._clock.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._attach(transport, MAX_SEND_BUFFER)
@@ -322,6 +323,7 @@ class S2SManager:
     def __init__(self, server: App) -> None:
         self.server = server
         self.settings = server.settings.s2s
+        self.clock = server.clock
         self.secret = secrets.token_bytes(32)  # dialback keys of this run (XEP-0185)
         ca_file = server.settings.resolve(self.settings.ca_file) if self.settings.ca_file else None
         self.tls = S2STls(ca_file)

@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
+from salon.core.clock import Clock, Timer
 from salon.core.session import C2SSession
 from salon.errors import StanzaError, StanzaErrorCondition, StreamErrorCondition
 from salon.stream.c2s import C2SStream
@@ -58,6 +59,7 @@ class ClientShell:
     :meth:`_pause_input` and :meth:`_resume_input`."""
 
     __slots__ = (
+        "_clock",
         "_closing",
         "_deferred",
         "_deferred_handle",
@@ -83,12 +85,13 @@ class ClientShell:
         self._inbox: deque[Element] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._deferred: list[StreamAction] = []
-        self._deferred_handle: asyncio.TimerHandle | None = None
+        self._deferred_handle: Timer | None = None
         self._closing = False
         self._input_paused = False  # the inbox filled up: the transport takes no more input
         # asyncio.get_running_loop() costs a getpid() system call; the loop is kept instead.
-        self._loop = loop = asyncio.get_running_loop()
-        self.connected_at = self.last_activity = loop.time()
+        self._loop = asyncio.get_running_loop()
+        self._clock = clock = server.clock  # idle and handshake timeouts, the auth delay
+        self.connected_at = self.last_activity = clock.monotonic()
 
     # ------------------------------------------------------------------ transport side
     def _write(self, data: bytes) -> None:
@@ -149,7 +152,7 @@ class ClientShell:
         self._execute(self.stream.close(condition, text))
 
     def idle_seconds(self) -> float:
-        return self._loop.time() - self.last_activity
+        return self._clock.monotonic() - self.last_activity
 
     # ------------------------------------------------------------------ actions
     def _execute(self, actions: list[StreamAction]) -> None:
@@ -188,8 +191,7 @@ class ClientShell:
         if self._deferred_handle is None:
             base = self.server.settings.c2s.auth_failure_delay
             delay = base * (2 ** max(action.attempt - 1, 0))
-            loop = asyncio.get_running_loop()
-            self._deferred_handle = loop.call_later(delay, self._release_deferred)
+            self._deferred_handle = self._clock.call_later(delay, self._release_deferred)
 
     def _release_deferred(self) -> None:
         self._deferred_handle = None
@@ -296,11 +298,11 @@ class StreamShell(ClientShell):
         self._room.set()
 
     def receive_data(self, data: bytes) -> None:
-        self.last_activity = self._loop.time()
+        self.last_activity = self._clock.monotonic()
         self._execute(self.stream.receive_data(data))
 
     def receive_events(self, events: Iterable[ParserEvent]) -> None:
-        self.last_activity = self._loop.time()
+        self.last_activity = self._clock.monotonic()
         self._execute(self.stream.receive_events(events))
 
     async def wait_for_room(self) -> None:
@@ -332,6 +334,7 @@ class TcpShell(asyncio.Protocol):
         _closing: bool
         _held_data: list[bytes] | None  # bytes that arrive while TLS is starting
         _loop: asyncio.AbstractEventLoop
+        _clock: Clock
 
         def _execute(self, actions: Any) -> None: ...
 
@@ -353,7 +356,7 @@ class TcpShell(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = self._loop.time()
+        self.last_activity = self._clock.monotonic()
         if self._held_data is not None:
             # The TLS handshake finished but start_tls() has not returned to us yet.
             self._held_data.append(data)
