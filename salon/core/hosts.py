@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from salon.core.domains import DomainService
     from salon.core.router import Router
     from salon.core.server import Server
-    from salon.core.sessions import SessionRegistry
+    from salon.core.sessions import SessionDirectory
     from salon.storage.interfaces import Storage
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class VirtualHost:
         return self._core.storage
 
     @property
-    def sessions(self) -> SessionRegistry:
+    def sessions(self) -> SessionDirectory:
         return self._core.sessions
 
     @property
