@@ -73,6 +73,7 @@ DEFAULT_MODULES: tuple[str, ...] = (
     "carbons",
     "blocking",
     "register",
+    "upload",
 )
 
 #: Domain hosted when the config file has no ``[hosts]`` table.
