@@ -47,3 +47,4 @@ NS_BLOCKING = "urn:xmpp:blocking"
 NS_BLOCKING_ERRORS = "urn:xmpp:blocking:errors"
 NS_REGISTER = "jabber:iq:register"
 NS_FEATURE_IQREGISTER = "http://jabber.org/features/iq-register"
+NS_HTTP_UPLOAD = "urn:xmpp:http:upload:0"  # XEP-0363

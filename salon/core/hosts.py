@@ -7,6 +7,7 @@ import importlib
 import logging
 import pkgutil
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -120,6 +121,11 @@ class VirtualHost:
     @property
     def clock(self) -> Clock:
         return self._core.clock
+
+    @property
+    def data_path(self) -> Path:
+        """The server's data folder (``server.data_dir``), for files modules keep."""
+        return self._core.settings.data_path()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         return self._core.spawn(coro)

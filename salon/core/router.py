@@ -236,6 +236,13 @@ class Router:
             if sender is not None and self.server.federation.is_enabled:
                 self.server.federation.send(reply, sender, to)
             return
+        service = None if to.domain in self.server.hosts else self.server.domains.get(to.domain)
+        if service is not None:
+            # A reply to a service domain's stanza (an external component's iq to the server).
+            sender = parse_jid(reply.get("from") or "")
+            if sender is not None:
+                self.server.spawn(self.route(reply, None, sender, to))
+            return
         session = self.server.sessions.get(to)
         if session is not None:
             session.send(reply)

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from salon.core.items import HTTP_BASE_URL, HTTP_ROUTE
+from salon.core.web import HttpRequest, HttpRoute
 from salon.namespaces import NS_XRD
 from salon.net.bosh import BoshManager
 from salon.net.chat_page import chat_page, missing_page
@@ -66,6 +68,9 @@ class HttpService:
         router.add_get(o.chat_path + "/index.html", self.chat)
         if (self.client_dir / "converse.min.js").is_file():
             router.add_static(o.chat_path, self.client_dir, follow_symlinks=False)
+        # Last: paths that modules serve (HTTP_ROUTE items), looked up per request so that
+        # loading or unloading a module needs no new router.
+        router.add_route("*", "/{tail:.*}", self.module_route)
 
     async def start(self) -> dict[str, list[asyncio.Server]]:
         """Listen on the configured ports; the listeners by kind ("http", "https")."""
@@ -89,7 +94,19 @@ class HttpService:
                 )
                 for host in o.interfaces
             ]
+        self._publish_base_urls(listeners)
         return listeners
+
+    def _publish_base_urls(self, listeners: dict[str, list[asyncio.AbstractServer]]) -> None:
+        """Tell each host where its web server is (HTTP_BASE_URL): ``public_url`` when set,
+        else the host's own name on the HTTPS port (the HTTP port without TLS)."""
+        for domain, host in self.server.core.hosts.items():
+            base = self.options.public_url
+            if not base:
+                kind, scheme = ("https", "https") if "https" in listeners else ("http", "http")
+                port = listeners[kind][0].sockets[0].getsockname()[1]
+                base = f"{scheme}://{domain}:{port}"
+            host.items.add(HTTP_BASE_URL, base)
 
     async def stop(self) -> None:
         await self.runner.cleanup()
@@ -200,6 +217,55 @@ class HttpService:
                 base = f"http://{host}"
         ws_base = "ws" + base.removeprefix("http")
         return base + o.bosh_path, ws_base + o.websocket_path
+
+    # ------------------------------------------------------------------ module routes
+    def _module_route(self, path: str) -> HttpRoute | None:
+        best: HttpRoute | None = None
+        for host in self.server.core.hosts.values():
+            for route in host.items.get(HTTP_ROUTE):
+                if path.startswith(route.prefix) and (
+                    best is None or len(route.prefix) > len(best.prefix)
+                ):
+                    best = route
+        return best
+
+    async def module_route(self, request: web.Request) -> web.StreamResponse:
+        """A path a module serves: translate to and from its aiohttp-free handler, streaming
+        the request and response bodies."""
+        raw_path = request.rel_url.raw_path
+        route = self._module_route(raw_path)
+        if route is None:
+            raise web.HTTPNotFound()
+        peer, is_secure = self.client(request)
+        req = HttpRequest(
+            method=request.method.upper(),
+            path=request.path,
+            subpath=raw_path[len(route.prefix) :],
+            headers={key.lower(): value for key, value in request.headers.items()},
+            query=dict(request.query),
+            body=request.content.iter_chunked(65536),
+            content_length=request.content_length,
+            remote=peer,
+            is_secure=is_secure,
+        )
+        resp = await route.handler(req)
+        if isinstance(resp.body, bytes) and request.method != "HEAD":
+            return web.Response(status=resp.status, headers=resp.headers, body=resp.body)
+        stream = web.StreamResponse(status=resp.status, headers=resp.headers)
+        await stream.prepare(request)
+        body = resp.body
+        try:
+            if request.method != "HEAD" and not isinstance(body, bytes):
+                async for chunk in body:
+                    await stream.write(chunk)
+        except ConnectionError:
+            return stream  # the client stopped reading (a download cancelled)
+        finally:
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                await aclose()  # a file stays open no longer than the client does
+        await stream.write_eof()
+        return stream
 
     async def chat_redirect(self, request: web.Request) -> web.Response:
         raise web.HTTPFound(self.options.chat_path + "/")
