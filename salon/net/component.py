@@ -87,7 +87,7 @@ class ComponentManager:
         service = self.domains.get(domain)
         return service is not None and service.connection is not None
 
-    async def start(self) -> list[asyncio.AbstractServer]:
+    async def start(self) -> list[asyncio.Server]:
         """Serve every configured domain with the core, then listen."""
         core = self.server.core
         for domain in self.settings.domains:
@@ -140,7 +140,8 @@ class ComponentConnection(TcpShell):
         self._closing = False
         self._held_data: list[bytes] | None = None
         self._loop = asyncio.get_running_loop()
-        self.last_activity = self._loop.time()
+        self._clock = manager.server.clock
+        self.last_activity = self._clock.monotonic()
         self._inbox: deque[ComponentStanzaReceived] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._reading_paused = False

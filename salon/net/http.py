@@ -97,7 +97,7 @@ class HttpService:
         self._publish_base_urls(listeners)
         return listeners
 
-    def _publish_base_urls(self, listeners: dict[str, list[asyncio.AbstractServer]]) -> None:
+    def _publish_base_urls(self, listeners: dict[str, list[asyncio.Server]]) -> None:
         """Tell each host where its web server is (HTTP_BASE_URL): ``public_url`` when set,
         else the host's own name on the HTTPS port (the HTTP port without TLS)."""
         for domain, host in self.server.core.hosts.items():
