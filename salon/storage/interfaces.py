@@ -22,7 +22,6 @@ __all__ = [
     "BlocklistStore",
     "KeyValueStore",
     "MucStore",
-    "StoredRoom",
     "OfflineMessage",
     "OfflineStore",
     "PendingSubscription",
@@ -31,6 +30,7 @@ __all__ = [
     "RosterStore",
     "ScramCredential",
     "Storage",
+    "StoredRoom",
 ]
 
 

@@ -71,7 +71,9 @@ async def test_unicode_names_and_jids(storage: Storage) -> None:
 
 
 async def test_concurrent_saves_leave_one_whole_version(storage: Storage) -> None:
-    versions = [room(affiliations={f"u{i}@example.org": "member"}, subject=str(i)) for i in range(8)]
+    versions = [
+        room(affiliations={f"u{i}@example.org": "member"}, subject=str(i)) for i in range(8)
+    ]
     await asyncio.gather(*(storage.muc.save(v) for v in versions))
     stored = await storage.muc.get(SERVICE, "coven")
     assert stored in versions

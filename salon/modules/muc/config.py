@@ -176,7 +176,19 @@ def roominfo_form(config: RoomConfig, occupants: int, subject: str) -> Element:
     _field(form, "muc#roominfo_subject", "text-single", "Subject", [subject])
     _field(form, "muc#roomconfig_roomname", "text-single", "Name", [config.name])
     changesubject = _bool(config.change_subject)
-    _field(form, "muc#roominfo_changesubject", "boolean", "Occupants may set the subject", [changesubject])
+    _field(
+        form,
+        "muc#roominfo_changesubject",
+        "boolean",
+        "Occupants may set the subject",
+        [changesubject],
+    )
     if config.max_users:
-        _field(form, "muc#roomconfig_maxusers", "text-single", "Maximum occupants", [str(config.max_users)])
+        _field(
+            form,
+            "muc#roomconfig_maxusers",
+            "text-single",
+            "Maximum occupants",
+            [str(config.max_users)],
+        )
     return form

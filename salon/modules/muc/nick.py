@@ -10,7 +10,7 @@ from precis_i18n import get_profile
 
 from salon.errors import StanzaError, StanzaErrorCondition
 
-_NICKNAME = get_profile("Nickname")
+_NICKNAME = get_profile("NicknameCasePreserved")  # RFC 8266 §2, case kept for display
 _NICKNAME_KEY = get_profile("NicknameCaseMapped")
 
 

@@ -380,21 +380,23 @@ class Room:
         if occ is None:
             return []
         source = stanza if stanza is not None else Element("presence", NS_CLIENT)
-        out: list[Delivery] = []
+        last = len(occ.sessions) == 1
+        role = Role.NONE if last else occ.role
         own = self._presence(
-            occ, real, occ.role, statuses=[S_SELF], unavailable=True, source=source
+            occ, real, occ.role, statuses=[S_SELF], unavailable=True, source=source, role=role
         )
-        out.append((real, own))
-        del occ.sessions[real]
-        if occ.sessions:  # the user's other sessions stay in the room
+        out: list[Delivery] = [(real, own)]
+        if not last:  # the user's other sessions stay in the room
+            del occ.sessions[real]
             return out
-        del self.occupants[nicks.key(occ.nick)]
         for viewer, session in self.sessions():
+            if session == real:
+                continue
             pres = self._presence(
                 occ, session, viewer.role, unavailable=True, source=source, role=Role.NONE
             )
             out.append((session, pres))
-        own.find("x", NS_MUC_USER).find("item").set("role", "none")  # type: ignore[union-attr]
+        del self.occupants[nicks.key(occ.nick)]
         return out
 
     def _remove(

@@ -40,7 +40,9 @@ class SqlMucStore:
         async with self._engine.begin() as conn:
             row = (
                 await conn.execute(
-                    select(muc_rooms).where(muc_rooms.c.service == service, muc_rooms.c.name == name)
+                    select(muc_rooms).where(
+                        muc_rooms.c.service == service, muc_rooms.c.name == name
+                    )
                 )
             ).first()
             if row is None:
