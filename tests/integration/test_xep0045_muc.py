@@ -223,6 +223,14 @@ async def test_nick_modified_by_service_is_210(srv: RunningServer) -> None:
     assert own.get("from") == f"modified@{MUC}/kingIV"
 
 
+async def test_room_creation_limit_per_user_not_allowed(server_factory: Factory) -> None:
+    srv = await server_factory(module_options={"muc": {"max_rooms_per_user": 1}})
+    ((a, _),) = await users(srv, 1)
+    await instant_room(a, "mine", "alice")
+    await send_presence(a, f"another@{MUC}/alice")
+    assert stanza_error_condition(await error_of(a)) == "not-allowed"
+
+
 async def test_password_protected_room(srv: RunningServer) -> None:
     (a, _), (b, _) = await users(srv, 2)
     await enter(a, "secret", "owner")
