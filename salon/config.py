@@ -74,6 +74,7 @@ DEFAULT_MODULES: tuple[str, ...] = (
     "blocking",
     "register",
     "upload",
+    "muc",
 )
 
 #: Domain hosted when the config file has no ``[hosts]`` table.

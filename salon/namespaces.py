@@ -48,3 +48,12 @@ NS_BLOCKING_ERRORS = "urn:xmpp:blocking:errors"
 NS_REGISTER = "jabber:iq:register"
 NS_FEATURE_IQREGISTER = "http://jabber.org/features/iq-register"
 NS_HTTP_UPLOAD = "urn:xmpp:http:upload:0"  # XEP-0363
+
+# XEP-0045 Multi-User Chat and its companions (salon/modules/muc)
+NS_MUC = "http://jabber.org/protocol/muc"
+NS_MUC_ADMIN = "http://jabber.org/protocol/muc#admin"
+NS_MUC_OWNER = "http://jabber.org/protocol/muc#owner"
+NS_MUC_ROOMCONFIG = "http://jabber.org/protocol/muc#roomconfig"
+NS_MUC_ROOMINFO = "http://jabber.org/protocol/muc#roominfo"
+NS_MUC_SELF_PING = "http://jabber.org/protocol/muc#self-ping-optimization"  # XEP-0410
+NS_OCCUPANT_ID = "urn:xmpp:occupant-id:0"  # XEP-0421

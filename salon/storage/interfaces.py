@@ -21,6 +21,7 @@ __all__ = [
     "AccountStore",
     "BlocklistStore",
     "KeyValueStore",
+    "MucStore",
     "OfflineMessage",
     "OfflineStore",
     "PendingSubscription",
@@ -29,6 +30,7 @@ __all__ = [
     "RosterStore",
     "ScramCredential",
     "Storage",
+    "StoredRoom",
 ]
 
 
@@ -245,6 +247,7 @@ class Storage(Protocol):
     roster: RosterStore
     offline: OfflineStore
     blocklist: BlocklistStore
+    muc: MucStore
 
     def keyvalue(self, store: str) -> KeyValueStore:
         """Return the key-value store called ``store`` (e.g. ``"vcard"``)."""
@@ -252,4 +255,37 @@ class Storage(Protocol):
 
     async def close(self) -> None:
         """Release all connections. The stores must not be used afterwards."""
+        ...
+
+
+# --------------------------------------------------------------------------- MUC rooms
+@dataclass(frozen=True, slots=True)
+class StoredRoom:
+    """A persistent chat room (XEP-0045): what survives a restart. ``config`` is the room's
+    configuration as plain JSON-able values; ``affiliations`` maps bare JIDs to
+    owner/admin/member/outcast."""
+
+    service: str  # conference.example.org
+    name: str  # the room's localpart
+    config: dict[str, object]
+    affiliations: dict[str, str]
+    subject: str = ""
+    subject_nick: str = ""
+
+
+class MucStore(Protocol):
+    """Persistent rooms of MUC services. ``save`` replaces the whole room atomically."""
+
+    async def rooms(self, service: str) -> list[StoredRoom]:
+        """Every stored room of ``service``, sorted by name."""
+        ...
+
+    async def get(self, service: str, name: str) -> StoredRoom | None: ...
+
+    async def save(self, room: StoredRoom) -> None:
+        """Create or replace the room, its configuration, affiliations and subject."""
+        ...
+
+    async def delete(self, service: str, name: str) -> None:
+        """Forget the room (idempotent)."""
         ...

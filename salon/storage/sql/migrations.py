@@ -37,6 +37,8 @@ from salon.storage.sql.schema import (
     accounts,
     blocklist,
     kv,
+    muc_affiliations,
+    muc_rooms,
     offline_messages,
     pending_subscriptions,
     roster_items,
@@ -83,6 +85,7 @@ STORES: tuple[StoreSchema, ...] = (
     StoreSchema("roster", 1, (roster_versions, roster_items, pending_subscriptions)),
     StoreSchema("offline", 1, (offline_messages,)),
     StoreSchema("blocklist", 1, (blocklist,)),
+    StoreSchema("muc", 1, (muc_rooms, muc_affiliations)),
 )
 
 

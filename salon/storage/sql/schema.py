@@ -213,3 +213,26 @@ Every new per-user store adds its table here so that
 same transaction. Their primary keys (or, for ``offline_messages``, an
 index) start with (host, username), so the delete uses an index.
 """
+
+
+# --------------------------------------------------------------------------- MUC rooms
+muc_rooms = Table(
+    "muc_rooms",
+    metadata,
+    Column("service", String(_HOST), nullable=False),
+    Column("name", String(_USERNAME), nullable=False),
+    Column("config", Text, nullable=False),  # JSON
+    Column("subject", Text, nullable=False),
+    Column("subject_nick", Text, nullable=False),
+    PrimaryKeyConstraint("service", "name", name="pk_muc_rooms"),
+)
+
+muc_affiliations = Table(
+    "muc_affiliations",
+    metadata,
+    Column("service", String(_HOST), nullable=False),
+    Column("room", String(_USERNAME), nullable=False),
+    Column("jid", String(_JID), nullable=False),
+    Column("affiliation", String(16), nullable=False),
+    PrimaryKeyConstraint("service", "room", "jid", name="pk_muc_affiliations"),
+)
