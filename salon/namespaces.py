@@ -47,3 +47,13 @@ NS_BLOCKING = "urn:xmpp:blocking"
 NS_BLOCKING_ERRORS = "urn:xmpp:blocking:errors"
 NS_REGISTER = "jabber:iq:register"
 NS_FEATURE_IQREGISTER = "http://jabber.org/features/iq-register"
+
+# XEP-0060 Publish-Subscribe, XEP-0163 PEP and what is published through them
+NS_PUBSUB = "http://jabber.org/protocol/pubsub"
+NS_PUBSUB_OWNER = "http://jabber.org/protocol/pubsub#owner"
+NS_PUBSUB_EVENT = "http://jabber.org/protocol/pubsub#event"
+NS_PUBSUB_ERRORS = "http://jabber.org/protocol/pubsub#errors"
+NS_PUBSUB_NODE_CONFIG = "http://jabber.org/protocol/pubsub#node_config"
+NS_PUBSUB_PUBLISH_OPTIONS = "http://jabber.org/protocol/pubsub#publish-options"
+NS_PUBSUB_META_DATA = "http://jabber.org/protocol/pubsub#meta-data"
+NS_PUBSUB_SUB_AUTH = "http://jabber.org/protocol/pubsub#subscribe_authorization"

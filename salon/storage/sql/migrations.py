@@ -39,6 +39,10 @@ from salon.storage.sql.schema import (
     kv,
     offline_messages,
     pending_subscriptions,
+    pubsub_affiliations,
+    pubsub_items,
+    pubsub_nodes,
+    pubsub_subscriptions,
     roster_items,
     roster_versions,
     schema_version,
@@ -83,6 +87,9 @@ STORES: tuple[StoreSchema, ...] = (
     StoreSchema("roster", 1, (roster_versions, roster_items, pending_subscriptions)),
     StoreSchema("offline", 1, (offline_messages,)),
     StoreSchema("blocklist", 1, (blocklist,)),
+    StoreSchema(
+        "pubsub", 1, (pubsub_nodes, pubsub_items, pubsub_affiliations, pubsub_subscriptions)
+    ),
 )
 
 
