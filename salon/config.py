@@ -71,6 +71,8 @@ DEFAULT_MODULES: tuple[str, ...] = (
     "carbons",
     "blocking",
     "register",
+    "pep",
+    "pubsub",
 )
 
 #: Domain hosted when the config file has no ``[hosts]`` table.

@@ -100,7 +100,7 @@ async def test_publish_creates_the_node_and_notifies(storage, rosters, events) -
     svc = pep(storage, rosters, events)
     item_id = await svc.publish(JULIET_RES, "urn:example", "a", entry())
     assert item_id == "a"
-    node, config = await svc.node("urn:example")
+    _node, config = await svc.node("urn:example")
     assert config == NodeConfig()
     [event] = events.seen
     assert (event.kind, event.node, event.owner) == ("items", "urn:example", JULIET)
