@@ -42,9 +42,9 @@ async def pep_client(
     client.xmpp.auto_authorize = None
     client.xmpp.auto_subscribe = False
     for namespace in interests:
-        client.xmpp["xep_0163"].add_interest(namespace)
+        client.xmpp.plugin["xep_0163"].add_interest(namespace)
     if interests:
-        await client.xmpp["xep_0115"].update_caps()
+        await client.xmpp.plugin["xep_0115"].update_caps()
     if available:
         client.xmpp.send_presence()
         await client.expect(presence(sender=client.jid))

@@ -48,8 +48,9 @@ class PubSubError(StanzaError):
         text: str | None = None,
         *,
         feature: str | None = None,
+        error_type: str | None = None,
     ) -> None:
-        super().__init__(condition, text)
+        super().__init__(condition, text, error_type)
         self.app = app
         self.feature = feature  # for <unsupported feature='…'/>
 
@@ -423,7 +424,7 @@ class PubSubService:
         await self.node(name)
         subscription = await self._subscription(name, jid)
         if subscription is None:
-            raise PubSubError(C.UNEXPECTED_REQUEST, "not-subscribed")
+            raise PubSubError(C.UNEXPECTED_REQUEST, "not-subscribed", error_type="cancel")
         if subid is not None and subid != subscription.subid:
             raise PubSubError(C.NOT_ACCEPTABLE, "invalid-subid")
         await self.store.remove_subscription(
