@@ -75,6 +75,8 @@ DEFAULT_MODULES: tuple[str, ...] = (
     "register",
     "upload",
     "muc",
+    "pep",
+    "pubsub",
 )
 
 #: Domain hosted when the config file has no ``[hosts]`` table.

@@ -57,3 +57,13 @@ NS_MUC_ROOMCONFIG = "http://jabber.org/protocol/muc#roomconfig"
 NS_MUC_ROOMINFO = "http://jabber.org/protocol/muc#roominfo"
 NS_MUC_SELF_PING = "http://jabber.org/protocol/muc#self-ping-optimization"  # XEP-0410
 NS_OCCUPANT_ID = "urn:xmpp:occupant-id:0"  # XEP-0421
+
+# XEP-0060 Publish-Subscribe, XEP-0163 PEP and what is published through them
+NS_PUBSUB = "http://jabber.org/protocol/pubsub"
+NS_PUBSUB_OWNER = "http://jabber.org/protocol/pubsub#owner"
+NS_PUBSUB_EVENT = "http://jabber.org/protocol/pubsub#event"
+NS_PUBSUB_ERRORS = "http://jabber.org/protocol/pubsub#errors"
+NS_PUBSUB_NODE_CONFIG = "http://jabber.org/protocol/pubsub#node_config"
+NS_PUBSUB_PUBLISH_OPTIONS = "http://jabber.org/protocol/pubsub#publish-options"
+NS_PUBSUB_META_DATA = "http://jabber.org/protocol/pubsub#meta-data"
+NS_PUBSUB_SUB_AUTH = "http://jabber.org/protocol/pubsub#subscribe_authorization"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = [
     "Account",
@@ -25,6 +25,11 @@ __all__ = [
     "OfflineMessage",
     "OfflineStore",
     "PendingSubscription",
+    "PubSubItem",
+    "PubSubLimitReached",
+    "PubSubNode",
+    "PubSubStore",
+    "PubSubSubscription",
     "Roster",
     "RosterItem",
     "RosterStore",
@@ -240,6 +245,118 @@ class BlocklistStore(Protocol):
         ...
 
 
+# --------------------------------------------------------------------------- pubsub
+@dataclass(frozen=True, slots=True)
+class PubSubNode:
+    """A node of a pubsub service. ``service`` names the service: a bare JID for PEP
+    (``juliet@example.org``), a domain for a pubsub component (``pubsub.example.org``).
+    ``config`` is the node configuration as the pubsub module writes it (JSON values)."""
+
+    service: str
+    node: str
+    config: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PubSubItem:
+    id: str
+    publisher: str
+    """The full or bare JID that published it."""
+    payload: str
+    """The serialized payload element, or "" for a notification-only item."""
+    published_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PubSubSubscription:
+    jid: str
+    subid: str
+    state: str
+    """"subscribed" or "pending" (XEP-0060 §4.2)."""
+
+
+class PubSubStore(Protocol):
+    """Nodes, items, subscriptions and affiliations of every pubsub service (XEP-0060),
+    PEP (XEP-0163) included. Each method is one transaction."""
+
+    async def create_node(
+        self, service: str, node: str, config: dict[str, Any], owner: str, *, max_nodes: int
+    ) -> bool:
+        """Create the node with ``owner`` affiliated as owner. False when it exists;
+        :class:`PubSubLimitReached` when ``service`` already has ``max_nodes`` nodes."""
+        ...
+
+    async def get_node(self, service: str, node: str) -> PubSubNode | None: ...
+
+    async def list_nodes(self, service: str) -> list[PubSubNode]:
+        """Sorted by node name."""
+        ...
+
+    async def set_config(self, service: str, node: str, config: dict[str, Any]) -> bool: ...
+
+    async def delete_node(self, service: str, node: str) -> bool:
+        """The node with its items, subscriptions and affiliations."""
+        ...
+
+    async def delete_service(self, service: str) -> None:
+        """Every node of ``service`` (e.g. an account's PEP data when it is deleted)."""
+        ...
+
+    async def publish(
+        self, service: str, node: str, item: PubSubItem, *, max_items: int
+    ) -> list[str]:
+        """Store ``item`` as the newest (replacing one with its id), then keep only the
+        newest ``max_items`` items; returns the ids pruned."""
+        ...
+
+    async def get_items(
+        self,
+        service: str,
+        node: str,
+        *,
+        ids: Sequence[str] | None = None,
+        last: int | None = None,
+    ) -> list[PubSubItem]:
+        """Oldest first: the items with ``ids`` (unknown ones left out), or the newest
+        ``last`` items, or all."""
+        ...
+
+    async def retract(self, service: str, node: str, item_id: str) -> bool: ...
+
+    async def purge(self, service: str, node: str) -> None: ...
+
+    async def set_affiliation(self, service: str, node: str, jid: str, affiliation: str) -> None:
+        """Set a bare JID's affiliation; "none" removes it."""
+        ...
+
+    async def affiliations(self, service: str, node: str) -> dict[str, str]: ...
+
+    async def affiliations_of(self, service: str, jid: str) -> dict[str, str]:
+        """``jid``'s affiliation with each node of ``service``, by node."""
+        ...
+
+    async def add_subscription(
+        self, service: str, node: str, subscription: PubSubSubscription
+    ) -> None:
+        """Insert or update (same jid and subid)."""
+        ...
+
+    async def remove_subscription(self, service: str, node: str, jid: str, subid: str) -> bool: ...
+
+    async def subscriptions(self, service: str, node: str) -> list[PubSubSubscription]: ...
+
+    async def subscriptions_of(
+        self, service: str, jid: str
+    ) -> list[tuple[str, PubSubSubscription]]:
+        """(node, subscription) for each subscription of ``jid`` (full or bare, exact)."""
+        ...
+
+
+class PubSubLimitReached(Exception):
+    """A pubsub service already holds its most nodes."""
+
+
 class Storage(Protocol):
     """The bundle of stores a running server uses."""
 
@@ -248,6 +365,7 @@ class Storage(Protocol):
     offline: OfflineStore
     blocklist: BlocklistStore
     muc: MucStore
+    pubsub: PubSubStore
 
     def keyvalue(self, store: str) -> KeyValueStore:
         """Return the key-value store called ``store`` (e.g. ``"vcard"``)."""

@@ -41,6 +41,10 @@ from salon.storage.sql.schema import (
     muc_rooms,
     offline_messages,
     pending_subscriptions,
+    pubsub_affiliations,
+    pubsub_items,
+    pubsub_nodes,
+    pubsub_subscriptions,
     roster_items,
     roster_versions,
     schema_version,
@@ -86,6 +90,9 @@ STORES: tuple[StoreSchema, ...] = (
     StoreSchema("offline", 1, (offline_messages,)),
     StoreSchema("blocklist", 1, (blocklist,)),
     StoreSchema("muc", 1, (muc_rooms, muc_affiliations)),
+    StoreSchema(
+        "pubsub", 1, (pubsub_nodes, pubsub_items, pubsub_affiliations, pubsub_subscriptions)
+    ),
 )
 
 

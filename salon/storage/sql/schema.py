@@ -236,3 +236,64 @@ muc_affiliations = Table(
     Column("affiliation", String(16), nullable=False),
     PrimaryKeyConstraint("service", "room", "jid", name="pk_muc_affiliations"),
 )
+
+
+# --------------------------------------------------------------------------- pubsub
+# Keyed by service (a bare JID for PEP, a domain for a pubsub service) and node name.
+_NODE = 1023
+_ITEM_ID = 1023
+
+pubsub_nodes = Table(
+    "pubsub_nodes",
+    metadata,
+    Column("service", String(_JID), nullable=False),
+    Column("node", String(_NODE), nullable=False),
+    Column("config", Text, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    PrimaryKeyConstraint("service", "node", name="pk_pubsub_nodes"),
+)
+"""Nodes; ``config`` is a JSON object written by the pubsub module."""
+
+pubsub_items = Table(
+    "pubsub_items",
+    metadata,
+    # The id orders items by publication (INTEGER on SQLite, see offline_messages).
+    Column(
+        "id",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("service", String(_JID), nullable=False),
+    Column("node", String(_NODE), nullable=False),
+    Column("item_id", String(_ITEM_ID), nullable=False),
+    Column("publisher", String(_JID), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("published_at", UtcDateTime(), nullable=False),
+    Index("ux_pubsub_items_item", "service", "node", "item_id", unique=True),
+    Index("ix_pubsub_items_order", "service", "node", "id"),
+    sqlite_autoincrement=True,
+)
+
+pubsub_affiliations = Table(
+    "pubsub_affiliations",
+    metadata,
+    Column("service", String(_JID), nullable=False),
+    Column("node", String(_NODE), nullable=False),
+    Column("jid", String(_JID), nullable=False),
+    Column("affiliation", String(16), nullable=False),
+    PrimaryKeyConstraint("service", "node", "jid", name="pk_pubsub_affiliations"),
+    Index("ix_pubsub_affiliations_jid", "service", "jid"),
+)
+
+pubsub_subscriptions = Table(
+    "pubsub_subscriptions",
+    metadata,
+    Column("service", String(_JID), nullable=False),
+    Column("node", String(_NODE), nullable=False),
+    Column("jid", String(_JID), nullable=False),
+    Column("subid", String(_NAME), nullable=False),
+    Column("state", String(16), nullable=False),
+    PrimaryKeyConstraint("service", "node", "jid", "subid", name="pk_pubsub_subscriptions"),
+    Index("ix_pubsub_subscriptions_jid", "service", "jid"),
+)

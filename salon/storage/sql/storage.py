@@ -9,6 +9,7 @@ from salon.storage.interfaces import (
     BlocklistStore,
     MucStore,
     OfflineStore,
+    PubSubStore,
     RosterStore,
 )
 from salon.storage.sql.accounts import SqlAccountStore
@@ -16,6 +17,7 @@ from salon.storage.sql.blocklist import SqlBlocklistStore
 from salon.storage.sql.kv import SqlKeyValueStore
 from salon.storage.sql.muc import SqlMucStore
 from salon.storage.sql.offline import SqlOfflineStore
+from salon.storage.sql.pubsub import SqlPubSubStore
 from salon.storage.sql.roster import SqlRosterStore
 
 __all__ = ["SqlStorage"]
@@ -37,6 +39,7 @@ class SqlStorage:
         self.offline: OfflineStore = SqlOfflineStore(engine)
         self.blocklist: BlocklistStore = SqlBlocklistStore(engine)
         self.muc: MucStore = SqlMucStore(engine)
+        self.pubsub: PubSubStore = SqlPubSubStore(engine)
         self._keyvalue: dict[str, SqlKeyValueStore] = {}
 
     def keyvalue(self, store: str) -> SqlKeyValueStore:
