@@ -35,6 +35,7 @@ from salon.storage.sql.engine import MIGRATION_LOCK_KEY
 from salon.storage.sql.schema import (
     account_credentials,
     accounts,
+    archive,
     blocklist,
     kv,
     offline_messages,
@@ -83,6 +84,7 @@ STORES: tuple[StoreSchema, ...] = (
     StoreSchema("roster", 1, (roster_versions, roster_items, pending_subscriptions)),
     StoreSchema("offline", 1, (offline_messages,)),
     StoreSchema("blocklist", 1, (blocklist,)),
+    StoreSchema("archive", 1, (archive,)),
 )
 
 

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from salon.storage.interfaces import AccountStore, BlocklistStore, OfflineStore, RosterStore
+from salon.storage.interfaces import (
+    AccountStore,
+    ArchiveStore,
+    BlocklistStore,
+    OfflineStore,
+    RosterStore,
+)
 from salon.storage.sql.accounts import SqlAccountStore
+from salon.storage.sql.archive import SqlArchiveStore
 from salon.storage.sql.blocklist import SqlBlocklistStore
 from salon.storage.sql.kv import SqlKeyValueStore
 from salon.storage.sql.offline import SqlOfflineStore
@@ -29,6 +36,7 @@ class SqlStorage:
         self.roster: RosterStore = SqlRosterStore(engine)
         self.offline: OfflineStore = SqlOfflineStore(engine)
         self.blocklist: BlocklistStore = SqlBlocklistStore(engine)
+        self.archive: ArchiveStore = SqlArchiveStore(engine)
         self._keyvalue: dict[str, SqlKeyValueStore] = {}
 
     def keyvalue(self, store: str) -> SqlKeyValueStore:
