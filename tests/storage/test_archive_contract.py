@@ -283,3 +283,25 @@ async def test_archive_survives_reopening(backend: Backend) -> None:
         assert uids_of(page) == uids
     finally:
         await second.close()
+
+
+async def test_ids_combine_with_the_other_filters_and_paging(storage: Storage) -> None:
+    peers = ("romeo@example.net/orchard", "nurse@example.org")
+    uids = await fill(storage, 12, peers=peers)
+    wanted = tuple(uids[i] for i in (0, 2, 3, 4, 6, 8, 10, 11))
+    query = ArchiveQuery(
+        ids=wanted, with_jid="romeo@example.net", start=T0 + timedelta(seconds=1), max=2,
+        with_count=True,
+    )  # fmt: skip
+    page = await storage.archive.query(HOST, "juliet", query)
+    # romeo has the even positions; from second 1 on: 2, 4, 6, 8, 10.
+    assert uids_of(page) == [uids[2], uids[4]] and page.complete is False
+    assert page.count == 5 and page.index == 0
+    page = await storage.archive.query(
+        HOST, "juliet", ArchiveQuery(ids=wanted, with_jid="romeo@example.net", max=2, before="")
+    )
+    assert uids_of(page) == [uids[8], uids[10]] and page.complete is False
+    page = await storage.archive.query(
+        HOST, "juliet", ArchiveQuery(ids=wanted, max=3, after=uids[4], before_id=uids[11])
+    )
+    assert uids_of(page) == [uids[6], uids[8], uids[10]] and page.complete is True

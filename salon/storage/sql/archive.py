@@ -142,64 +142,122 @@ class SqlArchiveStore:
             named.extend(query.ids)
             keys = await _resolve(conn, host, username, named)
 
-            conds: list[ColumnElement[bool]] = [
-                archive.c.host == host,
-                archive.c.username == username,
-            ]
-            if query.with_jid is not None:
-                bare, slash, resource = query.with_jid.partition("/")
-                conds.append(archive.c.with_bare == bare)
-                if slash:
-                    conds.append(archive.c.with_resource == resource)
-            if query.start is not None:
-                conds.append(archive.c.ts >= to_micros(query.start))
-            if query.end is not None:
-                conds.append(archive.c.ts <= to_micros(query.end))
-            if query.after_id is not None:
-                conds.append(_key() > tuple_(*keys[query.after_id]))
-            if query.before_id is not None:
-                conds.append(_key() < tuple_(*keys[query.before_id]))
             if query.ids:
-                conds.append(archive.c.id.in_([keys[u][1] for u in query.ids]))
-
-            backward = query.before is not None
-            page_conds = list(conds)
-            if query.after is not None:
-                page_conds.append(_key() > tuple_(*keys[query.after]))
-            if query.before:
-                page_conds.append(_key() < tuple_(*keys[query.before]))
-
-            rows: Sequence[Any] = []
-            if query.max > 0:
-                order = (
-                    (archive.c.ts.desc(), archive.c.id.desc())
-                    if backward
-                    else (archive.c.ts, archive.c.id)
+                # At most _MAX_IDS rows: fetched by their UIDs (the unique index), then
+                # filtered and paged here, whatever the planner would make of the rest.
+                result = await conn.execute(
+                    select(*_ITEM_COLUMNS).where(
+                        archive.c.host == host,
+                        archive.c.username == username,
+                        archive.c.item_id.in_(sorted(set(query.ids))),
+                    )
                 )
-                stmt = select(*_ITEM_COLUMNS).where(*page_conds).order_by(*order)
-                stmt = stmt.limit(query.max + 1)
-                if query.index is not None and not backward and query.after is None:
-                    stmt = stmt.offset(query.index)
-                rows = (await conn.execute(stmt)).all()
-            complete = len(rows) <= query.max
-            rows = list(rows[: query.max])
-            if backward:
-                rows.reverse()
-
-            count: int | None = None
-            index: int | None = None
-            if query.with_count:
-                count = await _count(conn, conds)
-                if rows:
-                    first = rows[0]
-                    before_first = _key() < tuple_(first.ts, first.id)
-                    index = await _count(conn, [*conds, before_first])
+                rows, complete, count, index = _page_in_memory(list(result), query, keys)
+            else:
+                rows, complete, count, index = await _page_in_sql(
+                    conn, host, username, query, keys
+                )
         items = [_item(row) for row in rows]
         first_uid = items[0].id if items else None
         last_uid = items[-1].id if items else None
         if query.flip:
             items.reverse()
         return ArchivePage(items, first_uid, last_uid, complete, count, index)
+
+
+async def _page_in_sql(
+    conn: AsyncConnection,
+    host: str,
+    username: str,
+    query: ArchiveQuery,
+    keys: dict[str, tuple[int, int]],
+) -> tuple[list[Any], bool, int | None, int | None]:
+    conds: list[ColumnElement[bool]] = [archive.c.host == host, archive.c.username == username]
+    if query.with_jid is not None:
+        bare, slash, resource = query.with_jid.partition("/")
+        conds.append(archive.c.with_bare == bare)
+        if slash:
+            conds.append(archive.c.with_resource == resource)
+    if query.start is not None:
+        conds.append(archive.c.ts >= to_micros(query.start))
+    if query.end is not None:
+        conds.append(archive.c.ts <= to_micros(query.end))
+    if query.after_id is not None:
+        conds.append(_key() > tuple_(*keys[query.after_id]))
+    if query.before_id is not None:
+        conds.append(_key() < tuple_(*keys[query.before_id]))
+
+    backward = query.before is not None
+    page_conds = list(conds)
+    if query.after is not None:
+        page_conds.append(_key() > tuple_(*keys[query.after]))
+    if query.before:
+        page_conds.append(_key() < tuple_(*keys[query.before]))
+
+    rows: list[Any] = []
+    if query.max > 0:
+        order = (
+            (archive.c.ts.desc(), archive.c.id.desc()) if backward else (archive.c.ts, archive.c.id)
+        )
+        stmt = select(*_ITEM_COLUMNS).where(*page_conds).order_by(*order).limit(query.max + 1)
+        if query.index is not None and not backward and query.after is None:
+            stmt = stmt.offset(query.index)
+        rows = list((await conn.execute(stmt)).all())
+    complete = len(rows) <= query.max
+    rows = rows[: query.max]
+    if backward:
+        rows.reverse()
+
+    count: int | None = None
+    index: int | None = None
+    if query.with_count:
+        count = await _count(conn, conds)
+        if rows:
+            index = await _count(conn, [*conds, _key() < tuple_(rows[0].ts, rows[0].id)])
+    return rows, complete, count, index
+
+
+def _page_in_memory(
+    candidates: list[Any], query: ArchiveQuery, keys: dict[str, tuple[int, int]]
+) -> tuple[list[Any], bool, int | None, int | None]:
+    """The same result as :func:`_page_in_sql`, over a small set of candidate rows."""
+    lo: tuple[int, int] | None = keys[query.after_id] if query.after_id is not None else None
+    hi: tuple[int, int] | None = keys[query.before_id] if query.before_id is not None else None
+    bare, slash, resource = (query.with_jid or "").partition("/")
+    start = to_micros(query.start) if query.start is not None else None
+    end = to_micros(query.end) if query.end is not None else None
+
+    def matches(row: Any) -> bool:
+        key = (row.ts, row.id)
+        return not (
+            (query.with_jid is not None and row.with_bare != bare)
+            or (slash and row.with_resource != resource)
+            or (start is not None and row.ts < start)
+            or (end is not None and row.ts > end)
+            or (lo is not None and key <= lo)
+            or (hi is not None and key >= hi)
+        )
+
+    result_set = sorted((r for r in candidates if matches(r)), key=lambda r: (r.ts, r.id))
+    positions = list(range(len(result_set)))
+    if query.after is not None:
+        after = keys[query.after]
+        positions = [i for i in positions if (result_set[i].ts, result_set[i].id) > after]
+    if query.before:
+        before = keys[query.before]
+        positions = [i for i in positions if (result_set[i].ts, result_set[i].id) < before]
+    if query.before is not None:
+        chosen = positions[-query.max :] if query.max > 0 else []
+        complete = len(positions) <= query.max
+    else:
+        if query.index is not None and query.after is None:
+            positions = positions[query.index :]
+        chosen = positions[: query.max]
+        complete = len(positions) <= query.max
+    rows = [result_set[i] for i in chosen]
+    if not query.with_count:
+        return rows, complete, None, None
+    return rows, complete, len(result_set), (chosen[0] if chosen else None)
 
 
 def _key() -> Any:

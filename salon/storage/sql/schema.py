@@ -214,7 +214,7 @@ archive = Table(
     Index("ux_archive_item", "host", "username", "item_id", unique=True),
     Index("ix_archive_time", "host", "username", "ts", "id"),
     Index("ix_archive_with", "host", "username", "with_bare", "ts", "id"),
-    Index("ix_archive_expiry", "ts"),
+    Index("ix_archive_expiry", "host", "ts"),
 )
 """Message archives (XEP-0313): one per owner (host, username), a local account or a room.
 
