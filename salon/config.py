@@ -71,6 +71,7 @@ DEFAULT_MODULES: tuple[str, ...] = (
     "carbons",
     "blocking",
     "register",
+    "mam",
 )
 
 #: Domain hosted when the config file has no ``[hosts]`` table.
