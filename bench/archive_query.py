@@ -141,7 +141,7 @@ async def run_engine(name: str, url: str, args: argparse.Namespace) -> dict[str,
         stanza = STANZA % (0, 0)
         wall = time.perf_counter()
         cpu = time.process_time()
-        for n in range(writes):
+        for _ in range(writes):
             await store.append(
                 HOST,
                 "writer",

@@ -468,7 +468,7 @@ async def test_filters(srv: RunningServer) -> None:
             f"<x xmlns='{NS_XDATA}' type='submit'><field var='FORM_TYPE'><value>urn:other"
             "</value></field></x>",
             "bad-request",
-        ),  # fmt: skip
+        ),
         (rsm(max="ten"), "bad-request"),
         (rsm(max=-1), "bad-request"),
     ],

@@ -154,9 +154,7 @@ class SqlArchiveStore:
                 )
                 rows, complete, count, index = _page_in_memory(list(result), query, keys)
             else:
-                rows, complete, count, index = await _page_in_sql(
-                    conn, host, username, query, keys
-                )
+                rows, complete, count, index = await _page_in_sql(conn, host, username, query, keys)
         items = [_item(row) for row in rows]
         first_uid = items[0].id if items else None
         last_uid = items[-1].id if items else None
