@@ -77,6 +77,7 @@ DEFAULT_MODULES: tuple[str, ...] = (
     "muc",
     "pep",
     "pubsub",
+    "mam",
 )
 
 #: Domain hosted when the config file has no ``[hosts]`` table.

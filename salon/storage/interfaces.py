@@ -366,6 +366,7 @@ class Storage(Protocol):
     blocklist: BlocklistStore
     muc: MucStore
     pubsub: PubSubStore
+    archive: ArchiveStore
 
     def keyvalue(self, store: str) -> KeyValueStore:
         """Return the key-value store called ``store`` (e.g. ``"vcard"``)."""
@@ -407,3 +408,121 @@ class MucStore(Protocol):
     async def delete(self, service: str, name: str) -> None:
         """Forget the room (idempotent)."""
         ...
+
+
+# ---------------------------------------------------------------------- message archive
+@dataclass(frozen=True, slots=True)
+class ArchiveItem:
+    """One archived stanza (XEP-0313)."""
+
+    id: str
+    """The archive's UID for it: the XEP-0359 stanza-id, unique within the archive."""
+    with_jid: str
+    """The other party: the peer's JID for a user archive, the sender for a room archive."""
+    stanza: str
+    """The serialized stanza as archived."""
+    timestamp: datetime
+    """When it was sent or received; timezone-aware UTC, microsecond precision."""
+    direction: str
+    """``"in"`` (received by the owner) or ``"out"`` (sent by the owner)."""
+
+
+class ArchiveItemNotFound(Exception):
+    """A query named a UID (RSM after/before, before-id, after-id, ids) the archive lacks."""
+
+    def __init__(self, item_id: str) -> None:
+        super().__init__(item_id)
+        self.item_id = item_id
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveQuery:
+    """Filters and one page of an archive query (XEP-0313 §4, XEP-0059).
+
+    Archive order is (timestamp, insertion order). Every filter narrows the result set;
+    ``after``/``before``/``index`` then choose the page within it.
+    """
+
+    with_jid: str | None = None
+    """A bare JID matches every resource of it; a full JID matches exactly."""
+    start: datetime | None = None
+    """Items at or after this time."""
+    end: datetime | None = None
+    """Items at or before this time."""
+    after_id: str | None = None
+    """Filter: only items after this UID (exclusive)."""
+    before_id: str | None = None
+    """Filter: only items before this UID (exclusive)."""
+    ids: tuple[str, ...] = ()
+    """Filter: only these UIDs (empty: no such filter)."""
+    max: int = 50
+    """Page size; 0 asks for the count only."""
+    after: str | None = None
+    """RSM: the page that follows this UID."""
+    before: str | None = None
+    """RSM: the page that precedes this UID; ``""`` asks for the last page."""
+    index: int | None = None
+    """RSM: the page starting at this position of the result set (ignored with ``before``)."""
+    with_count: bool = False
+    """Also count the result set (and the first item's index): costs a scan of the set."""
+    flip: bool = False
+    """Return the page's items newest first (XEP-0313 flip-page); ``first``/``last`` keep
+    naming the page's oldest and newest item."""
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivePage:
+    items: list[ArchiveItem]
+    """The page, oldest first (newest first when the query asked to flip)."""
+    first: str | None
+    """UID of the page's oldest item; None for an empty page."""
+    last: str | None
+    """UID of the page's newest item; None for an empty page."""
+    complete: bool
+    """No further item in the direction of paging (forwards, or backwards with ``before``)."""
+    count: int | None = None
+    """Size of the whole result set, when asked for."""
+    index: int | None = None
+    """Position of ``first`` in the result set, when the count was asked for."""
+
+
+class ArchiveStore(Protocol):
+    """Message archives (XEP-0313), one per owner.
+
+    An owner is a bare JID given as (``host``, ``username``): a local account
+    (``host`` its virtual host, ``username`` its localpart) or a chat room (``host`` the MUC
+    service's domain, ``username`` the room's localpart). Account deletion removes the
+    account's archive in the same transaction.
+    """
+
+    async def append(
+        self,
+        host: str,
+        username: str,
+        *,
+        item_id: str,
+        with_jid: str,
+        stanza: str,
+        timestamp: datetime,
+        direction: str,
+    ) -> int:
+        """Store one item under the caller-chosen UID ``item_id`` (at most 64 characters,
+        unique within the owner's archive: a duplicate raises ValueError); commits before it
+        returns. Returns the row's internal sequence number."""
+        ...
+
+    async def query(self, host: str, username: str, query: ArchiveQuery) -> ArchivePage:
+        """One page of the owner's archive; raises :class:`ArchiveItemNotFound` when a UID
+        the query names is not in it."""
+        ...
+
+    async def delete(self, host: str, username: str) -> int:
+        """Remove the owner's whole archive; returns the number of items removed."""
+        ...
+
+    async def expire(self, host: str, older_than: datetime, username: str | None = None) -> int:
+        """Remove items stamped before ``older_than``: of one owner, or of every owner on
+        ``host``. Returns the number of items removed."""
+        ...
+
+    async def count(self, host: str, username: str) -> int: ...

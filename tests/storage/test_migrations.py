@@ -23,6 +23,7 @@ EXPECTED_VERSIONS = {
     "blocklist": 1,
     "muc": 1,
     "pubsub": 1,
+    "archive": 1,
 }
 
 

@@ -35,6 +35,7 @@ from salon.storage.sql.engine import MIGRATION_LOCK_KEY
 from salon.storage.sql.schema import (
     account_credentials,
     accounts,
+    archive,
     blocklist,
     kv,
     muc_affiliations,
@@ -93,6 +94,7 @@ STORES: tuple[StoreSchema, ...] = (
     StoreSchema(
         "pubsub", 1, (pubsub_nodes, pubsub_items, pubsub_affiliations, pubsub_subscriptions)
     ),
+    StoreSchema("archive", 1, (archive,)),
 )
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "UtcDateTime",
     "account_credentials",
     "accounts",
+    "archive",
     "blocklist",
     "kv",
     "metadata",
@@ -196,6 +197,33 @@ blocklist = Table(
     PrimaryKeyConstraint("host", "username", "jid", name="pk_blocklist"),
 )
 
+archive = Table(
+    "archive",
+    metadata,
+    # A plain INTEGER PRIMARY KEY on SQLite (the rowid): the order of insertion, never
+    # shown to clients (they see ``item_id``), so reuse after a delete does no harm.
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("host", String(_HOST), nullable=False),
+    Column("username", String(_USERNAME), nullable=False),
+    Column("item_id", String(64), nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("with_bare", String(2047), nullable=False),
+    Column("with_resource", String(1023), nullable=False),
+    Column("direction", String(3), nullable=False),
+    Column("stanza", Text, nullable=False),
+    Index("ux_archive_item", "host", "username", "item_id", unique=True),
+    Index("ix_archive_time", "host", "username", "ts", "id"),
+    Index("ix_archive_with", "host", "username", "with_bare", "ts", "id"),
+    Index("ix_archive_expiry", "host", "ts"),
+)
+"""Message archives (XEP-0313): one per owner (host, username), a local account or a room.
+
+``ts`` is the item's time in microseconds since the epoch (UTC); archive order is
+(``ts``, ``id``), and both indexes end in those columns, so a page, with or without a time
+range or a ``with`` filter, is one index range scan. ``with_bare``/``with_resource`` split
+the other party's JID so that a bare ``with`` matches every resource.
+"""
+
 PER_USER_TABLES: tuple[Table, ...] = (
     kv,
     # roster_versions before roster_items: the roster store locks them in that
@@ -205,6 +233,7 @@ PER_USER_TABLES: tuple[Table, ...] = (
     pending_subscriptions,
     offline_messages,
     blocklist,
+    archive,
 )
 """Tables keyed by (host, username) whose rows go when the account is deleted.
 

@@ -6,6 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from salon.storage.interfaces import (
     AccountStore,
+    ArchiveStore,
     BlocklistStore,
     MucStore,
     OfflineStore,
@@ -13,6 +14,7 @@ from salon.storage.interfaces import (
     RosterStore,
 )
 from salon.storage.sql.accounts import SqlAccountStore
+from salon.storage.sql.archive import SqlArchiveStore
 from salon.storage.sql.blocklist import SqlBlocklistStore
 from salon.storage.sql.kv import SqlKeyValueStore
 from salon.storage.sql.muc import SqlMucStore
@@ -40,6 +42,7 @@ class SqlStorage:
         self.blocklist: BlocklistStore = SqlBlocklistStore(engine)
         self.muc: MucStore = SqlMucStore(engine)
         self.pubsub: PubSubStore = SqlPubSubStore(engine)
+        self.archive: ArchiveStore = SqlArchiveStore(engine)
         self._keyvalue: dict[str, SqlKeyValueStore] = {}
 
     def keyvalue(self, store: str) -> SqlKeyValueStore:
