@@ -11,6 +11,7 @@ from salon.config import Settings
 from salon.core.events import PreAuthIqRequest, ResourceBound, ResourceUnbound
 from salon.core.hosts import VirtualHost
 from salon.core.iq import PendingIqs
+from salon.core.passwords import PasswordPool
 from salon.core.router import Router
 from salon.core.session import C2SSession
 from salon.core.sessions import SessionRegistry
@@ -39,6 +40,7 @@ class Server:
         self.sessions = SessionRegistry()
         self.router = Router(self)
         self.pending_iqs = PendingIqs()
+        self.passwords = PasswordPool()  # PBKDF2 off the event loop
         self.tls = TlsContexts()
         self.connections: set[C2SConnection] = set()
         self.listeners: dict[str, list[asyncio.AbstractServer]] = {}
@@ -140,6 +142,7 @@ class Server:
             host.unload_modules()
         if self.storage is not None:
             await self.storage.close()
+        self.passwords.close()
         self._stopped.set()
 
     async def wait_stopped(self) -> None:
