@@ -381,6 +381,13 @@ class HttpSettings(_Section):
         description="Treat plain-HTTP clients as encrypted; only for a TLS-terminating "
         "proxy that cannot send X-Forwarded-Proto.",
     )
+    consider_loopback_secure: bool = Field(
+        default=True,
+        description="Let browsers on this machine log in over plain HTTP and ws:// (loopback "
+        "traffic never crosses a network; browsers treat http://localhost as a secure "
+        "context). Requests carrying proxy headers never count: a local reverse proxy "
+        "speaks for remote clients.",
+    )
     public_url: str = Field(
         default="",
         description="Base URL advertised in host-meta, such as 'https://chat.example.org' "

@@ -23,6 +23,7 @@ from salon.core.roster_cache import RosterCache
 
 if TYPE_CHECKING:
     from salon.core.domains import DomainService
+    from salon.core.passwords import PasswordPool
     from salon.core.router import Router
     from salon.core.server import Server
     from salon.core.sessions import SessionDirectory
@@ -117,6 +118,11 @@ class VirtualHost:
     @property
     def pending_iqs(self) -> PendingIqs:
         return self._core.pending_iqs
+
+    @property
+    def passwords(self) -> PasswordPool:
+        """Where password hashing runs (a bounded pool, never the event loop)."""
+        return self._core.passwords
 
     @property
     def clock(self) -> Clock:

@@ -194,6 +194,10 @@ class Router:
         if iq_type in ("result", "error"):
             self.server.pending_iqs.resolve(stanza)
             return
+        if target is Target.BARE and not await self.account_exists(to):
+            # RFC 6121 §8.5.1: no handler answers for an account that does not exist.
+            self.reply_error(origin, stanza, StanzaErrorCondition.SERVICE_UNAVAILABLE)
+            return
         children = list(stanza.elements())
         if len(children) != 1:
             # RFC 6120 §8.2.3: a get or set contains exactly one payload element.
@@ -220,6 +224,14 @@ class Router:
         if result is None:
             result = request.result()
         self.deliver_reply(origin, result)
+
+    async def account_exists(self, jid: JID) -> bool:
+        """Whether the local account of ``jid`` exists: an online one without asking
+        storage (the hot path), an offline one with one lookup."""
+        if self.server.sessions.is_online(jid.bare):
+            return True
+        account = await self.server.storage.accounts.get(jid.domain, jid.local or "")
+        return account is not None
 
     # ------------------------------------------------------------------ replies
     def deliver_reply(self, origin: C2SSession | None, reply: Element) -> None:

@@ -16,6 +16,7 @@ from salon.core.domains import DomainService
 from salon.core.events import PreAuthIqRequest, ResourceBound, ResourceUnbound
 from salon.core.hosts import VirtualHost
 from salon.core.iq import PendingIqs
+from salon.core.passwords import PasswordPool
 from salon.core.ports import FederationSender, NoFederation
 from salon.core.router import Router
 from salon.core.session import C2SSession, Connection
@@ -47,6 +48,7 @@ class Server:
         self.router = Router(self)
         self.pending_iqs = PendingIqs()
         self.federation: FederationSender = NoFederation()
+        self.passwords = PasswordPool()  # PBKDF2 off the event loop
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -69,6 +71,7 @@ class Server:
                 except Exception:
                     log.exception("stopping module %s failed", module.name)
             host.unload_modules()
+        self.passwords.close()
 
     @property
     def is_busy(self) -> bool:

@@ -4,12 +4,17 @@ It listens on ``http.port`` (plain) and ``http.tls_port`` (HTTPS with the hosts'
 certificates, picked by SNI). Behind a reverse proxy, requests from ``trusted_proxies``
 carry the client's address and scheme in ``X-Forwarded-For`` / ``X-Forwarded-Proto``.
 A plain-HTTP client is not encrypted, so it gets no SASL mechanism while
-``c2s.require_encryption`` holds: the same rule as on TCP.
+``c2s.require_encryption`` holds: the same rule as on TCP. Two exceptions make the chat page
+work for a newcomer: a browser on this machine talking to the loopback address directly
+counts as secure (``consider_loopback_secure``, on by default: loopback traffic never
+crosses a network, and browsers themselves treat ``http://localhost`` as a secure context),
+and a remote browser that opens the page over plain HTTP is redirected to the HTTPS port.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -20,7 +25,7 @@ from salon.core.items import HTTP_BASE_URL, HTTP_ROUTE
 from salon.core.web import HttpRequest, HttpRoute
 from salon.namespaces import NS_XRD
 from salon.net.bosh import BoshManager
-from salon.net.chat_page import chat_page, missing_page
+from salon.net.chat_page import chat_page, insecure_page, missing_page
 from salon.net.websocket import serve_websocket
 from salon.xml.element import Element
 from salon.xml.serializer import serialize
@@ -32,6 +37,8 @@ log = logging.getLogger(__name__)
 
 REL_BOSH = "urn:xmpp:alt-connections:xbosh"
 REL_WEBSOCKET = "urn:xmpp:alt-connections:websocket"
+#: Headers a reverse proxy adds: a request with one of them speaks for another client.
+PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Via")
 BODY_OVERHEAD = 65536  # bytes a BOSH request may carry beyond one maximal stanza
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -113,18 +120,47 @@ class HttpService:
 
     # ------------------------------------------------------------------ clients
     def client(self, request: web.Request) -> tuple[str, bool]:
-        """The client's ``ip:port`` and whether its connection is encrypted, believing the
-        ``X-Forwarded-*`` headers of a trusted proxy."""
+        """The client's ``ip:port`` (believing a trusted proxy's ``X-Forwarded-For``) and
+        whether its stream counts as secure for SASL: encrypted (:meth:`is_https`), or a
+        direct loopback connection (:meth:`is_local_browser`)."""
         peername = request.transport.get_extra_info("peername") if request.transport else None
         ip, port = (str(peername[0]), str(peername[1])) if peername else ("unknown", "0")
-        is_secure = request.secure or self.options.consider_secure
         if ip in self.options.trusted_proxies:
             forwarded_for = request.headers.get("X-Forwarded-For", "")
             if forwarded_for:
                 ip = forwarded_for.rsplit(",", 1)[-1].strip() or ip
-            if request.headers.get("X-Forwarded-Proto", "").lower() == "https":
-                is_secure = True
+        is_secure = self.is_https(request) or self.is_local_browser(request)
         return f"{ip}:{port}", is_secure
+
+    def is_https(self, request: web.Request) -> bool:
+        """Whether the client's connection is encrypted: TLS on our HTTPS port, or at a
+        trusted proxy that says so (``X-Forwarded-Proto: https``, or ``consider_secure``)."""
+        if request.secure or self.options.consider_secure:
+            return True
+        peername = request.transport.get_extra_info("peername") if request.transport else None
+        return (
+            peername is not None
+            and str(peername[0]) in self.options.trusted_proxies
+            and request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+        )
+
+    def is_local_browser(self, request: web.Request) -> bool:
+        """A client on this machine connected straight to a loopback address (no proxy
+        headers), with ``consider_loopback_secure`` on: nothing it sends crosses a network."""
+        if not self.options.consider_loopback_secure:
+            return False
+        if any(name in request.headers for name in PROXY_HEADERS):
+            return False
+        peername = request.transport.get_extra_info("peername") if request.transport else None
+        if not peername:
+            return False
+        try:
+            address = ipaddress.ip_address(str(peername[0]).split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return address.is_loopback
 
     def _host(self, request: web.Request) -> str:
         """The host (and port) the client asked for, as a trusted proxy reports it."""
@@ -138,7 +174,7 @@ class HttpService:
         allowed = self.options.cors_origins
         if "*" in allowed or origin in allowed:
             return True
-        scheme = "https" if self.client(request)[1] else "http"
+        scheme = "https" if self.is_https(request) else "http"
         return origin == f"{scheme}://{self._host(request)}"
 
     # ------------------------------------------------------------------ middleware
@@ -206,9 +242,8 @@ class HttpService:
         o = self.options
         base = o.public_url
         if not base:
-            _, is_secure = self.client(request)
             host = self._host(request)
-            if is_secure:
+            if self.is_https(request):
                 base = f"https://{host}"
             elif "https" in self.server.listeners:
                 hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
@@ -273,6 +308,12 @@ class HttpService:
     async def chat(self, request: web.Request) -> web.Response:
         o = self.options
         domain = self.page_domain(request)
+        if self.server.settings.c2s.require_encryption and not self.client(request)[1]:
+            # The page could load but not log in (no SASL mechanism in the clear).
+            if "https" in self.server.listeners:
+                raise web.HTTPFound(self._https_url(request))
+            text = insecure_page(domain=domain)
+            return web.Response(text=text, content_type="text/html")
         if (self.client_dir / "converse.min.js").is_file():
             text = chat_page(domain=domain, bosh_path=o.bosh_path, websocket_path=o.websocket_path)
         else:
@@ -283,6 +324,16 @@ class HttpService:
                 websocket_path=o.websocket_path,
             )
         return web.Response(text=text, content_type="text/html")
+
+    def _https_url(self, request: web.Request) -> str:
+        """This request's URL on the HTTPS port."""
+        host = self._host(request)
+        hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return str(
+            request.url.with_scheme("https")
+            .with_host(hostname.strip("[]"))
+            .with_port(self.server.port("https"))
+        )
 
     def page_domain(self, request: web.Request) -> str:
         """The hosted domain the page logs in to: the request's host name when hosted."""

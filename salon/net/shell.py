@@ -41,6 +41,7 @@ from salon.stream.events import (
     StanzaReceived,
     StartTls,
     StreamAction,
+    VerifyPassword,
 )
 from salon.xml.element import Element
 from salon.xml.parser import ParserEvent
@@ -175,6 +176,8 @@ class ClientShell:
                 self._start_tls_requested()
             elif isinstance(action, LookupAccount):
                 self.server.spawn(self._lookup(action.username))
+            elif isinstance(action, VerifyPassword):
+                self.server.spawn(self._verify_password(action))
             elif isinstance(action, Authenticated):
                 log.info("%s authenticated as %s@%s", self.peer, action.username, self.stream.host)
             elif isinstance(action, BindRequested):
@@ -207,6 +210,14 @@ class ClientShell:
             log.exception("account lookup failed")
             account = None
         self._execute(self.stream.account_loaded(account))
+
+    async def _verify_password(self, action: VerifyPassword) -> None:
+        try:
+            matches = await self.server.core.passwords.verify(action.password, action.credential)
+        except Exception:
+            log.exception("password check failed")
+            matches = False
+        self._execute(self.stream.password_checked(matches))
 
     async def _preauth_iq(self, stanza: Element) -> None:
         assert self.stream.host is not None

@@ -147,10 +147,11 @@ async def test_entity_without_presence_subscription_is_forbidden(
     await client.disconnect()
 
 
-async def test_unknown_account_is_forbidden_too(server: RunningServer) -> None:
-    # Same answer as for an existing account: the reply must not reveal which accounts exist.
+async def test_unknown_account_is_service_unavailable(server: RunningServer) -> None:
+    # RFC 6121 §8.5.1: an iq to an account that does not exist gets service-unavailable,
+    # whatever its payload (as vCard and disco already answer).
     client = await connect(server, await server.add_user())
-    assert await error_condition(client, f"nobody@{server.domain}") == "forbidden"
+    assert await error_condition(client, f"nobody@{server.domain}") == "service-unavailable"
     await client.disconnect()
 
 
