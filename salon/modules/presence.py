@@ -14,6 +14,13 @@ Choices, with the text they follow:
   ``from``/``both`` subscription, and a probe goes from the user's bare JID to every contact
   with ``to``/``both`` (§4.3.1). The new resource also gets the presence of the user's other
   available resources: a user is subscribed to its own presence.
+* Each resource gets each presence once per change (§4.2–§4.3 intend no more). A probe to a
+  remote contact goes from the bare JID, and the answers reach every available resource as
+  §8.5.2.1.1 says; a probe to a local contact goes from the new resource's full JID, so its
+  answers reach that resource alone and not the user's other resources, which already have
+  them. Every local available presence is numbered in order: a probe brings the contact's
+  presences numbered up to the moment the asking resource became available, broadcasts bring
+  the later ones, so a login that crosses a contact's broadcast gets the presence once.
 * A probe (§4.3.2) from an entity without ``from``/``both``, or for an account that does not
   exist (§8.5.1), is answered ``unsubscribed``. A subscribed prober gets the last presence of
   each available resource; when there is none, the last unavailable presence this server saw,

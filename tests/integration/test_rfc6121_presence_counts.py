@@ -1,4 +1,4 @@
-"""RFC 6121 §4.2–§4.3: every contact's presence reaches each resource once per change.
+"""RFC 6121 §4.2 and §4.3: every contact's presence reaches each resource once per change.
 
 Two users who share contacts (and are each other's contact) log in with two resources each,
 all four initial presences sent at the same moment. Each resource must then hold exactly one
@@ -41,7 +41,8 @@ async def available_from(client: SlixClient, expected: int) -> Counter[str]:
         try:
             stanza = await client.expect(AVAILABLE, timeout=10)
         except AssertionError:
-            raise AssertionError(f"{client.jid}: {sum(seen.values())} of {expected}: {seen}")
+            got = sum(seen.values())
+            raise AssertionError(f"{client.jid}: {got} of {expected}: {seen}") from None
         seen[str(stanza["from"])] += 1
     try:
         await client.expect_nothing(presence(), within=QUIET)
