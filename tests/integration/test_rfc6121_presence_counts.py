@@ -51,6 +51,33 @@ async def available_from(client: SlixClient, expected: int) -> Counter[str]:
     return seen
 
 
+def siblings(client: SlixClient, clients: list[SlixClient]) -> list[SlixClient]:
+    """The other resources of ``client``'s account among ``clients``."""
+    bare = client.jid.split("/")[0]
+    return [c for c in clients if c is not client and c.jid.split("/")[0] == bare]
+
+
+async def test_a_second_resource_does_not_bring_contacts_again(srv: RunningServer) -> None:
+    """§4.3.1: the probes for a new resource answer that resource; the user's resource that
+    was already online hears only the new resource's presence, not its contacts' again."""
+    alice = await srv.add_user()
+    contact_jids = [await srv.add_user() for _ in range(3)]
+    contacts = []
+    for contact in contact_jids:
+        await befriend(srv, alice, contact)
+        contacts.append(await login(srv, contact, "c", available=True))
+    first = await login(srv, alice, "a1", available=True)
+    assert sorted(await available_from(first, 3)) == sorted(c.jid for c in contacts)
+    second = await login(srv, alice, "a2", available=True)  # its own presence taken
+    assert await available_from(first, 1) == {second.jid: 1}
+    seen = await available_from(second, 4)
+    assert seen == {first.jid: 1, **{c.jid: 1 for c in contacts}}
+    for client in contacts:
+        assert await available_from(client, 2) == {first.jid: 1, second.jid: 1}
+    for client in [first, second, *contacts]:
+        await client.disconnect()
+
+
 async def test_two_users_with_shared_contacts_log_in_at_once(srv: RunningServer) -> None:
     alice, bob = await srv.add_user(), await srv.add_user()
     await befriend(srv, alice, bob)
@@ -64,9 +91,7 @@ async def test_two_users_with_shared_contacts_log_in_at_once(srv: RunningServer)
     for contact, count in zip(contact_jids, CONTACT_RESOURCES, strict=True):
         for n in range(count):
             contacts.append(await login(srv, contact, f"c{n}", available=True))
-    for client in contacts:
-        siblings = [c for c in contacts if c.jid.split("/")[0] == client.jid.split("/")[0]]
-        await available_from(client, len(siblings) - 1)  # own presence taken by login()
+    await asyncio.gather(*(available_from(c, len(siblings(c, contacts))) for c in contacts))
 
     # Alice and Bob: four resources bound, then all four initial presences at once.
     users = await asyncio.gather(
