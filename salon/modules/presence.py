@@ -14,7 +14,7 @@ Choices, with the text they follow:
   ``from``/``both`` subscription, and a probe goes from the user's bare JID to every contact
   with ``to``/``both`` (§4.3.1). The new resource also gets the presence of the user's other
   available resources: a user is subscribed to its own presence.
-* Each resource gets each presence once per change (§4.2–§4.3 intend no more). A probe to a
+* Each resource gets each presence once per change (§4.2 and §4.3 intend no more). A probe to a
   remote contact goes from the bare JID, and the answers reach every available resource as
   §8.5.2.1.1 says; a probe to a local contact goes from the new resource's full JID, so its
   answers reach that resource alone and not the user's other resources, which already have
