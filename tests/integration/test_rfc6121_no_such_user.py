@@ -66,7 +66,7 @@ async def test_deleted_account_gets_service_unavailable(server: RunningServer) -
     client, full = await raw_session(server)
     gone = await server.add_user()
     await client.ping(to=gone, iq_id="p-before")
-    await server.server.storage.accounts.delete("localhost", gone.split("@", 1)[0])
+    await server.server.core.storage.accounts.delete("localhost", gone.split("@", 1)[0])
     await client.send(f"<iq type='get' id='p-after' to='{gone}'><ping xmlns='{NS_PING}'/></iq>")
     reply = await expect_error(client, "iq", "service-unavailable", "cancel", "p-after")
     assert reply.get("from") == gone and reply.get("to") == full, ET.tostring(reply)
