@@ -105,6 +105,9 @@ class _Connection(TcpShell):
             elif isinstance(action, CloseConnection):
                 self._close()
             elif isinstance(action, StartTls):
+                # Every byte after <starttls/>/<proceed/> belongs to TLS: read no more
+                # plaintext from this moment, not only once the handshake task runs.
+                self._pause_input()
                 self.manager.spawn(self._start_tls())
             else:
                 self._on_action(action)
