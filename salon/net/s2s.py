@@ -586,6 +586,17 @@ class S2SManager:
                     # A peer that never authenticates does not keep a connection (§4.6).
                     inbound.close_stream(StreamErrorCondition.CONNECTION_TIMEOUT, "too slow")
 
+    def close_connections(self, remote: str | None = None) -> None:
+        """Close every server-to-server connection (only those with ``remote`` when given)
+        in an orderly way; the next stanza opens a fresh one."""
+        for conn in list(self.outgoing):
+            if remote is None or conn.remote == remote:
+                self._detach(conn)
+                conn.close_stream()
+        for inbound in list(self.incoming):
+            if remote is None or remote in inbound.stream.remote_domains:
+                inbound.close_stream()
+
     def _detach(self, conn: S2SOutConnection) -> None:
         """Forget ``conn``'s routes before an orderly close: the next stanza reconnects."""
         self.outgoing.discard(conn)

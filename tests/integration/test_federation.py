@@ -704,3 +704,45 @@ async def test_no_plaintext_is_written_into_a_tls_handshake(federation: Federati
         received = await asyncio.wait_for(after_proceed, TIMEOUT)
     assert received[:1] == b"\x16", received[:40]  # a TLS handshake record: the ClientHello
     assert b"stream:error" not in received and b"</stream:stream>" not in received, received
+
+
+async def close_all_federation(*peers: Peer) -> None:
+    """Close every s2s connection of ``peers`` and wait until they are gone, so the next
+    stanza opens fresh ones (new TCP, new STARTTLS, new authentication)."""
+    for peer in peers:
+        peer.server.s2s.close_connections()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while any(p.server.s2s.outgoing or p.server.s2s.incoming for p in peers):
+        assert loop.time() < deadline, "s2s connections did not close"
+        await asyncio.sleep(0.02)
+    assert not any(p.server.s2s.routes for p in peers)
+
+
+@pytest.mark.parametrize("dialback", [False, True], ids=["sasl-external", "dialback"])
+async def test_both_servers_initiate_at_the_same_moment(
+    federation: Federation, dialback: bool
+) -> None:
+    """Issue 9: each server opens its connection to the other at the same moment, so each
+    verifies the other's dialback key while its own is being verified. Every round starts
+    from no connection at all, and every message arrives."""
+    pair = await federation(dialback=dialback)
+    romeo = await login(pair.montague, "romeo")
+    juliet = await login(pair.capulet, "juliet")
+    await available(romeo)
+    await available(juliet)
+    for n in range(5):
+        await asyncio.gather(
+            juliet.send(chat(romeo.full, f"to romeo {n}", f"j{n}")),
+            romeo.send(chat(juliet.full, f"to juliet {n}", f"r{n}")),
+        )
+        got_romeo, got_juliet = await asyncio.gather(
+            expect(romeo, "message", lambda e, n=n: body(e) == f"to romeo {n}"),
+            expect(juliet, "message", lambda e, n=n: body(e) == f"to juliet {n}"),
+        )
+        assert got_romeo.get("from") == juliet.full and got_juliet.get("from") == romeo.full
+        outgoing = [*pair.capulet.server.s2s.outgoing, *pair.montague.server.s2s.outgoing]
+        assert len(outgoing) == 2 and all(conn.stream.authorized for conn in outgoing)
+        await close_all_federation(pair.capulet, pair.montague)
+    await juliet.expect_nothing(0.2)  # nothing bounced
+    await romeo.expect_nothing(0.2)
