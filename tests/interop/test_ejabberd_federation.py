@@ -49,8 +49,10 @@ from tests.integration.harness import (
 )
 
 ERL = shutil.which("erl")
-EJABBERD_LIB = Path("/usr/lib/x86_64-linux-gnu")  # where Debian's package puts its Erlang apps
-HAS_EJABBERD = ERL is not None and any(EJABBERD_LIB.glob("ejabberd-*/ebin/ejabberd.app"))
+# Debian's package puts ejabberd's Erlang applications under /usr/lib/<multiarch triplet>.
+_APPS = sorted(Path("/usr/lib").glob("*/ejabberd-*/ebin/ejabberd.app"))
+EJABBERD_LIB = _APPS[-1].parents[2] if _APPS else None
+HAS_EJABBERD = ERL is not None and EJABBERD_LIB is not None
 
 pytestmark = [
     pytest.mark.interop,
@@ -131,7 +133,7 @@ async def start_ejabberd(
 ) -> Ejabberd:
     """ejabberd for montague.example on 127.0.0.5; ``trust`` is the CA file it validates
     peers' certificates with; it asks DNS at 127.0.0.5:``dns_port`` only."""
-    assert ERL is not None
+    assert ERL is not None and EJABBERD_LIB is not None
     for sub in ("spool", "logs"):
         (directory / sub).mkdir(parents=True)
     # ejabberd arms a timer for its certificate's expiry, and Erlang timers reach only
