@@ -106,6 +106,9 @@ class _Connection(TcpShell):
             elif isinstance(action, CloseConnection):
                 self._close()
             elif isinstance(action, StartTls):
+                # Every byte after <starttls/>/<proceed/> belongs to TLS: read no more
+                # plaintext from this moment, not only once the handshake task runs.
+                self._pause_input()
                 self.manager.spawn(self._start_tls())
             else:
                 self._on_action(action)
@@ -584,6 +587,17 @@ class S2SManager:
                 elif not inbound.authenticated and now - inbound.connected_at > 2 * setup:
                     # A peer that never authenticates does not keep a connection (§4.6).
                     inbound.close_stream(StreamErrorCondition.CONNECTION_TIMEOUT, "too slow")
+
+    def close_connections(self, remote: str | None = None) -> None:
+        """Close every server-to-server connection (only those with ``remote`` when given)
+        in an orderly way; the next stanza opens a fresh one."""
+        for conn in list(self.outgoing):
+            if remote is None or conn.remote == remote:
+                self._detach(conn)
+                conn.close_stream()
+        for inbound in list(self.incoming):
+            if remote is None or remote in inbound.stream.remote_domains:
+                inbound.close_stream()
 
     def _detach(self, conn: S2SOutConnection) -> None:
         """Forget ``conn``'s routes before an orderly close: the next stanza reconnects."""

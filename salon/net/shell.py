@@ -395,8 +395,15 @@ class TcpShell(asyncio.Protocol):
         self._out.append(data)
 
     def _flush(self) -> None:
-        if self._out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(self._out))
+        transport = self.transport
+        if (
+            self._held_data is not None
+            and transport is not None
+            and transport.get_protocol() is not self
+        ):
+            return  # TLS is being negotiated on this transport: sent once it is up
+        if self._out and transport is not None and not transport.is_closing():
+            transport.write(b"".join(self._out))
         self._out.clear()
 
     def _close(self, error: StreamErrorCondition | None = None) -> None:
@@ -425,30 +432,37 @@ class TcpShell(asyncio.Protocol):
     ) -> bool:
         """Upgrade the transport to TLS; bytes that arrive meanwhile wait for
         :meth:`_release_held`. False when the handshake failed (the transport is aborted)
-        or the connection went away during it."""
+        or the connection went away during it.
+
+        From here on no byte may be read as plaintext: the next ones are the peer's TLS
+        handshake. So reading stops at once, and ``start_tls`` is awaited directly, never
+        wrapped in a task (``asyncio.wait_for`` does that on Python 3.11), which would leave
+        the old protocol reading for one more loop iteration: a ClientHello read then went
+        into ``_held_data`` instead of to TLS, and the handshake stalled until the timeout.
+        """
         assert self.transport is not None
         self._flush()
-        self._held_data = []
+        self.transport.pause_reading()  # start_tls resumes it once TLS reads the socket
+        self._held_data = []  # bytes TLS decrypts before start_tls returns to us
         loop = asyncio.get_running_loop()
         try:
-            transport = await asyncio.wait_for(
-                loop.start_tls(
-                    self.transport,
-                    self,
-                    ctx,
-                    server_side=server_side,
-                    server_hostname=server_hostname,
-                ),
-                timeout,
+            transport = await loop.start_tls(
+                self.transport,
+                self,
+                ctx,
+                server_side=server_side,
+                server_hostname=server_hostname,
+                ssl_handshake_timeout=timeout,
             )
         except (TimeoutError, OSError, ConnectionError) as exc:
-            log.info("TLS handshake with %s failed: %s", self.peer, exc)
+            log.info("TLS handshake with %s failed: %r", self.peer, exc)
             if self.transport is not None:
                 self.transport.abort()
             return False
         if transport is None:
             return False
         self.transport = transport
+        self._flush()  # whatever was written during the handshake, now encrypted
         return True
 
     def _release_held(self) -> None:
