@@ -35,8 +35,8 @@ import dns.rrset
 import pytest
 import trustme
 
+from salon.app import App
 from salon.config import DEFAULT_MODULES, settings_from_dict
-from salon.core.server import Server
 from tests.integration.harness import (
     NS_CLIENT,
     NS_SASL,
@@ -279,7 +279,7 @@ async def interop(tmp_path: Path, ca: trustme.CA) -> AsyncIterator[SetupFactory]
             "overrides": {MONTAGUE: f"{EJABBERD_ADDRESS}:{ejabberd.s2s_port}"},
             "connect_timeout": 8.0,
         }
-        server = Server(settings_from_dict(data))
+        server = App(settings_from_dict(data))
         await server.start()
         ca_path = data_dir / "ca.pem"
         ca.cert_pem.write_to_path(str(ca_path))
