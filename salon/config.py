@@ -71,6 +71,8 @@ DEFAULT_MODULES: tuple[str, ...] = (
     "carbons",
     "blocking",
     "register",
+    "smacks",
+    "csi",
 )
 
 #: Domain hosted when the config file has no ``[hosts]`` table.

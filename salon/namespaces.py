@@ -47,3 +47,5 @@ NS_BLOCKING = "urn:xmpp:blocking"
 NS_BLOCKING_ERRORS = "urn:xmpp:blocking:errors"
 NS_REGISTER = "jabber:iq:register"
 NS_FEATURE_IQREGISTER = "http://jabber.org/features/iq-register"
+NS_SM = "urn:xmpp:sm:3"  # XEP-0198 Stream Management
+NS_CSI = "urn:xmpp:csi:0"  # XEP-0352 Client State Indication

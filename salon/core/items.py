@@ -35,3 +35,4 @@ ACCOUNT_FEATURE = ItemKind[str]("account_feature")
 STREAM_FEATURE = ItemKind[Element]("stream_feature")  # offered after authentication
 PREAUTH_FEATURE = ItemKind[Element]("preauth_feature")  # offered before authentication
 PREAUTH_IQ_NAMESPACE = ItemKind[str]("preauth_iq_namespace")  # iq namespaces open before auth
+NONZA_NAMESPACE = ItemKind[str]("nonza_namespace")  # stream-level elements a module takes
