@@ -238,7 +238,7 @@ class ClientShell:
         assert self.stream.host is not None and self.stream.username is not None
         try:
             session = await self.server.core.bind(
-                self,  # type: ignore[arg-type]
+                self,
                 self.stream.username,
                 self.stream.host,
                 request.resource,
@@ -266,7 +266,7 @@ class ClientShell:
         assert self.stream.host is not None and self.stream.username is not None
         user = JID.make(self.stream.username, self.stream.host)
         try:
-            resumed = await self.server.core.client_nonza(self, user, None, element)  # type: ignore[arg-type]
+            resumed = await self.server.core.client_nonza(self, user, None, element)
         except Exception:
             log.exception("<%s/> before bind failed", element.tag)
             resumed = None
@@ -279,7 +279,7 @@ class ClientShell:
                     resumed,
                     self,
                     "gone while resuming",
-                    stream_ended=self.stream.peer_closed,  # type: ignore[arg-type]
+                    stream_ended=self.stream.peer_closed,
                 )
                 return
         self._execute(self.stream.prebind_nonza_done(resumed is not None))
@@ -312,7 +312,7 @@ class ClientShell:
                         await self.server.core.router.from_client(session, stanza)
                     else:  # a nonza (XEP-0198 <r/>, XEP-0352 <inactive/>, ...)
                         core = self.server.core
-                        await core.client_nonza(self, session.jid.bare, session, stanza)  # type: ignore[arg-type]
+                        await core.client_nonza(self, session.jid.bare, session, stanza)
                 except Exception:
                     log.exception("routing a stanza from %s failed", session.jid)
                 if self._input_paused and len(inbox) < MAX_INBOX // 2:
