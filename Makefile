@@ -44,6 +44,7 @@ test: $(BIN)/.test-installed $(WEB_CLIENT)
 lint: $(BIN)/.test-installed
 	$(BIN)/ruff check salon tests
 	$(BIN)/ruff format --check salon tests
+	$(BIN)/mypy --strict salon
 
 format: $(BIN)/.test-installed
 	$(BIN)/ruff format salon tests

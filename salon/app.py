@@ -24,6 +24,7 @@ from salon.core.registry import ItemKind
 from salon.core.server import Server
 from salon.errors import StreamErrorCondition
 from salon.net.c2s import C2SConnection
+from salon.net.component import ComponentManager
 from salon.net.http import HttpService
 from salon.net.s2s import S2SManager
 from salon.net.tls import TlsContexts
@@ -49,8 +50,9 @@ class App:
         self.clock: Clock = clock or SystemClock()
         self.tls = TlsContexts()
         self.connections: set[C2SConnection] = set()  # every client transport registers here
-        self.listeners: dict[str, list[asyncio.AbstractServer]] = {}
+        self.listeners: dict[str, list[asyncio.Server]] = {}
         self.http: HttpService | None = None  # BOSH, WebSocket, host-meta, /chat
+        self.components: ComponentManager | None = None  # XEP-0114, when any is configured
         self._sweeper: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         c2s = settings.c2s
@@ -110,6 +112,9 @@ class App:
         if self.settings.http.enabled:
             self.http = HttpService(self)
             self.listeners.update(await self.http.start())
+        if self.settings.components.domains:
+            self.components = ComponentManager(self)
+            self.listeners["component"] = await self.components.start()
 
     def addresses(self) -> dict[str, list[tuple[str, int]]]:
         """The bound (address, port) pairs of each listener kind."""
@@ -130,6 +135,8 @@ class App:
         for conn in list(self.connections):
             conn.close_stream(StreamErrorCondition.SYSTEM_SHUTDOWN)
         await self.s2s.stop()
+        if self.components is not None:
+            self.components.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
         await asyncio.sleep(0)
@@ -152,10 +159,10 @@ class App:
     async def _sweep(self) -> None:
         """Close connections that stay silent or never finish negotiating (RFC 6120 §4.6)."""
         c2s = self.settings.c2s
-        loop = asyncio.get_running_loop()
+        clock = self.clock
         while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
-            now = loop.time()
+            await clock.sleep(SWEEP_INTERVAL)
+            now = clock.monotonic()
             for conn in list(self.connections):
                 if conn.session is None and now - conn.connected_at > c2s.handshake_timeout:
                     conn.close_stream(StreamErrorCondition.CONNECTION_TIMEOUT, "too slow")

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import click
 
+import salon
 from salon.auth.credentials import make_credentials
 from salon.certs import check_certificate, generate_self_signed, is_warning
 from salon.config import ConfigError, Settings, default_config_text, load_settings
@@ -57,7 +58,21 @@ def _account_jid(settings: Settings, text: str) -> JID:
     return jid
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(f"salon, version {salon.__version__}")
+        ctx.exit()
+
+
 @click.group()
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show Salon's version and exit.",
+)
 def main() -> None:
     """Salon, an XMPP server."""
 

@@ -39,6 +39,8 @@ from pydantic_core import PydanticCustomError
 __all__ = [
     "DEFAULT_MODULES",
     "C2SSettings",
+    "ComponentSettings",
+    "ComponentsSettings",
     "ConfigError",
     "HostSettings",
     "HttpSettings",
@@ -71,6 +73,11 @@ DEFAULT_MODULES: tuple[str, ...] = (
     "carbons",
     "blocking",
     "register",
+    "upload",
+    "muc",
+    "pep",
+    "pubsub",
+    "mam",
     "smacks",
     "csi",
 )
@@ -376,6 +383,13 @@ class HttpSettings(_Section):
         description="Treat plain-HTTP clients as encrypted; only for a TLS-terminating "
         "proxy that cannot send X-Forwarded-Proto.",
     )
+    consider_loopback_secure: bool = Field(
+        default=True,
+        description="Let browsers on this machine log in over plain HTTP and ws:// (loopback "
+        "traffic never crosses a network; browsers treat http://localhost as a secure "
+        "context). Requests carrying proxy headers never count: a local reverse proxy "
+        "speaks for remote clients.",
+    )
     public_url: str = Field(
         default="",
         description="Base URL advertised in host-meta, such as 'https://chat.example.org' "
@@ -593,6 +607,82 @@ class S2SSettings(_Section):
         return self
 
 
+class ComponentSettings(_Section):
+    """One ``[components."<domain>"]`` table: an external component (XEP-0114)."""
+
+    secret: str = Field(
+        min_length=1,
+        description="Shared secret the component proves in its handshake; keep it long "
+        "and random, and the same in the component's own configuration.",
+    )
+
+
+class ComponentsSettings(_Section):
+    """The ``[components]`` table: the listener for external components (XEP-0114).
+
+    In the file, every sub-table names one component domain and holds its secret
+    (``[components."gateway.example.org"]``); they are collected into :attr:`domains`.
+    The listener runs only when at least one component is configured.
+    """
+
+    interfaces: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description="Addresses to listen on for components; components usually run on the "
+        "same machine, so keep 127.0.0.1 unless they do not.",
+    )
+    port: int = Field(
+        default=5347,
+        ge=0,
+        le=65535,
+        description="Port for component connections (0 picks a free port).",
+    )
+    handshake_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds a new component connection has to complete its handshake.",
+    )
+    max_stanza_size: int = Field(
+        default=262144, ge=10000, description="Largest stanza a component may send, in bytes."
+    )
+    max_send_queue: int = Field(
+        default=8388608,
+        ge=1,
+        description="Bytes that may wait to be sent to a slow component before the "
+        "connection is closed.",
+    )
+    domains: dict[DomainName, ComponentSettings] = Field(
+        default_factory=dict,
+        description="One table per component domain, keyed by the domain.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_component_tables(cls, data: Any) -> Any:
+        """Move every sub-table into ``domains`` (their keys are component domains)."""
+        if not isinstance(data, dict):
+            return data
+        result: dict[str, Any] = {}
+        domains: dict[str, Any] = dict(data.get("domains") or {})
+        for key, value in data.items():
+            if key == "domains":
+                continue
+            if isinstance(value, dict):
+                domains[key] = value
+            else:
+                result[key] = value
+        result["domains"] = domains
+        return result
+
+    @field_validator("interfaces")
+    @classmethod
+    def _check_interfaces(cls, value: list[str]) -> list[str]:
+        """Every interface must be an IP address or a plausible host name."""
+        if not value:
+            raise _custom_error("list at least one address to listen on")
+        return _check_address_list(value)
+
+
 class HostSettings(_Section):
     """One ``[hosts."<domain>"]`` table: a domain this server hosts."""
 
@@ -697,6 +787,10 @@ class Settings(_Section):
     modules: ModulesSettings = Field(
         default_factory=ModulesSettings, description="Modules to run and their options."
     )
+    components: ComponentsSettings = Field(
+        default_factory=ComponentsSettings,
+        description="External components (XEP-0114) and their listener.",
+    )
     config_path: Path | None = Field(
         default=None,
         exclude=True,
@@ -726,6 +820,17 @@ class Settings(_Section):
                 )
             seen[normal] = key
         return value
+
+    @model_validator(mode="after")
+    def _check_component_domains(self) -> Settings:
+        """A component needs a domain of its own, not a hosted one."""
+        for domain in self.components.domains:
+            if domain in self.hosts:
+                raise _custom_error(
+                    f"components.{json.dumps(domain)} is also a hosted domain; a component "
+                    "needs a domain of its own, such as a subdomain"
+                )
+        return self
 
     def data_path(self) -> Path:
         """Absolute path of ``server.data_dir``.
@@ -891,6 +996,8 @@ def _file_location(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     loc = tuple(item for item in loc if item != "[key]")
     if loc[:2] == ("modules", "options"):
         loc = ("modules", *loc[2:])
+    if loc[:2] == ("components", "domains"):
+        loc = ("components", *loc[2:])
     return loc
 
 
@@ -975,6 +1082,7 @@ def _problem_sentence(error: Any, data: dict[str, Any]) -> str:
         "dict_type": f"{shown} is not a table",
         "model_type": f"{shown} is not a table",
         "model_attributes_type": f"{shown} is not a table",
+        "missing": "is required but not given",
     }
     if kind in simple:
         return f"{where}: {simple[kind]}."
@@ -1023,10 +1131,14 @@ def _comment(text: str) -> list[str]:
     return [f"# {line}" for line in textwrap.wrap(text, width=76)]
 
 
-def _section_lines(model: type[BaseModel], instance: BaseModel) -> list[str]:
+def _section_lines(
+    model: type[BaseModel], instance: BaseModel, skip: tuple[str, ...] = ()
+) -> list[str]:
     """Commented ``key = default`` lines for every field of a section."""
     lines: list[str] = []
     for name, field in model.model_fields.items():
+        if name in skip:
+            continue
         lines.extend(_comment(field.description or name))
         lines.append(f"{name} = {_toml_value(getattr(instance, name))}")
         lines.append("")
@@ -1062,6 +1174,12 @@ def default_config_text(domain: str = DEFAULT_HOST) -> str:
         "",
         *_comment(HostSettings.model_fields["key"].description or ""),
         f"key = {_toml_value(f'certs/{name}.key')}",
+        "",
+        "[components]",
+        *_section_lines(ComponentsSettings, ComponentsSettings(), skip=("domains",)),
+        '# One [components."<domain>"] table for each external component (XEP-0114):',
+        f'# [components."gateway.{name}"]',
+        '# secret = "a long random secret"',
         "",
         "[modules]",
         *_comment(ModulesSettings.model_fields["enabled"].description or ""),

@@ -47,5 +47,30 @@ NS_BLOCKING = "urn:xmpp:blocking"
 NS_BLOCKING_ERRORS = "urn:xmpp:blocking:errors"
 NS_REGISTER = "jabber:iq:register"
 NS_FEATURE_IQREGISTER = "http://jabber.org/features/iq-register"
+NS_HTTP_UPLOAD = "urn:xmpp:http:upload:0"  # XEP-0363
+
+# XEP-0045 Multi-User Chat and its companions (salon/modules/muc)
+NS_MUC = "http://jabber.org/protocol/muc"
+NS_MUC_ADMIN = "http://jabber.org/protocol/muc#admin"
+NS_MUC_OWNER = "http://jabber.org/protocol/muc#owner"
+NS_MUC_ROOMCONFIG = "http://jabber.org/protocol/muc#roomconfig"
+NS_MUC_ROOMINFO = "http://jabber.org/protocol/muc#roominfo"
+NS_MUC_SELF_PING = "http://jabber.org/protocol/muc#self-ping-optimization"  # XEP-0410
+NS_OCCUPANT_ID = "urn:xmpp:occupant-id:0"  # XEP-0421
+
+# XEP-0060 Publish-Subscribe, XEP-0163 PEP and what is published through them
+NS_PUBSUB = "http://jabber.org/protocol/pubsub"
+NS_PUBSUB_OWNER = "http://jabber.org/protocol/pubsub#owner"
+NS_PUBSUB_EVENT = "http://jabber.org/protocol/pubsub#event"
+NS_PUBSUB_ERRORS = "http://jabber.org/protocol/pubsub#errors"
+NS_PUBSUB_NODE_CONFIG = "http://jabber.org/protocol/pubsub#node_config"
+NS_PUBSUB_PUBLISH_OPTIONS = "http://jabber.org/protocol/pubsub#publish-options"
+NS_PUBSUB_META_DATA = "http://jabber.org/protocol/pubsub#meta-data"
+NS_PUBSUB_SUB_AUTH = "http://jabber.org/protocol/pubsub#subscribe_authorization"
+NS_RSM = "http://jabber.org/protocol/rsm"  # XEP-0059
+NS_XDATA_VALIDATE = "http://jabber.org/protocol/xdata-validate"  # XEP-0122
+NS_MAM = "urn:xmpp:mam:2"  # XEP-0313
+NS_MAM_EXTENDED = "urn:xmpp:mam:2#extended"  # XEP-0313 §7
+NS_SID = "urn:xmpp:sid:0"  # XEP-0359
 NS_SM = "urn:xmpp:sm:3"  # XEP-0198 Stream Management
 NS_CSI = "urn:xmpp:csi:0"  # XEP-0352 Client State Indication

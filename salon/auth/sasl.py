@@ -8,6 +8,9 @@ The stream layer (the "shell") drives a :class:`SaslServer` and acts on the
   and pass its decoded data to :meth:`SaslServer.respond`;
 * :class:`NeedAccount` -- look the account up (``None`` if it does not exist) and
   pass it to :meth:`SaslServer.account`;
+* :class:`CheckPassword` -- (PLAIN) run :func:`~salon.auth.credentials.verify_password`
+  on the password and credential it carries, off the event loop (PBKDF2 is CPU-bound),
+  and pass the result to :meth:`SaslServer.password_checked`;
 * :class:`Success` -- send ``<success/>`` (with ``data`` if not ``None``);
 * :class:`Failure` -- send ``<failure/>`` with the condition; the exchange is over.
 
@@ -41,16 +44,17 @@ import logging
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum, StrEnum, auto
 from typing import TypeAlias
 
-from salon.auth.credentials import prepare_username, verify_password
+from salon.auth.credentials import prepare_username
 from salon.storage.interfaces import Account, ScramCredential
 
 __all__ = [
     "SCRAM_MECHANISMS",
     "Challenge",
+    "CheckPassword",
     "Failure",
     "NeedAccount",
     "SaslCondition",
@@ -113,7 +117,20 @@ class NeedAccount:
     username: str
 
 
-SaslStep: TypeAlias = Challenge | Success | Failure | NeedAccount
+@dataclass(frozen=True, slots=True)
+class CheckPassword:
+    """The shell must run ``verify_password(password, credential)`` away from the event
+    loop (one PBKDF2 derivation) and pass its result to :meth:`SaslServer.password_checked`.
+
+    For an unknown account ``credential`` is a fake one, so the work (and the time it
+    takes) is the same; the exchange fails whatever the result.
+    """
+
+    password: str = field(repr=False)
+    credential: ScramCredential = field(repr=False)
+
+
+SaslStep: TypeAlias = Challenge | Success | Failure | NeedAccount | CheckPassword
 
 #: SCRAM mechanisms this server implements, strongest first.
 SCRAM_MECHANISMS: tuple[str, ...] = (
@@ -179,6 +196,7 @@ class _State(Enum):
     PLAIN_WAIT_MESSAGE = auto()
     SCRAM_WAIT_CLIENT_FIRST = auto()
     WAIT_ACCOUNT = auto()
+    PLAIN_WAIT_CHECK = auto()
     SCRAM_WAIT_CLIENT_FINAL = auto()
     DONE = auto()
 
@@ -242,8 +260,8 @@ class SaslServer:
     yields a :class:`Failure`, after which the exchange is over and any further
     call (other than :meth:`abort`) yields ``malformed-request``.
 
-    :meth:`account` runs one PBKDF2 derivation for PLAIN (CPU-bound, like
-    :func:`~salon.auth.credentials.verify_password`); SCRAM steps are cheap.
+    Nothing here is CPU-heavy: PLAIN hands its one PBKDF2 derivation to the shell with
+    :class:`CheckPassword`; SCRAM steps are cheap.
     """
 
     def __init__(
@@ -267,6 +285,7 @@ class SaslServer:
         self._username: str | None = None
         # PLAIN
         self._password: str | None = None
+        self._account_known = False
         # SCRAM
         self._gs2_header = ""
         self._cb_data = b""
@@ -303,6 +322,10 @@ class SaslServer:
     def account(self, account: Account | None) -> SaslStep:
         """Answer a :class:`NeedAccount` step: the account, or ``None`` if unknown."""
         return self._run(self._account, account)
+
+    def password_checked(self, matches: bool) -> SaslStep:
+        """Answer a :class:`CheckPassword` step: whether the password matched."""
+        return self._run(self._password_checked, matches)
 
     def abort(self) -> Failure:
         """The client sent ``<abort/>``: end the exchange with ``aborted``."""
@@ -436,14 +459,21 @@ class SaslServer:
                 ),
                 None,
             )
+        self._account_known = credential is not None
         if credential is None:
             # Spend the same effort as a real check so timing does not reveal
             # whether the account exists.
-            verify_password(password, _mock_credential("SHA-256", username))
+            credential = _mock_credential("SHA-256", username)
+        self._state = _State.PLAIN_WAIT_CHECK
+        self._password = None  # the shell holds it until the check is done
+        return CheckPassword(password, credential)
+
+    def _password_checked(self, matches: object) -> SaslStep:
+        if self._state is not _State.PLAIN_WAIT_CHECK or self._username is None:
+            raise _malformed("no password check was requested")
+        if matches is not True or not self._account_known:
             raise _Reject(SaslCondition.NOT_AUTHORIZED)
-        if not verify_password(password, credential):
-            raise _Reject(SaslCondition.NOT_AUTHORIZED)
-        return Success(username, None)
+        return Success(self._username, None)
 
     # -- SCRAM (RFC 5802) ---------------------------------------------------
 

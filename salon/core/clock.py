@@ -12,9 +12,16 @@ import asyncio
 import heapq
 import itertools
 import time
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
-__all__ = ["Clock", "ManualClock", "SystemClock"]
+__all__ = ["Clock", "ManualClock", "SystemClock", "Timer", "wait_for"]
+
+T = TypeVar("T")
+
+
+class Timer(Protocol):
+    def cancel(self) -> None: ...
 
 
 class Clock(Protocol):
@@ -30,6 +37,32 @@ class Clock(Protocol):
         """Wait ``seconds`` of this clock's time."""
         ...
 
+    def call_later(self, seconds: float, callback: Callable[[], object]) -> Timer:
+        """Call ``callback`` once ``seconds`` of this clock's time have passed."""
+        ...
+
+
+async def wait_for(clock: Clock, awaitable: Awaitable[T], seconds: float) -> T:
+    """``asyncio.wait_for`` on ``clock``'s time: TimeoutError when ``seconds`` pass first."""
+    task = asyncio.ensure_future(awaitable)
+    timed_out = False
+
+    def expire() -> None:
+        nonlocal timed_out
+        if not task.done():
+            timed_out = True
+            task.cancel()
+
+    timer = clock.call_later(seconds, expire)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if timed_out:
+            raise TimeoutError from None
+        raise
+    finally:
+        timer.cancel()
+
 
 class SystemClock:
     __slots__ = ()
@@ -43,6 +76,20 @@ class SystemClock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
+    def call_later(self, seconds: float, callback: Callable[[], object]) -> Timer:
+        return asyncio.get_running_loop().call_later(seconds, callback)
+
+
+class _ManualTimer:
+    __slots__ = ("callback", "cancelled")
+
+    def __init__(self, callback: Callable[[], object]) -> None:
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
 
 class ManualClock:
     """A clock that moves only when told to. ``sleep()`` waits until ``advance()`` passes its
@@ -51,7 +98,7 @@ class ManualClock:
     def __init__(self, start: float = 1_700_000_000.0) -> None:
         self._now = start
         self._mono = 0.0
-        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._sleepers: list[tuple[float, int, asyncio.Future[None] | _ManualTimer]] = []
         self._order = itertools.count()
 
     def time(self) -> float:
@@ -65,23 +112,37 @@ class ManualClock:
         heapq.heappush(self._sleepers, (self._mono + max(seconds, 0.0), next(self._order), future))
         await future
 
+    def call_later(self, seconds: float, callback: Callable[[], object]) -> Timer:
+        timer = _ManualTimer(callback)
+        heapq.heappush(self._sleepers, (self._mono + max(seconds, 0.0), next(self._order), timer))
+        return timer
+
     @property
     def sleepers(self) -> int:
-        return sum(1 for _, _, f in self._sleepers if not f.done())
+        """Sleeps and timers still waiting."""
+        return sum(1 for _, _, w in self._sleepers if not _is_done(w))
 
     async def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds``, waking sleepers due on the way, in order."""
         target = self._mono + seconds
         while self._sleepers and self._sleepers[0][0] <= target:
-            due, _, future = heapq.heappop(self._sleepers)
+            due, _, waiter = heapq.heappop(self._sleepers)
             self._now += due - self._mono
             self._mono = due
-            if not future.done():
-                future.set_result(None)
+            if isinstance(waiter, _ManualTimer):
+                if not waiter.cancelled:
+                    waiter.cancelled = True
+                    waiter.callback()
+            elif not waiter.done():
+                waiter.set_result(None)
             await _settle()
         self._now += target - self._mono
         self._mono = target
         await _settle()
+
+
+def _is_done(waiter: asyncio.Future[None] | _ManualTimer) -> bool:
+    return waiter.cancelled if isinstance(waiter, _ManualTimer) else waiter.done()
 
 
 async def _settle(rounds: int = 20) -> None:

@@ -7,6 +7,7 @@ import importlib
 import logging
 import pkgutil
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -22,10 +23,11 @@ from salon.core.roster_cache import RosterCache
 
 if TYPE_CHECKING:
     from salon.core.domains import DomainService
+    from salon.core.passwords import PasswordPool
     from salon.core.router import Router
     from salon.core.server import Server
     from salon.core.session import C2SSession
-    from salon.core.sessions import SessionRegistry
+    from salon.core.sessions import SessionDirectory
     from salon.storage.interfaces import Storage
 
 log = logging.getLogger(__name__)
@@ -107,7 +109,7 @@ class VirtualHost:
         return self._core.storage
 
     @property
-    def sessions(self) -> SessionRegistry:
+    def sessions(self) -> SessionDirectory:
         return self._core.sessions
 
     @property
@@ -119,8 +121,18 @@ class VirtualHost:
         return self._core.pending_iqs
 
     @property
+    def passwords(self) -> PasswordPool:
+        """Where password hashing runs (a bounded pool, never the event loop)."""
+        return self._core.passwords
+
+    @property
     def clock(self) -> Clock:
         return self._core.clock
+
+    @property
+    def data_path(self) -> Path:
+        """The server's data folder (``server.data_dir``), for files modules keep."""
+        return self._core.settings.data_path()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         return self._core.spawn(coro)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from salon.core.registry import ItemKind
+from salon.core.web import HttpRoute
 from salon.xml.element import Element
 
 
@@ -35,4 +36,8 @@ ACCOUNT_FEATURE = ItemKind[str]("account_feature")
 STREAM_FEATURE = ItemKind[Element]("stream_feature")  # offered after authentication
 PREAUTH_FEATURE = ItemKind[Element]("preauth_feature")  # offered before authentication
 PREAUTH_IQ_NAMESPACE = ItemKind[str]("preauth_iq_namespace")  # iq namespaces open before auth
+
+# HTTP served by modules (salon.core.web): routes modules add, base URLs the web server adds
+HTTP_ROUTE = ItemKind[HttpRoute]("http_route")
+HTTP_BASE_URL = ItemKind[str]("http_base_url")  # "https://example.org:5281", no trailing /
 NONZA_NAMESPACE = ItemKind[str]("nonza_namespace")  # stream-level elements a module takes

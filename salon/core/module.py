@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from salon.core.hosts import VirtualHost
     from salon.core.iq import PendingIqs
     from salon.core.router import Router
-    from salon.core.sessions import SessionRegistry
+    from salon.core.sessions import SessionDirectory
     from salon.storage.interfaces import Storage
 
 
@@ -89,7 +89,7 @@ class Module(Generic[OptionsT]):
         return self.host.storage
 
     @property
-    def sessions(self) -> SessionRegistry:
+    def sessions(self) -> SessionDirectory:
         return self.host.sessions
 
     @property

@@ -9,7 +9,8 @@ answer them. Whatever nobody handles gets the error the RFCs name.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, cast
 
 from salon.core.events import (
     InboundStanza,
@@ -193,6 +194,10 @@ class Router:
         if iq_type in ("result", "error"):
             self.server.pending_iqs.resolve(stanza)
             return
+        if target is Target.BARE and not await self.account_exists(to):
+            # RFC 6121 §8.5.1: no handler answers for an account that does not exist.
+            self.reply_error(origin, stanza, StanzaErrorCondition.SERVICE_UNAVAILABLE)
+            return
         children = list(stanza.elements())
         if len(children) != 1:
             # RFC 6120 §8.2.3: a get or set contains exactly one payload element.
@@ -205,9 +210,10 @@ class Router:
             return
         request = IqRequest(stanza, origin, sender, to, target)
         try:
-            result = route.handler(request)
+            outcome = route.handler(request)
             if route.is_async:
-                result = await result  # type: ignore[misc]
+                outcome = await cast("Awaitable[Element | None]", outcome)
+            result = cast("Element | None", outcome)
         except StanzaError as err:
             self.reply_error(origin, stanza, err)
             return
@@ -218,6 +224,14 @@ class Router:
         if result is None:
             result = request.result()
         self.deliver_reply(origin, result)
+
+    async def account_exists(self, jid: JID) -> bool:
+        """Whether the local account of ``jid`` exists: an online one without asking
+        storage (the hot path), an offline one with one lookup."""
+        if self.server.sessions.is_online(jid.bare):
+            return True
+        account = await self.server.storage.accounts.get(jid.domain, jid.local or "")
+        return account is not None
 
     # ------------------------------------------------------------------ replies
     def deliver_reply(self, origin: C2SSession | None, reply: Element) -> None:
@@ -233,6 +247,13 @@ class Router:
             sender = parse_jid(reply.get("from") or "")
             if sender is not None and self.server.federation.is_enabled:
                 self.server.federation.send(reply, sender, to)
+            return
+        service = None if to.domain in self.server.hosts else self.server.domains.get(to.domain)
+        if service is not None:
+            # A reply to a service domain's stanza (an external component's iq to the server).
+            sender = parse_jid(reply.get("from") or "")
+            if sender is not None:
+                self.server.spawn(self.route(reply, None, sender, to))
             return
         session = self.server.sessions.get(to)
         if session is not None:

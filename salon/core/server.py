@@ -22,10 +22,11 @@ from salon.core.events import (
 )
 from salon.core.hosts import VirtualHost
 from salon.core.iq import PendingIqs
+from salon.core.passwords import PasswordPool
 from salon.core.ports import FederationSender, NoFederation
 from salon.core.router import Router
 from salon.core.session import C2SSession, Connection
-from salon.core.sessions import SessionRegistry
+from salon.core.sessions import SessionDirectory, SessionRegistry
 from salon.errors import StanzaError, StanzaErrorCondition, StreamErrorCondition
 from salon.jid import JID
 from salon.storage.interfaces import Storage
@@ -42,17 +43,18 @@ class Server:
         storage: Storage,
         *,
         clock: Clock | None = None,
-        sessions: SessionRegistry | None = None,
+        sessions: SessionDirectory | None = None,
     ) -> None:
         self.settings = settings
         self.storage = storage
         self.clock: Clock = clock or SystemClock()
         self.hosts: dict[str, VirtualHost] = {}
         self.domains: dict[str, DomainService] = {}  # MUC, PubSub, upload, components
-        self.sessions = sessions or SessionRegistry()
+        self.sessions: SessionDirectory = sessions or SessionRegistry()
         self.router = Router(self)
         self.pending_iqs = PendingIqs()
         self.federation: FederationSender = NoFederation()
+        self.passwords = PasswordPool()  # PBKDF2 off the event loop
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -75,6 +77,7 @@ class Server:
                 except Exception:
                     log.exception("stopping module %s failed", module.name)
             host.unload_modules()
+        self.passwords.close()
 
     @property
     def is_busy(self) -> bool:

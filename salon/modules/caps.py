@@ -43,8 +43,19 @@ def _form_parts(form: Element) -> tuple[str, list[tuple[str, list[str]]]] | None
     return None if form_type is None else (form_type, fields)
 
 
-def verification_string(info: Element) -> str:
-    """The 'ver' of a disco#info <query/> with the sha-1 hash (XEP-0115 §5.1)."""
+#: The hash names of XEP-0115 §5.1 (IANA names) this server can check, with hashlib's names.
+HASHES = {
+    "sha-1": "sha1",
+    "sha-224": "sha224",
+    "sha-256": "sha256",
+    "sha-384": "sha384",
+    "sha-512": "sha512",
+}
+
+
+def verification_string(info: Element, hash_name: str = "sha-1") -> str:
+    """The 'ver' of a disco#info <query/> with the sha-1 hash (XEP-0115 §5.1), or another
+    of ``HASHES`` (PEP checks the caps of clients, which may use any of them)."""
     identities = sorted(
         (
             identity.get("category") or "",
@@ -62,7 +73,7 @@ def verification_string(info: Element) -> str:
         for var, values in sorted(fields):
             parts.append(f"{var}<")
             parts.extend(f"{value}<" for value in sorted(values))
-    digest = hashlib.sha1("".join(parts).encode()).digest()
+    digest = hashlib.new(HASHES[hash_name], "".join(parts).encode()).digest()
     return base64.b64encode(digest).decode()
 
 

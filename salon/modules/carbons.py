@@ -63,7 +63,7 @@ def wrap(kind: str, stanza: Element, user: JID, to: JID) -> Element:
 
 
 def has_carbons(session: C2SSession) -> bool:
-    return session.is_available and bool(session.get(ENABLED))
+    return session.is_available and session.get(ENABLED) is True
 
 
 class Carbons(Module[ModuleOptions]):

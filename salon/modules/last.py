@@ -9,9 +9,7 @@ roster item with subscription "from" or "both") may ask; anyone else gets <forbi
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 
 from salon.core.events import AccountDeleted, PresenceBroadcast, ResourceUnbound
 from salon.core.hooks import Priority
@@ -41,7 +39,7 @@ class LastActivity(Module[ModuleOptions]):
     specs = (Spec("XEP-0012", "2.0"),)
 
     def setup(self) -> None:
-        self.started = asyncio.get_running_loop().time()
+        self.started = self.clock.monotonic()
         self.store = self.storage.keyvalue("last")
         self.rosters = self.require(RosterCache)
         self.add_feature(NS_LAST)
@@ -59,7 +57,7 @@ class LastActivity(Module[ModuleOptions]):
 
     # ------------------------------------------------------------------ queries
     def uptime(self, request: IqRequest) -> Element:
-        seconds = int(asyncio.get_running_loop().time() - self.started)
+        seconds = int(self.clock.monotonic() - self.started)
         return request.result(last_element(seconds))
 
     async def last_logout(self, request: IqRequest) -> Element:
@@ -75,7 +73,7 @@ class LastActivity(Module[ModuleOptions]):
         if stored is None:
             raise StanzaError(StanzaErrorCondition.ITEM_NOT_FOUND, "no logout recorded")
         record = json.loads(stored)
-        seconds = int(time.time() - record["at"])
+        seconds = int(self.clock.time() - record["at"])
         return request.result(last_element(seconds, record.get("status")))
 
     async def _may_see_presence(self, request: IqRequest) -> bool:
@@ -96,7 +94,7 @@ class LastActivity(Module[ModuleOptions]):
 
     async def logged_out(self, event: ResourceUnbound) -> None:
         session = event.session
-        record = {"at": time.time(), "status": session.get(STATUS)}
+        record = {"at": self.clock.time(), "status": session.get(STATUS)}
         self.unwritten[session.jid.local or ""] = json.dumps(record)
 
     async def flush(self) -> None:

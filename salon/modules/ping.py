@@ -14,6 +14,7 @@ import asyncio
 
 from pydantic import Field
 
+from salon.core.clock import wait_for
 from salon.core.events import ResourceUnbound
 from salon.core.iq import IqRequest, Target
 from salon.core.module import Module, ModuleOptions, Spec
@@ -62,7 +63,7 @@ class Ping(Module[PingOptions]):
         attrs = {"type": "get", "id": iq_id, "from": self.domain, "to": str(session.jid)}
         session.send(Element("iq", NS_CLIENT, attrs, [Element("ping", NS_PING)]))
         try:
-            await asyncio.wait_for(answer, self.timeout)
+            await wait_for(self.clock, answer, self.timeout)
         except TimeoutError:
             session.close(StreamErrorCondition.CONNECTION_TIMEOUT, "no answer to a ping")
         finally:

@@ -14,6 +14,13 @@ Choices, with the text they follow:
   ``from``/``both`` subscription, and a probe goes from the user's bare JID to every contact
   with ``to``/``both`` (§4.3.1). The new resource also gets the presence of the user's other
   available resources: a user is subscribed to its own presence.
+* Each resource gets each presence once per change (§4.2 and §4.3 intend no more). A probe to a
+  remote contact goes from the bare JID, and the answers reach every available resource as
+  §8.5.2.1.1 says; a probe to a local contact goes from the new resource's full JID, so its
+  answers reach that resource alone and not the user's other resources, which already have
+  them. Every local available presence is numbered in order: a probe brings the contact's
+  presences numbered up to the moment the asking resource became available, broadcasts bring
+  the later ones, so a login that crosses a contact's broadcast gets the presence once.
 * A probe (§4.3.2) from an entity without ``from``/``both``, or for an account that does not
   exist (§8.5.1), is answered ``unsubscribed``. A subscribed prober gets the last presence of
   each available resource; when there is none, the last unavailable presence this server saw,
@@ -35,6 +42,7 @@ Choices, with the text they follow:
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 
 from pydantic import Field
@@ -53,7 +61,7 @@ from salon.core.hooks import HANDLED, Priority
 from salon.core.items import STREAM_FEATURE
 from salon.core.module import Module, ModuleOptions, Spec
 from salon.core.roster_cache import RosterCache, RosterLimit
-from salon.core.session import C2SSession
+from salon.core.session import C2SSession, SessionSlot
 from salon.errors import StanzaError, StanzaErrorCondition
 from salon.jid import JID, parse_jid
 from salon.modules._subscription import SUBSCRIPTION_TYPES, Outcome, SubState, inbound, outbound
@@ -65,6 +73,18 @@ from salon.xml.serializer import serialize_str
 
 _FROM = ("from", "both")  # the contact receives the user's presence
 _TO = ("to", "both")  # the user receives the contact's presence
+
+# Every available presence a local resource sends is one change, numbered in the order the
+# changes happen, across all hosts of the process. A resource remembers the number of its
+# current presence and the number at which it became available: the local contacts'
+# presences numbered up to then reach it as probe answers, the later ones as broadcasts.
+_changes = itertools.count(1)
+CHANGE = SessionSlot[int]("presence.change")
+"""The number of the session's current available presence."""
+SINCE = SessionSlot[int]("presence.since")
+"""The number of the change that made the session available."""
+_broadcasts: dict[int, int] = {}
+"""id() of a broadcast copy being routed -> the number of the change it carries."""
 
 
 def parse_priority(stanza: Element) -> int:
@@ -142,24 +162,35 @@ class Presence(Module[PresenceOptions]):
     async def _available(self, session: C2SSession, stanza: Element) -> None:
         session.priority = parse_priority(stanza)
         is_initial = not session.is_available
+        change = next(_changes)
+        # From here to the first await, nothing else runs: the user's other resources get
+        # this presence, and a new resource theirs, each exactly once.
         session.is_available = True
         session.presence = stanza
+        session.set(CHANGE, change)
+        if is_initial:
+            session.set(SINCE, change)
         user = session.jid.bare
         self.last_unavailable.pop(user, None)
-        for other in self.sessions.available(user):
+        mine = self.sessions.available(user)
+        for other in mine:
             other.send(stanza)
-        roster = await self._roster(user)
-        for contact in contacts(roster, user, _FROM):
-            await self._route_copy(stanza, session, contact)
-        if not is_initial:
-            return
-        for other in self.sessions.available(user):
+        for other in mine if is_initial else ():
             if other is not session and other.presence is not None:
                 copy = other.presence.shallow_copy()
                 copy.set("to", str(session.jid))
                 session.send(copy)
+        roster = await self._roster(user)
+        for contact in contacts(roster, user, _FROM):
+            await self._route_copy(stanza, session, contact, change)
+        if not is_initial:
+            return
         for contact in contacts(roster, user, _TO):
-            await self.router.route(_presence("probe", user, contact), session, user, contact)
+            # §4.3.1: a probe goes from the bare JID, and its answers reach every available
+            # resource. A local contact is asked on behalf of the new resource alone: the
+            # user's other resources already have the contact's presence.
+            prober = session.jid if self.host.is_local(contact.domain) else user
+            await self.router.route(_presence("probe", prober, contact), session, prober, contact)
         await self.host.hooks.fire(AvailablePresence(session))
 
     async def _unavailable(self, session: C2SSession, stanza: Element) -> None:
@@ -191,10 +222,20 @@ class Presence(Module[PresenceOptions]):
             unavailable.set("from", str(session.jid))
             await self._unavailable(session, unavailable)
 
-    async def _route_copy(self, stanza: Element, session: C2SSession, to: JID) -> None:
+    async def _route_copy(
+        self, stanza: Element, session: C2SSession, to: JID, change: int | None = None
+    ) -> None:
         copy = stanza.shallow_copy()
         copy.set("to", str(to))
-        await self.router.route(copy, session, session.jid, to)
+        if change is None:
+            await self.router.route(copy, session, session.jid, to)
+            return
+        key = id(copy)
+        _broadcasts[key] = change
+        try:
+            await self.router.route(copy, session, session.jid, to)
+        finally:
+            _broadcasts.pop(key, None)
 
     # ------------------------------------------------------------------ from the user
     async def outbound(self, event: PreStanza) -> bool | None:
@@ -258,7 +299,11 @@ class Presence(Module[PresenceOptions]):
             if session is not None:
                 session.send(stanza)
         elif stype in (None, "unavailable"):
+            change = _broadcasts.get(id(stanza)) if stype is None else None
             for session in self.sessions.available(to):
+                since = session.get(SINCE)
+                if change is not None and since is not None and change <= since:
+                    continue  # older than the resource: its probe brought it (_answer_probe)
                 session.send(stanza)
         return HANDLED  # presence is never bounced for a missing resource (§8.5.3.2.2)
 
@@ -313,7 +358,12 @@ class Presence(Module[PresenceOptions]):
                 sender = parse_jid(last.get("from") or "") or user
                 await self.router.route(copy, None, sender, prober)
             return
+        asking = self.sessions.get(prober) if prober.resource is not None else None
+        since = asking.get(SINCE) if asking is not None else None
         for session in sessions:
+            change = session.get(CHANGE)
+            if since is not None and change is not None and change > since:
+                continue  # newer than the asking resource: the broadcast brings it there
             if session.presence is not None:
                 copy = session.presence.shallow_copy()
                 copy.set("to", str(prober))

@@ -28,14 +28,13 @@ Choices, with the text they follow:
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
 from pydantic import Field
 
-from salon.auth.credentials import make_credentials, prepare_password, prepare_username
+from salon.auth.credentials import prepare_password, prepare_username
 from salon.core.events import AccountDeleted, PreAuthIqRequest
 from salon.core.hooks import HANDLED
 from salon.core.iq import IqRequest, Target
@@ -162,9 +161,7 @@ class Registration(Module[RegistrationOptions]):
                 "too many registrations from this address; try again later",
                 error_type="wait",
             )
-        credentials = await asyncio.get_running_loop().run_in_executor(
-            None, make_credentials, password
-        )
+        credentials = await self.host.passwords.make_credentials(password)
         try:
             await self.storage.accounts.create(self.domain, username, credentials)
         except AccountExists:
@@ -199,9 +196,7 @@ class Registration(Module[RegistrationOptions]):
             return _error(stanza, StanzaErrorCondition.BAD_REQUEST, "the password is empty")
         if not _usable(password):
             return _error(stanza, StanzaErrorCondition.NOT_ACCEPTABLE, "unusable password")
-        credentials = await asyncio.get_running_loop().run_in_executor(
-            None, make_credentials, password
-        )
+        credentials = await self.host.passwords.make_credentials(password)
         try:
             await self.storage.accounts.set_credentials(self.domain, user.local or "", credentials)
         except AccountNotFound:

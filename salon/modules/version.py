@@ -39,7 +39,7 @@ class SoftwareVersion(Module[SoftwareVersionOptions]):
 
     def setup(self) -> None:
         os_name = None if self.options.hide_os else f"{platform.system()} {platform.release()}"
-        self.reply = Version("Salon", getattr(salon, "__version__", "0.1.0"), os_name)
+        self.reply = Version("Salon", salon.__version__, os_name)
         self.add_feature(NS_VERSION)
         self.on_iq("get", NS_VERSION, "query", self.version, to=Target.HOST)
 

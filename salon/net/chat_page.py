@@ -67,6 +67,19 @@ BOSH at <code>{bosh_path}</code>.</p>
 """
 
 
+_INSECURE = """<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Salon chat · {title}</title></head>
+<body>
+<h1>This chat needs an encrypted connection</h1>
+<p>Salon only lets clients log in over encrypted connections, and this page was opened over
+plain HTTP from another machine. Open it over HTTPS instead: turn on <code>[http]
+tls_enabled</code>, or serve it through a reverse proxy that terminates TLS.</p>
+</body>
+</html>
+"""
+
+
 def chat_page(*, domain: str, bosh_path: str, websocket_path: str) -> str:
     """The page that starts Converse.js for ``domain`` (``?transport=bosh`` picks BOSH)."""
     config = json.dumps(
@@ -84,3 +97,9 @@ def missing_page(*, domain: str, folder: str, bosh_path: str, websocket_path: st
         bosh_path=html.escape(bosh_path),
         websocket_path=html.escape(websocket_path),
     )
+
+
+def insecure_page(*, domain: str) -> str:
+    """Said instead of the chat when it could not log in: plain HTTP from another machine
+    and no HTTPS port to send the browser to."""
+    return _INSECURE.format(title=html.escape(domain))

@@ -69,7 +69,8 @@ class _Connection(TcpShell):
         self._closing = False
         self._held_data: list[bytes] | None = None
         self._loop = asyncio.get_running_loop()
-        self.connected_at = self.last_activity = self._loop.time()
+        self._clock = manager.clock
+        self.connected_at = self.last_activity = self._clock.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._attach(transport, MAX_SEND_BUFFER)
@@ -105,6 +106,9 @@ class _Connection(TcpShell):
             elif isinstance(action, CloseConnection):
                 self._close()
             elif isinstance(action, StartTls):
+                # Every byte after <starttls/>/<proceed/> belongs to TLS: read no more
+                # plaintext from this moment, not only once the handshake task runs.
+                self._pause_input()
                 self.manager.spawn(self._start_tls())
             else:
                 self._on_action(action)
@@ -322,6 +326,7 @@ class S2SManager:
     def __init__(self, server: App) -> None:
         self.server = server
         self.settings = server.settings.s2s
+        self.clock = server.clock
         self.secret = secrets.token_bytes(32)  # dialback keys of this run (XEP-0185)
         ca_file = server.settings.resolve(self.settings.ca_file) if self.settings.ca_file else None
         self.tls = S2STls(ca_file)
@@ -329,7 +334,7 @@ class S2SManager:
         self.routes: dict[tuple[str, str], _Route] = {}
         self.outgoing: set[S2SOutConnection] = set()
         self.incoming: set[S2SInConnection] = set()
-        self.listeners: list[asyncio.AbstractServer] = []
+        self.listeners: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[object]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         limits = S2SLimits(max_stanza_size=self.settings.max_stanza_size)
@@ -362,7 +367,7 @@ class S2SManager:
             cert, key = self.server.settings.host_cert_paths(domain)
             self.tls.add_host(domain, cert, key)
         loop = asyncio.get_running_loop()
-        plain: list[asyncio.AbstractServer] = [
+        plain: list[asyncio.Server] = [
             await loop.create_server(lambda: S2SInConnection(self), host, self.settings.port)
             for host in self.settings.interfaces
         ]
@@ -370,7 +375,7 @@ class S2SManager:
         self.server.listeners["s2s"] = plain  # Server.addresses() and port("s2s") see them
         direct_ctx = self.tls.direct_tls_context()
         if self.settings.direct_tls_enabled and direct_ctx is not None:
-            direct: list[asyncio.AbstractServer] = [
+            direct: list[asyncio.Server] = [
                 await loop.create_server(
                     lambda: S2SInConnection(self, direct_tls=True),
                     host,
@@ -582,6 +587,17 @@ class S2SManager:
                 elif not inbound.authenticated and now - inbound.connected_at > 2 * setup:
                     # A peer that never authenticates does not keep a connection (§4.6).
                     inbound.close_stream(StreamErrorCondition.CONNECTION_TIMEOUT, "too slow")
+
+    def close_connections(self, remote: str | None = None) -> None:
+        """Close every server-to-server connection (only those with ``remote`` when given)
+        in an orderly way; the next stanza opens a fresh one."""
+        for conn in list(self.outgoing):
+            if remote is None or conn.remote == remote:
+                self._detach(conn)
+                conn.close_stream()
+        for inbound in list(self.incoming):
+            if remote is None or remote in inbound.stream.remote_domains:
+                inbound.close_stream()
 
     def _detach(self, conn: S2SOutConnection) -> None:
         """Forget ``conn``'s routes before an orderly close: the next stanza reconnects."""

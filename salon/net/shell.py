@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
+from salon.core.clock import Clock, Timer
 from salon.core.session import C2SSession
 from salon.errors import StanzaError, StanzaErrorCondition, StreamErrorCondition
 from salon.jid import JID
@@ -45,6 +46,7 @@ from salon.stream.events import (
     StanzaReceived,
     StartTls,
     StreamAction,
+    VerifyPassword,
 )
 from salon.xml.element import Element
 from salon.xml.parser import ParserEvent
@@ -63,6 +65,7 @@ class ClientShell:
     :meth:`_pause_input` and :meth:`_resume_input`."""
 
     __slots__ = (
+        "_clock",
         "_closing",
         "_deferred",
         "_deferred_handle",
@@ -88,12 +91,13 @@ class ClientShell:
         self._inbox: deque[Element] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._deferred: list[StreamAction] = []
-        self._deferred_handle: asyncio.TimerHandle | None = None
+        self._deferred_handle: Timer | None = None
         self._closing = False
         self._input_paused = False  # the inbox filled up: the transport takes no more input
         # asyncio.get_running_loop() costs a getpid() system call; the loop is kept instead.
-        self._loop = loop = asyncio.get_running_loop()
-        self.connected_at = self.last_activity = loop.time()
+        self._loop = asyncio.get_running_loop()
+        self._clock = clock = server.clock  # idle and handshake timeouts, the auth delay
+        self.connected_at = self.last_activity = clock.monotonic()
 
     # ------------------------------------------------------------------ transport side
     def _write(self, data: bytes) -> None:
@@ -161,7 +165,7 @@ class ClientShell:
         self._execute(self.stream.close(condition, text, extra))
 
     def idle_seconds(self) -> float:
-        return self._loop.time() - self.last_activity
+        return self._clock.monotonic() - self.last_activity
 
     # ------------------------------------------------------------------ actions
     def _execute(self, actions: list[StreamAction]) -> None:
@@ -184,6 +188,8 @@ class ClientShell:
                 self._start_tls_requested()
             elif isinstance(action, LookupAccount):
                 self.server.spawn(self._lookup(action.username))
+            elif isinstance(action, VerifyPassword):
+                self.server.spawn(self._verify_password(action))
             elif isinstance(action, Authenticated):
                 log.info("%s authenticated as %s@%s", self.peer, action.username, self.stream.host)
             elif isinstance(action, BindRequested):
@@ -206,8 +212,7 @@ class ClientShell:
         if self._deferred_handle is None:
             base = self.server.settings.c2s.auth_failure_delay
             delay = base * (2 ** max(action.attempt - 1, 0))
-            loop = asyncio.get_running_loop()
-            self._deferred_handle = loop.call_later(delay, self._release_deferred)
+            self._deferred_handle = self._clock.call_later(delay, self._release_deferred)
 
     def _release_deferred(self) -> None:
         self._deferred_handle = None
@@ -223,6 +228,14 @@ class ClientShell:
             log.exception("account lookup failed")
             account = None
         self._execute(self.stream.account_loaded(account))
+
+    async def _verify_password(self, action: VerifyPassword) -> None:
+        try:
+            matches = await self.server.core.passwords.verify(action.password, action.credential)
+        except Exception:
+            log.exception("password check failed")
+            matches = False
+        self._execute(self.stream.password_checked(matches))
 
     async def _preauth_iq(self, stanza: Element) -> None:
         assert self.stream.host is not None
@@ -343,11 +356,11 @@ class StreamShell(ClientShell):
         self._room.set()
 
     def receive_data(self, data: bytes) -> None:
-        self.last_activity = self._loop.time()
+        self.last_activity = self._clock.monotonic()
         self._execute(self.stream.receive_data(data))
 
     def receive_events(self, events: Iterable[ParserEvent]) -> None:
-        self.last_activity = self._loop.time()
+        self.last_activity = self._clock.monotonic()
         self._execute(self.stream.receive_events(events))
 
     async def wait_for_room(self) -> None:
@@ -379,6 +392,7 @@ class TcpShell(asyncio.Protocol):
         _closing: bool
         _held_data: list[bytes] | None  # bytes that arrive while TLS is starting
         _loop: asyncio.AbstractEventLoop
+        _clock: Clock
 
         def _execute(self, actions: Any) -> None: ...
 
@@ -400,7 +414,7 @@ class TcpShell(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = self._loop.time()
+        self.last_activity = self._clock.monotonic()
         if self._held_data is not None:
             # The TLS handshake finished but start_tls() has not returned to us yet.
             self._held_data.append(data)
@@ -428,8 +442,15 @@ class TcpShell(asyncio.Protocol):
         self._out.append(data)
 
     def _flush(self) -> None:
-        if self._out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(self._out))
+        transport = self.transport
+        if (
+            self._held_data is not None
+            and transport is not None
+            and transport.get_protocol() is not self
+        ):
+            return  # TLS is being negotiated on this transport: sent once it is up
+        if self._out and transport is not None and not transport.is_closing():
+            transport.write(b"".join(self._out))
         self._out.clear()
 
     def _close(self, error: StreamErrorCondition | None = None) -> None:
@@ -458,30 +479,37 @@ class TcpShell(asyncio.Protocol):
     ) -> bool:
         """Upgrade the transport to TLS; bytes that arrive meanwhile wait for
         :meth:`_release_held`. False when the handshake failed (the transport is aborted)
-        or the connection went away during it."""
+        or the connection went away during it.
+
+        From here on no byte may be read as plaintext: the next ones are the peer's TLS
+        handshake. So reading stops at once, and ``start_tls`` is awaited directly, never
+        wrapped in a task (``asyncio.wait_for`` does that on Python 3.11), which would leave
+        the old protocol reading for one more loop iteration: a ClientHello read then went
+        into ``_held_data`` instead of to TLS, and the handshake stalled until the timeout.
+        """
         assert self.transport is not None
         self._flush()
-        self._held_data = []
+        self.transport.pause_reading()  # start_tls resumes it once TLS reads the socket
+        self._held_data = []  # bytes TLS decrypts before start_tls returns to us
         loop = asyncio.get_running_loop()
         try:
-            transport = await asyncio.wait_for(
-                loop.start_tls(
-                    self.transport,
-                    self,
-                    ctx,
-                    server_side=server_side,
-                    server_hostname=server_hostname,
-                ),
-                timeout,
+            transport = await loop.start_tls(
+                self.transport,
+                self,
+                ctx,
+                server_side=server_side,
+                server_hostname=server_hostname,
+                ssl_handshake_timeout=timeout,
             )
         except (TimeoutError, OSError, ConnectionError) as exc:
-            log.info("TLS handshake with %s failed: %s", self.peer, exc)
+            log.info("TLS handshake with %s failed: %r", self.peer, exc)
             if self.transport is not None:
                 self.transport.abort()
             return False
         if transport is None:
             return False
         self.transport = transport
+        self._flush()  # whatever was written during the handshake, now encrypted
         return True
 
     def _release_held(self) -> None:

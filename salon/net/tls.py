@@ -86,7 +86,7 @@ class TlsContexts:
             if host is not None:
                 sslobj.context = host.context
 
-        ctx.sni_callback = pick  # type: ignore[assignment]
+        ctx.sni_callback = pick
         self._by_context[id(ctx)] = self._default
         return ctx
 
@@ -106,7 +106,7 @@ class TlsContexts:
             if chosen is not None:
                 sslobj.context = chosen
 
-        ctx.sni_callback = pick  # type: ignore[assignment]
+        ctx.sni_callback = pick
         return ctx
 
     def domain_of(self, sslobj: ssl.SSLObject | None) -> str | None:

@@ -20,6 +20,7 @@ from enum import Enum
 
 from salon.auth.sasl import (
     Challenge,
+    CheckPassword,
     Failure,
     NeedAccount,
     SaslCondition,
@@ -54,6 +55,7 @@ from salon.stream.events import (
     StanzaReceived,
     StartTls,
     StreamAction,
+    VerifyPassword,
 )
 from salon.stream.framing import Framing, TcpFraming
 from salon.xml.element import Element
@@ -70,7 +72,7 @@ class C2SState(Enum):
     NEGOTIATING = "negotiating"  # features sent, TLS / SASL may start
     TLS = "tls"  # <proceed/> sent, waiting for the handshake
     SASL = "sasl"  # an exchange is in progress
-    LOOKUP = "lookup"  # waiting for the account lookup
+    LOOKUP = "lookup"  # waiting for the account lookup or the password check
     BIND = "bind"  # authenticated, waiting for resource binding
     BOUND = "bound"  # stanzas flow
     CLOSED = "closed"
@@ -194,6 +196,13 @@ class C2SStream:
             return []
         self.state = C2SState.SASL
         return self._sasl_step(self._sasl.account(account))
+
+    def password_checked(self, matches: bool) -> list[StreamAction]:
+        """The shell's answer to VerifyPassword: whether the password matched."""
+        if self.state is not C2SState.LOOKUP or self._sasl is None:
+            return []
+        self.state = C2SState.SASL
+        return self._sasl_step(self._sasl.password_checked(matches))
 
     def bind_result(
         self, iq_id: str, jid: JID | None, error: StanzaError | None = None
@@ -460,6 +469,9 @@ class C2SStream:
         if isinstance(step, NeedAccount):
             self.state = C2SState.LOOKUP
             return [LookupAccount(step.username)]
+        if isinstance(step, CheckPassword):
+            self.state = C2SState.LOOKUP
+            return [VerifyPassword(step.password, step.credential)]
         if isinstance(step, Success):
             self._sasl = None
             self.username = step.username

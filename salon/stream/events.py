@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from salon.errors import StreamErrorCondition
+from salon.storage.interfaces import ScramCredential
 from salon.xml.element import Element
 
 
@@ -25,6 +26,15 @@ class LookupAccount:
     """Load the account ``username`` of the stream's host, then call ``account_loaded``."""
 
     username: str
+
+
+@dataclass(slots=True)
+class VerifyPassword:
+    """Run ``verify_password(password, credential)`` off the event loop (PBKDF2 is
+    CPU-bound), then call ``password_checked`` with the result."""
+
+    password: str = field(repr=False)
+    credential: ScramCredential = field(repr=False)
 
 
 @dataclass(slots=True)
@@ -93,6 +103,7 @@ StreamAction = (
     Send
     | StartTls
     | LookupAccount
+    | VerifyPassword
     | DelayedSend
     | Authenticated
     | BindRequested

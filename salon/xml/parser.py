@@ -330,7 +330,7 @@ class XmlStreamParser:
                 stack[-1].children.append("".join(self._text))
                 self._text.clear()
         else:
-            self._mark = self._parser.CurrentByteIndex
+            self._mark = self._byte_index()
         split = self._names.get(name)
         if split is None:
             ns, _, tag = name.rpartition(_SEP)
@@ -360,8 +360,14 @@ class XmlStreamParser:
             raise StreamError(_Condition.BAD_FORMAT, "text outside of any stanza")
 
     # helpers ----------------------------------------------------------------
+    def _byte_index(self) -> int:
+        """Where expat is in the input (only asked while a parser exists)."""
+        parser = self._parser
+        assert parser is not None
+        return parser.CurrentByteIndex
+
     def _stanza_done(self, stanza: Element) -> None:
-        if self._parser.CurrentByteIndex - self._mark > self._max_stanza_bytes:
+        if self._byte_index() - self._mark > self._max_stanza_bytes:
             raise self._too_big()
         self._events.append(stanza)
         if len(self._interned) > _MAX_CACHED_NAMES:
@@ -373,7 +379,7 @@ class XmlStreamParser:
         if not self._stack:
             # Between stanzas expat has consumed everything but an incomplete token; after
             # Parse() returns, CurrentByteIndex is where that token (or the data) begins.
-            self._mark = max(self._mark, self._parser.CurrentByteIndex)
+            self._mark = max(self._mark, self._byte_index())
         if self._fed - self._mark > self._max_stanza_bytes:
             self._fail(self._too_big())
 

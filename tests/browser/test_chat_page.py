@@ -1,6 +1,10 @@
-"""End to end in a real browser: Debian's headless Chromium opens /chat (Converse.js served by
-Salon), logs in two users, alice over WebSocket and bob over BOSH, and they exchange a message
+"""End to end in a real browser, as a newcomer: Debian's headless Chromium opens the chat URLs
+that the README and `make run` print (Converse.js served by Salon, on the default ports 5280
+and 5281), logs in there over WebSocket and over BOSH, and two of the users exchange a message
 each way. Screenshots go to the test's tmp_path and to test-output/ (gitignored).
+
+The default ports are shared by everyone on the machine: the test holds a lock file while it
+uses them and fails with a clear message when something else (a `make run`) has them.
 
 Never skipped in CI: a missing Chromium, Playwright or Converse.js fails the test, since
 .ci/run and ``make test`` install them. Locally, SALON_SKIP_BROWSER=1 skips it.
@@ -9,11 +13,15 @@ Never skipped in CI: a missing Chromium, Playwright or Converse.js fails the tes
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import re
 import shutil
-from collections.abc import Awaitable, Callable
+import socket
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -97,34 +105,84 @@ async def _sees(page: Any, text: str) -> None:
     await page.locator(".chat-msg__text", has_text=text).first.wait_for(timeout=STEP_TIMEOUT_MS)
 
 
-async def test_websocket_and_bosh_users_chat_in_converse(
+CHAT_URL = re.compile(r"https?://localhost:\d+/chat/")
+PORT_LOCK = Path("/tmp/salon-browser-default-ports.lock")
+
+
+def printed_chat_urls() -> tuple[set[str], set[str]]:
+    """The chat URLs a newcomer is shown: in the README, and by the Makefile's ``run``."""
+    readme = set(CHAT_URL.findall((ROOT / "README.md").read_text()))
+    makefile = (ROOT / "Makefile").read_text()
+    run = makefile[makefile.index("\nrun:") :]
+    run = run[: run.index("\n\n")]
+    return readme, set(CHAT_URL.findall(run))
+
+
+@pytest.fixture
+def default_ports() -> Iterator[dict[str, int]]:
+    """The ports of the printed URLs by scheme, held under a machine-wide lock (taken
+    before the server starts, released after it stopped) and checked to be free."""
+    readme, make_run = printed_chat_urls()
+    ports: dict[str, int] = {}
+    for url in readme | make_run:
+        parts = urlsplit(url)
+        assert parts.port is not None, url
+        ports[parts.scheme] = parts.port
+    assert set(ports) == {"http", "https"}, ports
+    with PORT_LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for port in ports.values():
+            with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    pytest.fail(f"port {port} is taken (a `make run`?): stop it and rerun")
+        yield ports
+
+
+def test_readme_and_make_run_print_chat_urls() -> None:
+    readme, make_run = printed_chat_urls()
+    assert make_run, "make run prints no chat URL"
+    assert readme, "the README shows no chat URL"
+    assert make_run <= readme, "the README should show the URL make run prints"
+
+
+async def test_newcomer_logs_in_at_every_printed_chat_url(
+    default_ports: dict[str, int],  # first: its lock outlives the server
     server_factory: Callable[..., Awaitable[RunningServer]],
     playwright_api: Any,
     tmp_path: Path,
 ) -> None:
-    srv = await server_factory(http={"web_client_dir": str(CLIENT_DIR)})
-    alice = await srv.add_user("alice")
-    bob = await srv.add_user("bob")
-    page_url = srv.http_url("/chat/")
+    readme, make_run = printed_chat_urls()
+    urls = sorted(readme | make_run)  # http://localhost:5280/chat/, https://localhost:5281/chat/
+    options = {"port": default_ports["http"], "tls_port": default_ports["https"]}
+    srv = await server_factory(http={"web_client_dir": str(CLIENT_DIR), **options})
+    # (page URL, user): each printed URL over WebSocket and over BOSH.
+    logins = [
+        (url + query, await srv.add_user()) for url in urls for query in ("", "?transport=bosh")
+    ]
     async with playwright_api.async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
         try:
             pages = []
-            for _ in range(2):
+            for url, user in logins:
                 context = await browser.new_context(
                     ignore_https_errors=True, viewport={"width": 1000, "height": 640}
                 )
-                pages.append(await context.new_page())
-            alice_page, bob_page = pages
+                page = await context.new_page()
+                await _log_in(page, url, user)
+                pages.append(page)
+            sessions = [await _online(srv, user) for _, user in logins]
+            for (url, user), session in zip(logins, sessions, strict=True):
+                kind = BoshSession if "transport=bosh" in url else WebSocketConnection
+                assert isinstance(session.connection, kind), (url, user)
 
-            await _log_in(alice_page, page_url, alice)
-            await _log_in(bob_page, page_url + "?transport=bosh", bob)
-            alice_session = await _online(srv, alice)
-            bob_session = await _online(srv, bob)
-            # Two transports, one kind of session.
-            assert isinstance(alice_session.connection, WebSocketConnection)
-            assert isinstance(bob_session.connection, BoshSession)
-
+            # alice: the README's plain-HTTP URL over WebSocket; bob: make run's HTTPS URL
+            # over BOSH.
+            (alice_url, alice), (bob_url, bob) = logins[0], logins[-1]
+            alice_page, bob_page = pages[0], pages[-1]
+            assert alice_url.startswith("http://") and bob_url.startswith("https://")
             for page, other in ((alice_page, bob), (bob_page, alice)):
                 await page.get_by_text("I am online").wait_for(timeout=STEP_TIMEOUT_MS)
                 await _open_chat(page, other)

@@ -27,6 +27,7 @@ import trustme
 from salon.app import App
 from salon.auth.credentials import make_credentials
 from salon.config import settings_from_dict
+from salon.core.clock import Clock
 
 NS_STREAM = "http://etherx.jabber.org/streams"
 NS_STREAMS = "urn:ietf:params:xml:ns:xmpp-streams"
@@ -135,6 +136,7 @@ async def start_server(
     module_options: dict[str, dict[str, Any]] | None = None,
     http: dict[str, Any] | None = None,
     s2s: dict[str, Any] | None = None,
+    clock: Clock | None = None,
     **c2s: Any,
 ) -> RunningServer:
     """``modules`` replaces the enabled list; ``module_options`` gives ``[modules.<name>]``
@@ -150,7 +152,7 @@ async def start_server(
         if modules is not None:
             data["modules"]["enabled"] = modules
     settings = settings_from_dict(data)
-    server = App(settings)
+    server = App(settings, clock=clock)
     await server.start()
     ca_path = data_dir / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_path))

@@ -12,6 +12,7 @@ import base64
 import contextlib
 import socket
 import ssl
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -549,3 +550,199 @@ async def test_forged_dialback_key_is_refused(federation: Federation, ca: trustm
         f"<message from='juliet@{CAPULET}' to='romeo@{MONTAGUE}'><body>x</body></message>"
     )
     await raw.expect_stream_error("not-authorized")
+
+
+# --------------------------------------------------------------------------- STARTTLS races
+# A peer server in its own process, as in production: it opens a stream, asks for STARTTLS
+# and starts the TLS handshake (presenting a client certificate) the moment <proceed/> is in,
+# then restarts the stream and waits for the new features. It stops at the first round that
+# fails and says why.
+PEER_STARTTLS_ROUNDS = """
+import socket, ssl, sys
+address, port, rounds, cert, key, timeout = sys.argv[1:7]
+header = (
+    "<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+    "xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' "
+    "from='capulet.example' to='montague.example' version='1.0'>"
+).encode()
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.load_cert_chain(cert, key)
+
+def read_until(sock, marker):
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before {marker!r}; got {data[-200:]!r}")
+        data += chunk
+    return data
+
+for n in range(int(rounds)):
+    sock = socket.create_connection((address, int(port)), timeout=float(timeout))
+    try:
+        sock.sendall(header)
+        read_until(sock, b"</stream:features>")
+        sock.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        read_until(sock, b"<proceed")
+        tls = ctx.wrap_socket(sock, server_hostname="montague.example")
+        tls.sendall(header)
+        read_until(tls, b"</stream:features>")
+        tls.close()
+    except Exception as exc:
+        print(f"round {n + 1} failed: {exc!r}")
+        sys.exit(1)
+print(f"{rounds} rounds ok")
+"""
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_starttls_when_the_client_hello_follows_proceed_at_once(
+    tmp_path: Path, ca: trustme.CA, loop_name: str
+) -> None:
+    """Regression (issue 9): the ClientHello of a peer that starts TLS the moment it reads
+    <proceed/> must reach the TLS layer; it was once held back with the bytes meant for
+    after the handshake, and the handshake stalled until connect_timeout. ``salon serve``
+    runs on uvloop, where that window was widest; both loops are tried."""
+    import uvloop  # a dependency of Salon (salon serve installs it)
+
+    factory = uvloop.new_event_loop if loop_name == "uvloop" else asyncio.new_event_loop
+    peer_cert = ca.issue_cert(CAPULET)
+    cert_path, key_path = tmp_path / "peer.crt", tmp_path / "peer.key"
+    peer_cert.cert_chain_pems[0].write_to_path(str(cert_path))
+    peer_cert.private_key_pem.write_to_path(str(key_path))
+    trust = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(trust))
+    rounds = 30
+
+    async def run() -> tuple[int, str]:
+        port = free_port(MONTAGUE_ADDRESS)
+        peer = await start_peer(
+            tmp_path / "montague",
+            ca,
+            (MONTAGUE,),
+            MONTAGUE_ADDRESS,
+            port,
+            trust=trust,
+            overrides={},
+            connect_timeout=2.0,
+        )
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                PEER_STARTTLS_ROUNDS,
+                MONTAGUE_ADDRESS,
+                str(port),
+                str(rounds),
+                str(cert_path),
+                str(key_path),
+                "5",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            output, _ = await asyncio.wait_for(process.communicate(), 60)
+            assert process.returncode is not None
+            return process.returncode, output.decode(errors="replace")
+        finally:
+            await peer.server.stop()
+
+    with asyncio.Runner(loop_factory=factory) as runner:
+        returncode, output = runner.run(run())
+    assert returncode == 0 and f"{rounds} rounds ok" in output, output
+
+
+@contextlib.asynccontextmanager
+async def peer_that_stalls_in_tls(address: str) -> AsyncIterator[tuple[int, asyncio.Future[bytes]]]:
+    """A server that negotiates up to <proceed/> and then never answers the ClientHello;
+    the future gets every byte it received after <proceed/>, once the connection ends."""
+    loop = asyncio.get_running_loop()
+    after_proceed: asyncio.Future[bytes] = loop.create_future()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b">")  # <?xml ...?>
+            await reader.readuntil(b">")  # <stream:stream ...>
+            writer.write(
+                server_header("mute.example", CAPULET).encode()
+                + f"<stream:features><starttls xmlns='{NS_TLS}'><required/></starttls>"
+                "</stream:features>".encode()
+            )
+            await reader.readuntil(b"/>")  # <starttls/>
+            writer.write(f"<proceed xmlns='{NS_TLS}'/>".encode())
+            received = b""
+            while chunk := await reader.read(65536):
+                received += chunk
+            after_proceed.set_result(received)
+        except Exception as exc:
+            if not after_proceed.done():
+                after_proceed.set_exception(exc)
+        finally:
+            writer.close()
+
+    srv = await asyncio.start_server(handle, address, 0)
+    try:
+        yield int(srv.sockets[0].getsockname()[1]), after_proceed
+    finally:
+        srv.close()
+
+
+async def test_no_plaintext_is_written_into_a_tls_handshake(federation: Federation) -> None:
+    """Regression (issue 9): a stream closed while its TLS handshake was running wrote its
+    stream error in plaintext underneath TLS (the peer's TLS layer saw WRONG_VERSION_NUMBER).
+    During the handshake only TLS records may go out."""
+    async with peer_that_stalls_in_tls("127.0.0.3") as (port, after_proceed):
+        pair = await federation(
+            extra_overrides={"mute.example": f"127.0.0.3:{port}"},
+            capulet={"connect_timeout": 1.0},
+        )
+        juliet = await login(pair.capulet, "juliet")
+        await juliet.send(chat("tybalt@mute.example", "draw!", "t1"))
+        error = await expect(juliet, "message", lambda e: e.get("id") == "t1")
+        assert stanza_error_condition(error) == "remote-server-timeout"
+        received = await asyncio.wait_for(after_proceed, TIMEOUT)
+    assert received[:1] == b"\x16", received[:40]  # a TLS handshake record: the ClientHello
+    assert b"stream:error" not in received and b"</stream:stream>" not in received, received
+
+
+async def close_all_federation(*peers: Peer) -> None:
+    """Close every s2s connection of ``peers`` and wait until they are gone, so the next
+    stanza opens fresh ones (new TCP, new STARTTLS, new authentication)."""
+    for peer in peers:
+        peer.server.s2s.close_connections()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while any(p.server.s2s.outgoing or p.server.s2s.incoming for p in peers):
+        assert loop.time() < deadline, "s2s connections did not close"
+        await asyncio.sleep(0.02)
+    assert not any(p.server.s2s.routes for p in peers)
+
+
+@pytest.mark.parametrize("dialback", [False, True], ids=["sasl-external", "dialback"])
+async def test_both_servers_initiate_at_the_same_moment(
+    federation: Federation, dialback: bool
+) -> None:
+    """Issue 9: each server opens its connection to the other at the same moment, so each
+    verifies the other's dialback key while its own is being verified. Every round starts
+    from no connection at all, and every message arrives."""
+    pair = await federation(dialback=dialback)
+    romeo = await login(pair.montague, "romeo")
+    juliet = await login(pair.capulet, "juliet")
+    await available(romeo)
+    await available(juliet)
+    for n in range(5):
+        await asyncio.gather(
+            juliet.send(chat(romeo.full, f"to romeo {n}", f"j{n}")),
+            romeo.send(chat(juliet.full, f"to juliet {n}", f"r{n}")),
+        )
+        got_romeo, got_juliet = await asyncio.gather(
+            expect(romeo, "message", lambda e, n=n: body(e) == f"to romeo {n}"),
+            expect(juliet, "message", lambda e, n=n: body(e) == f"to juliet {n}"),
+        )
+        assert got_romeo.get("from") == juliet.full and got_juliet.get("from") == romeo.full
+        outgoing = [*pair.capulet.server.s2s.outgoing, *pair.montague.server.s2s.outgoing]
+        assert len(outgoing) == 2 and all(conn.stream.authorized for conn in outgoing)
+        await close_all_federation(pair.capulet, pair.montague)
+    await juliet.expect_nothing(0.2)  # nothing bounced
+    await romeo.expect_nothing(0.2)

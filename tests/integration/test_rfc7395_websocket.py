@@ -204,12 +204,15 @@ async def test_see_other_uri_sends_the_client_elsewhere(server_factory: Factory)
 async def test_plain_ws_is_not_encrypted_unless_a_trusted_proxy_says_so(
     server: RunningServer, http: aiohttp.ClientSession
 ) -> None:
-    plain = await WsClient.connect(http, ws_url(server, secure=False))
+    # A remote client through the local proxy (a direct loopback client counts as secure:
+    # tests/integration/test_http_loopback_secure.py).
+    remote = {"X-Forwarded-For": "203.0.113.7"}
+    plain = await WsClient.connect(http, ws_url(server, secure=False), **remote)
     _, features = await plain.open()
     assert mechanisms(features) == []  # c2s.require_encryption, as on TCP
     await plain.close()
     proxied = await WsClient.connect(
-        http, ws_url(server, secure=False), **{"X-Forwarded-Proto": "https"}
+        http, ws_url(server, secure=False), **remote, **{"X-Forwarded-Proto": "https"}
     )
     _, features = await proxied.open()
     assert "PLAIN" in mechanisms(features)

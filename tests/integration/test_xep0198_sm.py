@@ -84,6 +84,12 @@ def managed(srv: RunningServer, full: str) -> Managed | None:
     return None if session is None else session.get(MANAGED)
 
 
+def queued(srv: RunningServer, full: str) -> list[object]:
+    """The stanzas a session managed by SM holds unacknowledged."""
+    state = managed(srv, full)
+    return [] if state is None else list(state.state.unacked)
+
+
 def hibernating(srv: RunningServer, full: str) -> Callable[[], bool]:
     def check() -> bool:
         state = managed(srv, full)
@@ -333,6 +339,8 @@ async def test_resume_after_the_socket_dies_resends_exactly_the_unhandled(
     await until(hibernating(server, full))
     for n in range(3, 5):
         await chat(bob, full, f"m{n}")
+    # Both reached the hibernated session (routing is asynchronous: wait for it, not a time).
+    await until(lambda: len(queued(server, full)) == 6)
     # Alice handled four stanzas (x, m0, m1, m2); say she saw only three of them.
     alice2, resumed = await resume(server, alice_jid, smid, 3)
     assert resumed.tag == q(NS_SM, "resumed"), ET.tostring(resumed)

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from slixmpp.exceptions import IqError
 
+from salon.core.clock import ManualClock
 from salon.jid import JID
 from tests.integration.harness import (
     NS_CLIENT,
@@ -23,9 +24,31 @@ MODULES = ["disco", "presence", "message", "ping"]
 ServerFactory = Callable[..., Awaitable[RunningServer]]
 
 
-async def fast_pinging_server(server_factory: ServerFactory) -> RunningServer:
-    options = {"ping": {"interval": 0.4, "timeout": 0.4}}
-    return await server_factory(modules=MODULES, module_options=options)
+INTERVAL, TIMEOUT = 300.0, 30.0  # the module's defaults; time is the test's to move
+
+
+async def manual_pinging_server(server_factory: ServerFactory) -> tuple[RunningServer, ManualClock]:
+    """A server on a ManualClock: nothing is pinged or timed out until the test moves time."""
+    clock = ManualClock()
+    options = {"ping": {"interval": INTERVAL, "timeout": TIMEOUT}}
+    return await server_factory(modules=MODULES, module_options=options, clock=clock), clock
+
+
+async def pass_one_interval(clock: ManualClock) -> None:
+    """Move time on by one interval, in the module's own check steps (interval / 4), so the
+    ping goes out at the end of the last step and its timeout is still ahead."""
+    for _ in range(4):
+        await clock.advance(INTERVAL / 4)
+
+
+async def no_ping_pending(server: RunningServer) -> None:
+    """Wait until the server has taken the answer to its ping (an event, not a sleep)."""
+    for _ in range(500):
+        ping = server.server.core.hosts[server.domain].modules["ping"]
+        if not getattr(ping, "pinging", None):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the server never took the answer to its ping")
 
 
 def is_server_ping(element: ET.Element, domain: str, to: str) -> bool:
@@ -73,15 +96,17 @@ async def test_ping_is_advertised_in_disco(server_factory: ServerFactory) -> Non
 async def test_silent_client_is_pinged_and_stays_when_it_answers(
     server_factory: ServerFactory,
 ) -> None:
-    server = await fast_pinging_server(server_factory)
+    server, clock = await manual_pinging_server(server_factory)
     client = await connect_slixmpp(server, await server.add_user())
     client.xmpp.register_plugin("xep_0199")  # answers pings with a result
     for _ in range(2):
-        ping = await client.expect(lambda s: s.name == "iq" and s["type"] == "get", timeout=3)
+        await pass_one_interval(clock)  # silent for a whole interval: pinged
+        ping = await client.expect(lambda s: s.name == "iq" and s["type"] == "get", timeout=5)
         assert str(ping["from"]) == server.domain and str(ping["to"]) == client.jid
         assert ping.xml.find(q(NS_PING, "ping")) is not None
-    # Well past interval + timeout, the answered connection is still open.
-    await client.xmpp.plugin["xep_0199"].ping(server.domain, timeout=2)
+        await no_ping_pending(server)
+    await clock.advance(INTERVAL / 4)  # past the timeout: the answered connection stays
+    await client.xmpp.plugin["xep_0199"].ping(server.domain, timeout=5)
     await client.disconnect()
 
 
@@ -90,24 +115,21 @@ async def test_an_error_answer_also_proves_the_client_alive(
 ) -> None:
     # XEP-0199 §4.1: a client that does not support ping answers with an error; that is
     # still an answer.
-    server = await fast_pinging_server(server_factory)
+    server, clock = await manual_pinging_server(server_factory)
     client, full = await raw_session(server)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 1.5  # several rounds of interval + timeout
-    answered = 0
-    while (remaining := deadline - loop.time()) > 0:
-        try:
-            ping = await client.next(timeout=remaining)
-        except AssertionError:
-            break  # no element before the deadline
+    for _ in range(2):
+        await pass_one_interval(clock)
+        ping = await client.next(timeout=5)
         assert is_server_ping(ping, server.domain, full), ET.tostring(ping)
         await client.send(
             f"<iq type='error' id='{ping.get('id')}' to='{server.domain}'>"
             f"<ping xmlns='{NS_PING}'/><error type='cancel'>"
             "<service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
         )
-        answered += 1
-    assert answered >= 2
+        await no_ping_pending(server)
+    await clock.advance(INTERVAL / 4)  # past the timeout
+    reply = await client.ping(iq_id="still-here")
+    assert reply.get("type") == "result"
     assert not client.closed_by_server
     await client.close()
 
@@ -115,12 +137,16 @@ async def test_an_error_answer_also_proves_the_client_alive(
 async def test_client_that_does_not_answer_gets_connection_timeout(
     server_factory: ServerFactory,
 ) -> None:
-    server = await fast_pinging_server(server_factory)
+    server, clock = await manual_pinging_server(server_factory)
     client, full = await raw_session(server)
-    ping = await client.next(timeout=3)
+    await pass_one_interval(clock)
+    ping = await client.next(timeout=5)
     assert is_server_ping(ping, server.domain, full), ET.tostring(ping)
-    await client.expect_stream_error("connection-timeout", timeout=3)
-    for _ in range(50):  # the session is gone from the server too
+    await clock.advance(TIMEOUT - 1)  # not yet
+    await client.expect_nothing(within=0.2)
+    await clock.advance(2)
+    await client.expect_stream_error("connection-timeout", timeout=5)
+    for _ in range(250):  # the session is gone from the server too
         if not server.server.core.sessions.is_online(JID.parse(full).bare):
             break
         await asyncio.sleep(0.02)
@@ -128,16 +154,12 @@ async def test_client_that_does_not_answer_gets_connection_timeout(
 
 
 async def test_active_client_is_not_pinged(server_factory: ServerFactory) -> None:
-    server = await fast_pinging_server(server_factory)
+    server, clock = await manual_pinging_server(server_factory)
     client, full = await raw_session(server)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 1.5  # several intervals
-    count = 0
-    while loop.time() < deadline:
-        count += 1
+    for count in range(8):  # two whole intervals, never silent for one
+        await clock.advance(INTERVAL / 4)
         reply = await client.ping(iq_id=f"busy{count}")  # fails if a server ping came instead
         assert not is_server_ping(reply, server.domain, full)
-        await asyncio.sleep(0.15)
     await client.expect_nothing(within=0.2)
     await client.close()
 

@@ -365,9 +365,12 @@ async def test_plain_http_is_not_encrypted_unless_a_trusted_proxy_says_so(
     server: RunningServer, http: aiohttp.ClientSession
 ) -> None:
     url = server.http_url("/http-bind", secure=False)
-    plain = await BoshClient(http, url).create()
+    # A remote client through the local proxy (a direct loopback client counts as secure:
+    # tests/integration/test_http_loopback_secure.py).
+    remote = {"X-Forwarded-For": "203.0.113.7"}
+    plain = await BoshClient(http, url, **remote).create()
     features = plain.find(q(NS_STREAM, "features"))
     assert features is not None and mechanisms(features) == []  # c2s.require_encryption
-    proxied = await BoshClient(http, url, **{"X-Forwarded-Proto": "https"}).create()
+    proxied = await BoshClient(http, url, **remote, **{"X-Forwarded-Proto": "https"}).create()
     features = proxied.find(q(NS_STREAM, "features"))
     assert features is not None and "PLAIN" in mechanisms(features)

@@ -122,10 +122,16 @@ class Prosody:
 
 
 async def start_prosody(
-    directory: Path, ca: trustme.CA, *, trust: Path | None, salon_port: int
+    directory: Path,
+    ca: trustme.CA,
+    *,
+    trust: Path | None,
+    salon_port: int,
+    salon_domains: tuple[str, ...] = (CAPULET,),
 ) -> Prosody:
     """Prosody for montague.example on 127.0.0.4; ``trust`` is the CA file it validates
-    peers' certificates with (None: the system's, where the test CA is unknown)."""
+    peers' certificates with (None: the system's, where the test CA is unknown). It reaches
+    every domain of ``salon_domains`` at Salon's address."""
     assert PROSODY is not None
     directory.mkdir(parents=True)
     (directory / "data").mkdir()
@@ -138,6 +144,9 @@ async def start_prosody(
     cert.private_key_pem.write_to_path(str(key_path))
     c2s_port, s2s_port = free_port(PROSODY_ADDRESS), free_port(PROSODY_ADDRESS)
     cafile = f"cafile = {lua_string(trust)};" if trust else ""
+    routes = "; ".join(
+        f'["{domain}"] = {{ "{SALON_ADDRESS}", {salon_port} }}' for domain in salon_domains
+    )
     config = directory / "prosody.cfg.lua"
     config.write_text(
         f"""
@@ -163,7 +172,7 @@ storage = "internal"
 c2s_require_encryption = true
 s2s_require_encryption = true
 s2s_secure_auth = false
-salon_test_routes = {{ ["{CAPULET}"] = {{ "{SALON_ADDRESS}", {salon_port} }} }}
+salon_test_routes = {{ {routes} }}
 ssl = {{
     certificate = {lua_string(cert_path)};
     key = {lua_string(key_path)};
@@ -215,15 +224,16 @@ class Setup:
     mode: str
 
 
-SetupFactory = Callable[[str], Awaitable[Setup]]
+SetupFactory = Callable[..., Awaitable[Setup]]
 
 
 @pytest.fixture
 async def interop(tmp_path: Path, ca: trustme.CA) -> AsyncIterator[SetupFactory]:
     running: list[Any] = []
 
-    async def make(mode: str) -> Setup:
-        """mode 'external': both trust the test CA; 'dialback': neither trusts the other."""
+    async def make(mode: str, salon_domains: tuple[str, ...] = (CAPULET,)) -> Setup:
+        """mode 'external': both trust the test CA; 'dialback': neither trusts the other.
+        Salon serves ``salon_domains`` (capulet.example first)."""
         trusted = tmp_path / "trusted-ca.pem"
         ca.cert_pem.write_to_path(str(trusted))
         untrusted = tmp_path / "untrusted-ca.pem"
@@ -234,11 +244,12 @@ async def interop(tmp_path: Path, ca: trustme.CA) -> AsyncIterator[SetupFactory]
             ca,
             trust=trusted if mode == "external" else None,
             salon_port=salon_port,
+            salon_domains=salon_domains,
         )
         running.append(prosody)
         data_dir = tmp_path / "salon"
         data_dir.mkdir()
-        data = server_settings(data_dir, issue_host_certs(ca, data_dir, (CAPULET,)))
+        data = server_settings(data_dir, issue_host_certs(ca, data_dir, salon_domains))
         data["modules"] = {"enabled": list(dict.fromkeys([*DEFAULT_MODULES, "roster", "offline"]))}
         data["s2s"] = {
             "enabled": True,
@@ -266,10 +277,10 @@ async def interop(tmp_path: Path, ca: trustme.CA) -> AsyncIterator[SetupFactory]
 
 
 # --------------------------------------------------------------------------- clients
-async def salon_login(setup: Setup, local: str) -> RawClient:
-    jid = await setup.salon.add_user(local, domain=CAPULET)
+async def salon_login(setup: Setup, local: str, domain: str = CAPULET) -> RawClient:
+    jid = await setup.salon.add_user(local, domain=domain)
     client = await RawClient.connect(setup.salon)
-    client.full = await client.login(setup.salon, jid, domain=CAPULET)  # type: ignore[attr-defined]
+    client.full = await client.login(setup.salon, jid, domain=domain)  # type: ignore[attr-defined]
     return client
 
 
@@ -413,3 +424,93 @@ async def test_mutual_subscription_and_presence(interop: SetupFactory, mode: str
     await romeo.send("<presence type='unavailable'/>")
     await expect(setup, juliet, "presence", lambda e: e.get("type") == "unavailable")
     assert_mechanisms(setup)
+
+
+ROUNDS = 20
+ROUND_DOMAINS = tuple(f"r{n}.{CAPULET}" for n in range(1, ROUNDS + 1))
+
+
+async def wait_for_no_federation(setup: Setup) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    s2s = setup.salon.server.s2s
+    while s2s.outgoing or s2s.incoming:
+        assert loop.time() < deadline, "Salon's s2s connections did not close"
+        await asyncio.sleep(0.02)
+
+
+async def prosody_initiated_round(setup: Setup, romeo: RawClient, n: int, domain: str) -> None:
+    """One round of the twenty below, with Salon's user ``juliet@domain``."""
+    romeo_full: str = romeo.full  # type: ignore[attr-defined]
+    juliet = await salon_login(setup, "juliet", domain)
+    await available_with_roster(juliet)
+    juliet_bare, juliet_full = f"juliet@{domain}", juliet.full  # type: ignore[attr-defined]
+    where = f"round {n}"
+
+    await romeo.send(chat(juliet_bare, f"{where}: Prosody first"))
+    msg = await expect(setup, juliet, "message", lambda e: body(e) == f"{where}: Prosody first")
+    assert msg.get("from") == romeo_full, where
+    await juliet.send(chat(romeo_full, f"{where}: Salon answers"))
+    await expect(setup, romeo, "message", lambda e: body(e) == f"{where}: Salon answers")
+
+    await romeo.send(f"<presence to='{juliet_bare}' type='subscribe'/>")
+    request = await expect(setup, juliet, "presence", lambda e: e.get("type") == "subscribe")
+    assert request.get("from") == f"romeo@{MONTAGUE}", where
+    await juliet.send(f"<presence to='romeo@{MONTAGUE}' type='subscribed'/>")
+    await expect(
+        setup,
+        romeo,
+        "presence",
+        lambda e: e.get("from") == juliet_bare and e.get("type") == "subscribed",
+    )
+    await expect(
+        setup,
+        romeo,
+        "presence",
+        lambda e: e.get("from") == juliet_full and e.get("type") is None,
+    )
+
+    await romeo.send(f"<iq type='get' id='s{n}' to='{domain}'><ping xmlns='urn:xmpp:ping'/></iq>")
+    pong = await expect(setup, romeo, "iq", lambda e: e.get("id") == f"s{n}")
+    assert pong.get("type") == "result" and pong.get("from") == domain, where
+    await romeo.send(
+        f"<iq type='get' id='u{n}' to='{juliet_full}'><ping xmlns='urn:xmpp:ping'/></iq>"
+    )
+    ping = await expect(setup, juliet, "iq", lambda e: e.get("id") == f"u{n}")
+    assert ping.get("from") == romeo_full and ping.get("type") == "get", where
+    await juliet.send(f"<iq type='result' id='u{n}' to='{romeo_full}'/>")
+    pong = await expect(setup, romeo, "iq", lambda e: e.get("id") == f"u{n}")
+    assert pong.get("type") == "result" and pong.get("from") == juliet_full, where
+    await juliet.send(
+        f"<iq type='get' id='m{n}' to='{MONTAGUE}'><ping xmlns='urn:xmpp:ping'/></iq>"
+    )
+    pong = await expect(setup, juliet, "iq", lambda e: e.get("id") == f"m{n}")
+    assert pong.get("type") == "result" and pong.get("from") == MONTAGUE, where
+
+    assert any(
+        remote == MONTAGUE and local == domain
+        for conn in setup.salon.server.s2s.incoming
+        for remote, local in conn.authenticated
+    ), f"{where}: Prosody did not open a connection for {domain}"
+    await juliet.close()
+    setup.salon.server.s2s.close_connections(MONTAGUE)
+    await wait_for_no_federation(setup)
+
+
+@MODES
+async def test_prosody_initiated_exchange_twenty_rounds(interop: SetupFactory, mode: str) -> None:
+    """Issue 9: Prosody initiates, and everyday federation works every time.
+
+    Each round talks to a new domain of Salon, so Prosody opens a new connection (and a new
+    STARTTLS on Salon's s2s port), and Salon closes its own connections at the end of the
+    round, so it dials back and answers over new ones too. Prosody and Salon keep running
+    across rounds (restarting Prosody twenty times would test its start-up, not federation).
+    Per round: Prosody's user writes first, Salon's answers, Prosody's user subscribes to
+    Salon's and sees it online, pings Salon's server and Salon's user; Salon's user pings
+    Prosody's server.
+    """
+    setup = await interop(mode, salon_domains=(CAPULET, *ROUND_DOMAINS))
+    romeo = await prosody_login(setup, "romeo")
+    await available_with_roster(romeo)
+    for n, domain in enumerate(ROUND_DOMAINS, start=1):
+        await prosody_initiated_round(setup, romeo, n, domain)

@@ -15,7 +15,16 @@ from tests.storage.conftest import Backend
 from tests.storage.test_accounts_contract import cred
 
 HOST = "example.org"
-EXPECTED_VERSIONS = {"accounts": 1, "kv": 1, "roster": 1, "offline": 1, "blocklist": 1}
+EXPECTED_VERSIONS = {
+    "accounts": 1,
+    "kv": 1,
+    "roster": 1,
+    "offline": 1,
+    "blocklist": 1,
+    "muc": 1,
+    "pubsub": 1,
+    "archive": 1,
+}
 
 
 async def _versions(backend: Backend) -> dict[str, int]:

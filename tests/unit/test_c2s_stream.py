@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scramp import ScramClient
 
-from salon.auth.credentials import make_credentials
+from salon.auth.credentials import make_credentials, verify_password
 from salon.errors import StanzaError, StanzaErrorCondition, StreamErrorCondition
 from salon.jid import JID
 from salon.namespaces import (
@@ -51,6 +51,7 @@ from salon.stream.events import (
     StanzaReceived,
     StartTls,
     StreamAction,
+    VerifyPassword,
 )
 from salon.xml.element import Element
 
@@ -196,7 +197,19 @@ class Client:
         return self._turn(self.stream.tls_established(bindings or {}))
 
     def account_loaded(self, acct: Account | None) -> Turn:
-        return self._turn(self.stream.account_loaded(acct))
+        """The account, then (as the shell does, in its password pool) the answer to any
+        VerifyPassword the stream asks for."""
+        return self._turn(self._check_passwords(self.stream.account_loaded(acct)))
+
+    def _check_passwords(self, actions: list[StreamAction]) -> list[StreamAction]:
+        done: list[StreamAction] = []
+        for action in actions:
+            if isinstance(action, VerifyPassword):
+                matches = verify_password(action.password, action.credential)
+                done.extend(self._check_passwords(self.stream.password_checked(matches)))
+            else:
+                done.append(action)
+        return done
 
     def bind_result(self, iq_id: str, jid: JID | None, error: StanzaError | None = None) -> Turn:
         return self._turn(self.stream.bind_result(iq_id, jid, error))
@@ -425,6 +438,34 @@ def test_starttls_on_a_secure_stream_fails_and_closes() -> None:
 
 
 # ------------------------------------------------------------------ SASL
+@pytest.mark.parametrize("matches", [True, False])
+def test_plain_asks_the_shell_to_verify_the_password(matches: bool) -> None:
+    """PBKDF2 is the shell's job (off the event loop): the stream only asks for it."""
+    client = Client(is_secure=True)
+    client.open()
+    assert client.send(plain_auth()).actions == [LookupAccount("user")]
+    actions = client.stream.account_loaded(account())
+    assert [type(a) for a in actions] == [VerifyPassword]
+    check = actions[0]
+    assert isinstance(check, VerifyPassword) and check.password == PASSWORD
+    assert PASSWORD not in repr(check)
+    assert client.state is S.LOOKUP
+    turn = client._turn(client.stream.password_checked(matches))
+    if matches:
+        assert turn.kinds == [Send, Authenticated]
+    else:
+        assert turn.kinds == [DelayedSend]
+        assert turn.only().tag == q(NS_SASL, "failure")
+        assert client.state is S.NEGOTIATING
+
+
+def test_password_checked_without_a_request_does_nothing() -> None:
+    client = Client(is_secure=True)
+    client.open()
+    assert client.stream.password_checked(True) == []
+    assert client.state is S.NEGOTIATING
+
+
 def test_full_session_starttls_plain_bind_and_stanzas() -> None:
     client = Client()
     client.open()

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from salon.auth.credentials import make_credentials
+from salon.auth.credentials import make_credentials, verify_password
 from salon.errors import StreamError, StreamErrorCondition
 from salon.namespaces import (
     NS_BIND,
@@ -36,6 +36,7 @@ from salon.stream.events import (
     Send,
     StanzaReceived,
     StreamAction,
+    VerifyPassword,
 )
 from salon.stream.framing import (
     BoshError,
@@ -71,6 +72,13 @@ def policy() -> C2SPolicy:
 def account() -> Account:
     creds = {c.hash_name: c for c in make_credentials(PASSWORD)}
     return Account("localhost", "user", creds, datetime.now(UTC))
+
+
+def logged_in(stream: C2SStream) -> list[Any]:
+    """The account, then the password check the shell runs off the loop."""
+    [check] = stream.account_loaded(account())
+    assert isinstance(check, VerifyPassword)
+    return stream.password_checked(verify_password(check.password, check.credential))
 
 
 def sent(actions: list[StreamAction]) -> list[bytes]:
@@ -153,7 +161,7 @@ def test_c2s_over_websocket_sends_one_document_per_message() -> None:
     assert features.find(q(NS_TLS, "starttls")) is None
     actions = stream.receive_data(plain_auth())
     assert actions == [LookupAccount("user")]
-    [success] = sent(stream.account_loaded(account()))
+    [success] = sent(logged_in(stream))
     assert ET.fromstring(success).tag == q(NS_SASL, "success")
     assert stream.state is C2SState.HEADER
     opened, features = (ET.fromstring(frame) for frame in sent(stream.receive_data(OPEN)))
@@ -280,7 +288,7 @@ def test_c2s_over_bosh_writes_only_elements() -> None:
     assert stream.stream_id == "id1"
     auth = parse(body(plain_auth().decode(), rid="2"))
     assert stream.receive_events(auth.children) == [LookupAccount("user")]
-    actions = stream.account_loaded(account())
+    actions = logged_in(stream)
     assert isinstance(actions[-1], Authenticated)
     closed = stream.receive_events([StreamClosed()])
     assert closed == [CloseConnection(None)]  # no </stream:stream> inside a <body/>

@@ -18,6 +18,7 @@ from salon.auth.credentials import make_credentials, prepare_username, verify_pa
 from salon.auth.sasl import (
     SCRAM_MECHANISMS,
     Challenge,
+    CheckPassword,
     Failure,
     NeedAccount,
     SaslCondition,
@@ -582,24 +583,63 @@ def test_scram_client_final_extension_is_covered_by_proof() -> None:
 # -- PLAIN ----------------------------------------------------------------------------
 
 
+def check(server: SaslServer, step: object) -> object:
+    """What the shell does with a CheckPassword step (off the loop, in Salon)."""
+    assert isinstance(step, CheckPassword), step
+    return server.password_checked(verify_password(step.password, step.credential))
+
+
+def plain_account(server: SaslServer, account: Account | None) -> object:
+    return check(server, server.account(account))
+
+
+def test_plain_hands_the_password_check_to_the_shell() -> None:
+    """PLAIN derives no key itself: the account step asks for a check against the
+    preferred credential, and only its answer ends the exchange."""
+    server = make_server("PLAIN")
+    server.start(b"\x00user\x00pencil")
+    step = server.account(ACCOUNT)
+    assert isinstance(step, CheckPassword)
+    assert step.password == "pencil" and step.credential == ACCOUNT.credentials["SHA-256"]
+    assert "pencil" not in repr(step)
+    assert not server.done
+    assert server.password_checked(True) == Success("user", None)
+    assert server.done
+
+
+def test_plain_unknown_user_gets_a_fake_check_and_fails_even_if_it_matches() -> None:
+    server = make_server("PLAIN")
+    server.start(b"\x00nobody\x00pencil")
+    step = server.account(None)
+    assert isinstance(step, CheckPassword) and step.credential.hash_name == "SHA-256"
+    assert server.password_checked(True) == Failure(C.NOT_AUTHORIZED)
+
+
+def test_password_checked_without_a_request_fails() -> None:
+    server = make_server("PLAIN")
+    server.start(b"\x00user\x00pencil")
+    step = server.password_checked(True)
+    assert isinstance(step, Failure) and step.condition is C.MALFORMED_REQUEST
+
+
 def test_plain_success() -> None:
     server = make_server("PLAIN")
     assert server.start(b"\x00user\x00pencil") == NeedAccount("user")
-    assert server.account(ACCOUNT) == Success("user", None)
+    assert plain_account(server, ACCOUNT) == Success("user", None)
     assert server.done
 
 
 def test_plain_success_with_matching_authzid() -> None:
     server = make_server("PLAIN")
     assert server.start(b"user@example.org\x00User\x00pencil") == NeedAccount("user")
-    assert server.account(ACCOUNT) == Success("user", None)
+    assert plain_account(server, ACCOUNT) == Success("user", None)
 
 
 def test_plain_without_initial_response() -> None:
     server = make_server("PLAIN")
     assert server.start(None) == Challenge(b"")
     assert server.respond(b"\x00user\x00pencil") == NeedAccount("user")
-    assert server.account(ACCOUNT) == Success("user", None)
+    assert plain_account(server, ACCOUNT) == Success("user", None)
 
 
 @pytest.mark.parametrize("hash_name", HASHES)
@@ -607,25 +647,25 @@ def test_plain_uses_any_credential(hash_name: str) -> None:
     only = [c for c in _CREDENTIALS if c.hash_name == hash_name]
     server = make_server("PLAIN")
     server.start(b"\x00user\x00pencil")
-    assert server.account(make_account(credentials=only)) == Success("user", None)
+    assert plain_account(server, make_account(credentials=only)) == Success("user", None)
 
 
 def test_plain_wrong_password() -> None:
     server = make_server("PLAIN")
     assert server.start(b"\x00user\x00wrong") == NeedAccount("user")
-    assert server.account(ACCOUNT) == Failure(C.NOT_AUTHORIZED)
+    assert plain_account(server, ACCOUNT) == Failure(C.NOT_AUTHORIZED)
 
 
 def test_plain_unknown_user() -> None:
     server = make_server("PLAIN")
     assert server.start(b"\x00nobody\x00pencil") == NeedAccount("nobody")
-    assert server.account(None) == Failure(C.NOT_AUTHORIZED)
+    assert plain_account(server, None) == Failure(C.NOT_AUTHORIZED)
 
 
 def test_plain_account_without_credentials() -> None:
     server = make_server("PLAIN")
     server.start(b"\x00user\x00pencil")
-    assert server.account(make_account(credentials=[])) == Failure(C.NOT_AUTHORIZED)
+    assert plain_account(server, make_account(credentials=[])) == Failure(C.NOT_AUTHORIZED)
 
 
 def test_plain_authzid_mismatch() -> None:
@@ -715,7 +755,7 @@ def test_start_twice() -> None:
 def test_calls_after_success_fail() -> None:
     server = make_server("PLAIN")
     server.start(b"\x00user\x00pencil")
-    assert isinstance(server.account(ACCOUNT), Success)
+    assert isinstance(plain_account(server, ACCOUNT), Success)
     for step in (server.respond(b""), server.account(ACCOUNT), server.start(None)):
         assert isinstance(step, Failure)
         assert step.condition is C.MALFORMED_REQUEST

@@ -35,10 +35,17 @@ from salon.storage.sql.engine import MIGRATION_LOCK_KEY
 from salon.storage.sql.schema import (
     account_credentials,
     accounts,
+    archive,
     blocklist,
     kv,
+    muc_affiliations,
+    muc_rooms,
     offline_messages,
     pending_subscriptions,
+    pubsub_affiliations,
+    pubsub_items,
+    pubsub_nodes,
+    pubsub_subscriptions,
     roster_items,
     roster_versions,
     schema_version,
@@ -83,6 +90,11 @@ STORES: tuple[StoreSchema, ...] = (
     StoreSchema("roster", 1, (roster_versions, roster_items, pending_subscriptions)),
     StoreSchema("offline", 1, (offline_messages,)),
     StoreSchema("blocklist", 1, (blocklist,)),
+    StoreSchema("muc", 1, (muc_rooms, muc_affiliations)),
+    StoreSchema(
+        "pubsub", 1, (pubsub_nodes, pubsub_items, pubsub_affiliations, pubsub_subscriptions)
+    ),
+    StoreSchema("archive", 1, (archive,)),
 )
 
 

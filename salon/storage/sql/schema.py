@@ -31,6 +31,7 @@ __all__ = [
     "UtcDateTime",
     "account_credentials",
     "accounts",
+    "archive",
     "blocklist",
     "kv",
     "metadata",
@@ -196,6 +197,33 @@ blocklist = Table(
     PrimaryKeyConstraint("host", "username", "jid", name="pk_blocklist"),
 )
 
+archive = Table(
+    "archive",
+    metadata,
+    # A plain INTEGER PRIMARY KEY on SQLite (the rowid): the order of insertion, never
+    # shown to clients (they see ``item_id``), so reuse after a delete does no harm.
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("host", String(_HOST), nullable=False),
+    Column("username", String(_USERNAME), nullable=False),
+    Column("item_id", String(64), nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("with_bare", String(2047), nullable=False),
+    Column("with_resource", String(1023), nullable=False),
+    Column("direction", String(3), nullable=False),
+    Column("stanza", Text, nullable=False),
+    Index("ux_archive_item", "host", "username", "item_id", unique=True),
+    Index("ix_archive_time", "host", "username", "ts", "id"),
+    Index("ix_archive_with", "host", "username", "with_bare", "ts", "id"),
+    Index("ix_archive_expiry", "host", "ts"),
+)
+"""Message archives (XEP-0313): one per owner (host, username), a local account or a room.
+
+``ts`` is the item's time in microseconds since the epoch (UTC); archive order is
+(``ts``, ``id``), and both indexes end in those columns, so a page, with or without a time
+range or a ``with`` filter, is one index range scan. ``with_bare``/``with_resource`` split
+the other party's JID so that a bare ``with`` matches every resource.
+"""
+
 PER_USER_TABLES: tuple[Table, ...] = (
     kv,
     # roster_versions before roster_items: the roster store locks them in that
@@ -205,6 +233,7 @@ PER_USER_TABLES: tuple[Table, ...] = (
     pending_subscriptions,
     offline_messages,
     blocklist,
+    archive,
 )
 """Tables keyed by (host, username) whose rows go when the account is deleted.
 
@@ -213,3 +242,87 @@ Every new per-user store adds its table here so that
 same transaction. Their primary keys (or, for ``offline_messages``, an
 index) start with (host, username), so the delete uses an index.
 """
+
+
+# --------------------------------------------------------------------------- MUC rooms
+muc_rooms = Table(
+    "muc_rooms",
+    metadata,
+    Column("service", String(_HOST), nullable=False),
+    Column("name", String(_USERNAME), nullable=False),
+    Column("config", Text, nullable=False),  # JSON
+    Column("subject", Text, nullable=False),
+    Column("subject_nick", Text, nullable=False),
+    PrimaryKeyConstraint("service", "name", name="pk_muc_rooms"),
+)
+
+muc_affiliations = Table(
+    "muc_affiliations",
+    metadata,
+    Column("service", String(_HOST), nullable=False),
+    Column("room", String(_USERNAME), nullable=False),
+    Column("jid", String(_JID), nullable=False),
+    Column("affiliation", String(16), nullable=False),
+    PrimaryKeyConstraint("service", "room", "jid", name="pk_muc_affiliations"),
+)
+
+
+# --------------------------------------------------------------------------- pubsub
+# Keyed by service (a bare JID for PEP, a domain for a pubsub service) and node name.
+_NODE = 1023
+_ITEM_ID = 1023
+
+pubsub_nodes = Table(
+    "pubsub_nodes",
+    metadata,
+    Column("service", String(_JID), nullable=False),
+    Column("node", String(_NODE), nullable=False),
+    Column("config", Text, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    PrimaryKeyConstraint("service", "node", name="pk_pubsub_nodes"),
+)
+"""Nodes; ``config`` is a JSON object written by the pubsub module."""
+
+pubsub_items = Table(
+    "pubsub_items",
+    metadata,
+    # The id orders items by publication (INTEGER on SQLite, see offline_messages).
+    Column(
+        "id",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("service", String(_JID), nullable=False),
+    Column("node", String(_NODE), nullable=False),
+    Column("item_id", String(_ITEM_ID), nullable=False),
+    Column("publisher", String(_JID), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("published_at", UtcDateTime(), nullable=False),
+    Index("ux_pubsub_items_item", "service", "node", "item_id", unique=True),
+    Index("ix_pubsub_items_order", "service", "node", "id"),
+    sqlite_autoincrement=True,
+)
+
+pubsub_affiliations = Table(
+    "pubsub_affiliations",
+    metadata,
+    Column("service", String(_JID), nullable=False),
+    Column("node", String(_NODE), nullable=False),
+    Column("jid", String(_JID), nullable=False),
+    Column("affiliation", String(16), nullable=False),
+    PrimaryKeyConstraint("service", "node", "jid", name="pk_pubsub_affiliations"),
+    Index("ix_pubsub_affiliations_jid", "service", "jid"),
+)
+
+pubsub_subscriptions = Table(
+    "pubsub_subscriptions",
+    metadata,
+    Column("service", String(_JID), nullable=False),
+    Column("node", String(_NODE), nullable=False),
+    Column("jid", String(_JID), nullable=False),
+    Column("subid", String(_NAME), nullable=False),
+    Column("state", String(16), nullable=False),
+    PrimaryKeyConstraint("service", "node", "jid", "subid", name="pk_pubsub_subscriptions"),
+    Index("ix_pubsub_subscriptions_jid", "service", "jid"),
+)

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from salon.storage.interfaces import AccountStore, BlocklistStore, OfflineStore, RosterStore
+from salon.storage.interfaces import (
+    AccountStore,
+    ArchiveStore,
+    BlocklistStore,
+    MucStore,
+    OfflineStore,
+    PubSubStore,
+    RosterStore,
+)
 from salon.storage.sql.accounts import SqlAccountStore
+from salon.storage.sql.archive import SqlArchiveStore
 from salon.storage.sql.blocklist import SqlBlocklistStore
 from salon.storage.sql.kv import SqlKeyValueStore
+from salon.storage.sql.muc import SqlMucStore
 from salon.storage.sql.offline import SqlOfflineStore
+from salon.storage.sql.pubsub import SqlPubSubStore
 from salon.storage.sql.roster import SqlRosterStore
 
 __all__ = ["SqlStorage"]
@@ -29,6 +40,9 @@ class SqlStorage:
         self.roster: RosterStore = SqlRosterStore(engine)
         self.offline: OfflineStore = SqlOfflineStore(engine)
         self.blocklist: BlocklistStore = SqlBlocklistStore(engine)
+        self.muc: MucStore = SqlMucStore(engine)
+        self.pubsub: PubSubStore = SqlPubSubStore(engine)
+        self.archive: ArchiveStore = SqlArchiveStore(engine)
         self._keyvalue: dict[str, SqlKeyValueStore] = {}
 
     def keyvalue(self, store: str) -> SqlKeyValueStore:

@@ -1,0 +1,240 @@
+"""XEP-0163: Personal Eventing Protocol: a pubsub service on every account's bare JID.
+
+* Publishing to a node that does not exist creates it (with the publish-options as its
+  configuration); publish-options that do not match an existing node answer
+  ``conflict`` + ``precondition-not-met`` (XEP-0060 §7.1.5, relied on by XEP-0223 private
+  storage and by OMEMO clients publishing with ``access_model=open``).
+* Nobody subscribes explicitly (though they may): a resource whose presence reaches the
+  account, from the account itself or from a contact the account shares presence with
+  (``from``/``both``), is sent notifications of the nodes its entity capabilities ask for
+  with ``<node>+notify`` (XEP-0163 §4.3). Capabilities are looked up with disco#info to
+  ``node#ver`` once per ver, the answer checked against the hash (XEP-0115 §5.4) and cached.
+* When such a resource becomes available, or its caps are learned, it gets the last item
+  of each node it wants and may read (send_last_published_item on_sub_and_presence).
+* The rules (access models, affiliations, limits, errors) are those of
+  :mod:`salon.modules.pubsub.service`; the stanzas those of :mod:`~.pubsub.protocol`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from pydantic import Field
+
+from salon.core.events import (
+    AccountDeleted,
+    PresenceBroadcast,
+    PresenceToBare,
+    PresenceToFull,
+    ResourceUnbound,
+    RoutedStanza,
+)
+from salon.core.iq import IqRequest, Target
+from salon.core.module import Module, ModuleOptions, Spec
+from salon.core.roster_cache import RosterCache
+from salon.errors import StanzaError, StanzaErrorCondition
+from salon.jid import JID
+from salon.modules.caps import HASHES, verification_string
+from salon.modules.pubsub import protocol
+from salon.modules.pubsub.config import NodeConfig
+from salon.modules.pubsub.interest import CapsCache, CapsRef, Interests, caps_of, notify_nodes
+from salon.modules.pubsub.service import Limits, NodeEvent, PubSubService, ServicePolicy
+from salon.namespaces import NS_CLIENT, NS_DISCO_INFO, NS_PUBSUB, NS_PUBSUB_OWNER
+from salon.storage.interfaces import RosterItem
+from salon.xml.element import Element
+
+
+class PepOptions(ModuleOptions):
+    max_item_bytes: int = Field(128 * 1024, ge=1024, description="Largest item payload, bytes")
+    max_items: int = Field(256, ge=1, description="Most items a node keeps ('max')")
+    max_nodes: int = Field(256, ge=1, description="Most PEP nodes per account")
+    default_max_items: int = Field(1, ge=1, description="max_items of a node made by publish")
+    caps_cache_size: int = Field(10_000, ge=1, description="Entity capabilities remembered")
+    caps_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a disco#info")
+    resources_per_account: int = Field(
+        1000, ge=1, description="Most interested resources tracked per account"
+    )
+
+
+class _Rosters:
+    def __init__(self, cache: RosterCache) -> None:
+        self.cache = cache
+
+    async def roster_item(self, owner: JID, contact: JID) -> RosterItem | None:
+        return await self.cache.item(owner, str(contact))
+
+
+class Pep(Module[PepOptions]):
+    name = "pep"
+    specs = (
+        Spec("XEP-0163", "1.2.2"),
+        Spec("XEP-0223", "1.1.1", "private storage through publish-options"),
+    )
+    depends = ("disco", "roster")
+
+    def setup(self) -> None:
+        opts = self.options
+        self.rosters = _Rosters(self.require(RosterCache))
+        self.policy = ServicePolicy(
+            limits=Limits(opts.max_item_bytes, opts.max_items, opts.max_nodes),
+            defaults=NodeConfig(max_items=min(opts.default_max_items, opts.max_items)),
+            auto_create=True,
+            instant_nodes=False,
+        )
+        self.caps = CapsCache(opts.caps_cache_size)
+        self.interests = Interests(opts.resources_per_account)
+        self._lookups: dict[tuple[str, str], asyncio.Future[frozenset[str] | None]] = {}
+        for feature in protocol.features(pep=True):
+            self.add_account_feature(feature)
+        self.add_identity("pubsub", "pep")
+        for iq_type in ("get", "set"):
+            self.on_iq(iq_type, NS_PUBSUB, "pubsub", self.request, to=Target.ACCOUNT)
+            self.on_iq(iq_type, NS_PUBSUB_OWNER, "pubsub", self.request, to=Target.ACCOUNT)
+        # observers: they never stop the presence on its way
+        self.hook(PresenceToBare, self.inbound_presence, 10)
+        self.hook(PresenceToFull, self.inbound_presence, 10)
+        self.hook(PresenceBroadcast, self.own_presence, 10)
+        self.hook(ResourceUnbound, self.session_ended)
+        self.hook(AccountDeleted, self.account_deleted)
+
+    def service(self, owner: JID) -> PubSubService:
+        return PubSubService(
+            self.storage.pubsub,
+            str(owner),
+            self.policy,
+            self.broadcast,
+            self.rosters,
+            owner=owner,
+            now=self.clock.time,
+        )
+
+    # ------------------------------------------------------------------ requests
+    async def request(self, request: IqRequest) -> Element:
+        owner = request.to.bare
+        if request.target is Target.BARE and not await self._exists(owner):
+            raise StanzaError(StanzaErrorCondition.SERVICE_UNAVAILABLE)
+        return await protocol.handle(self.service(owner), request.stanza, request.sender)
+
+    async def _exists(self, user: JID) -> bool:
+        if self.sessions.is_online(user):
+            return True
+        return await self.storage.accounts.get(user.domain, user.local or "") is not None
+
+    # ------------------------------------------------------------------ notifications
+    async def broadcast(self, event: NodeEvent) -> None:
+        owner = event.owner
+        assert owner is not None
+        recipients = dict.fromkeys(event.recipients)
+        if not event.last_item:
+            service = self.service(owner)
+            for resource in self.interests.interested(owner, event.node):
+                if resource not in recipients and (
+                    resource.bare == owner
+                    or await service.may_access(event.node, event.config, resource)
+                ):
+                    recipients[resource] = None
+        for to in recipients:
+            message = protocol.event_message(event, str(owner), to)
+            await self.router.route(message, None, owner, to)
+
+    # ------------------------------------------------------------------ presence
+    async def own_presence(self, event: PresenceBroadcast) -> None:
+        session = event.origin
+        stype = event.stanza.get("type")
+        if stype is None:
+            self._observe(session.jid.bare, session.jid, event.stanza)
+        elif stype == "unavailable":
+            self.interests.remove(session.jid.bare, session.jid)
+
+    async def inbound_presence(self, event: RoutedStanza) -> None:
+        owner, contact = event.to.bare, event.sender
+        if contact.resource is None or owner.local is None:
+            return
+        stype = event.stanza.get("type")
+        if stype == "unavailable":
+            self.interests.remove(owner, contact)
+            return
+        if stype is not None or contact.bare == owner:
+            return  # own resources are seen through their broadcast
+        item = await self.rosters.roster_item(owner, contact.bare)
+        if item is None or item.subscription not in ("from", "both"):
+            return
+        self._observe(owner, contact, event.stanza)
+
+    def _observe(self, owner: JID, resource: JID, presence: Element) -> None:
+        caps = caps_of(presence)
+        if caps is None:
+            self.interests.set(owner, resource, frozenset())
+            return
+        features = self.caps.get(caps)
+        if features is not None:
+            self.spawn(self._interested(owner, resource, notify_nodes(features)))
+            return
+        self.spawn(self._lookup_then_notify(owner, resource, caps))
+
+    async def _lookup_then_notify(self, owner: JID, resource: JID, caps: CapsRef) -> None:
+        features = await self._features(resource, caps)
+        if features is not None:
+            await self._interested(owner, resource, notify_nodes(features))
+
+    async def _interested(self, owner: JID, resource: JID, nodes: frozenset[str]) -> None:
+        """Record the interest; send the last items of the nodes newly wanted."""
+        new = self.interests.set(owner, resource, nodes)
+        service = self.service(owner)
+        for name in sorted(new):
+            node = await self.storage.pubsub.get_node(str(owner), name)
+            if node is None:
+                continue
+            config = NodeConfig.from_dict(node.config, self.policy.defaults)
+            if resource.bare == owner or await service.may_access(name, config, resource):
+                await service.send_last_item(name, config, resource, on_presence=True)
+
+    async def _features(self, resource: JID, caps: CapsRef) -> frozenset[str] | None:
+        """The features behind ``caps``: cached, or asked of ``resource`` and verified."""
+        key = (caps.hash, caps.ver)
+        running = self._lookups.get(key)
+        if running is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[frozenset[str] | None] = asyncio.get_running_loop().create_future()
+        self._lookups[key] = future
+        try:
+            features = await self._ask(resource, caps)
+            future.set_result(features)
+            return features
+        except BaseException:
+            future.set_result(None)
+            raise
+        finally:
+            del self._lookups[key]
+
+    async def _ask(self, resource: JID, caps: CapsRef) -> frozenset[str] | None:
+        iq_id = self.pending_iqs.new_id()
+        iq = Element(
+            "iq", NS_CLIENT, {"type": "get", "id": iq_id, "from": self.domain, "to": str(resource)}
+        )
+        iq.add("query", NS_DISCO_INFO, {"node": f"{caps.node}#{caps.ver}"})
+        answer = self.pending_iqs.expect(iq_id, str(resource))
+        await self.router.route(iq, None, JID.make(None, self.domain), resource)
+        try:
+            reply = await asyncio.wait_for(answer, self.options.caps_timeout)
+        except TimeoutError:
+            return None
+        query = reply.find("query", NS_DISCO_INFO)
+        if reply.get("type") != "result" or query is None:
+            return None
+        features = frozenset(f.get("var") or "" for f in query.find_all("feature", NS_DISCO_INFO))
+        if caps.hash in HASHES and verification_string(query, caps.hash) == caps.ver:
+            self.caps.put(caps, features)  # verified: good for every entity with this ver
+        else:
+            self.log.info("caps of %s do not match their hash; not cached", resource)
+        return features
+
+    async def session_ended(self, event: ResourceUnbound) -> None:
+        jid = event.session.jid
+        self.interests.remove(jid.bare, jid)
+        if not self.sessions.is_online(jid.bare):
+            self.interests.forget_owner(jid.bare)
+
+    async def account_deleted(self, event: AccountDeleted) -> None:
+        self.interests.forget_owner(event.jid.bare)
+        await self.storage.pubsub.delete_service(str(event.jid.bare))
