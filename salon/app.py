@@ -14,7 +14,12 @@ from typing import Any, TypeVar
 
 from salon.config import Settings
 from salon.core.clock import Clock, SystemClock
-from salon.core.items import PREAUTH_FEATURE, PREAUTH_IQ_NAMESPACE, STREAM_FEATURE
+from salon.core.items import (
+    NONZA_NAMESPACE,
+    PREAUTH_FEATURE,
+    PREAUTH_IQ_NAMESPACE,
+    STREAM_FEATURE,
+)
 from salon.core.registry import ItemKind
 from salon.core.server import Server
 from salon.errors import StreamErrorCondition
@@ -25,7 +30,6 @@ from salon.net.s2s import S2SManager
 from salon.net.tls import TlsContexts
 from salon.storage import open_storage
 from salon.stream.c2s import C2SPolicy
-from salon.xml.element import Element
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,7 @@ class App:
             preauth_iq_namespaces=lambda host: self._host_items(host, PREAUTH_IQ_NAMESPACE),
             preauth_features=lambda host: self._host_items(host, PREAUTH_FEATURE),
             postauth_features=lambda host: self._host_items(host, STREAM_FEATURE),
+            nonza_namespaces=lambda host: self._host_items(host, NONZA_NAMESPACE),
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -169,6 +174,3 @@ class App:
     def _host_items(self, domain: str, kind: ItemKind[T]) -> list[T]:
         host = self.core.hosts.get(domain)
         return host.items.get(kind) if host is not None else []
-
-    async def nonza(self, conn: C2SConnection, element: Element) -> None:
-        conn.close_stream(StreamErrorCondition.UNSUPPORTED_STANZA_TYPE)

@@ -78,6 +78,8 @@ DEFAULT_MODULES: tuple[str, ...] = (
     "pep",
     "pubsub",
     "mam",
+    "smacks",
+    "csi",
 )
 
 #: Domain hosted when the config file has no ``[hosts]`` table.

@@ -72,3 +72,5 @@ NS_XDATA_VALIDATE = "http://jabber.org/protocol/xdata-validate"  # XEP-0122
 NS_MAM = "urn:xmpp:mam:2"  # XEP-0313
 NS_MAM_EXTENDED = "urn:xmpp:mam:2#extended"  # XEP-0313 §7
 NS_SID = "urn:xmpp:sid:0"  # XEP-0359
+NS_SM = "urn:xmpp:sm:3"  # XEP-0198 Stream Management
+NS_CSI = "urn:xmpp:csi:0"  # XEP-0352 Client State Indication

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from salon.core.hooks import Dispatch, Notification
-from salon.core.session import C2SSession
+from salon.core.session import C2SSession, Connection
 from salon.jid import JID
 from salon.storage.interfaces import RosterItem
 from salon.xml.element import Element
@@ -156,3 +156,37 @@ class PreAuthIqRequest(Dispatch):
     stanza: Element
     address: str  # the client's IP address
     reply: Element | None = None
+
+
+@dataclass(slots=True)
+class ClientNonza(Dispatch):
+    """A stream-level element (not a stanza) from a client, in a namespace a module opened
+    with the ``nonza_namespace`` host item. Once bound (``session`` set) it comes in order
+    with the client's stanzas; between authentication and bind ``session`` is None (an
+    XEP-0198 ``<resume/>``). The module taking it returns HANDLED; when it resumed a session
+    on ``connection`` it sets ``resumed``. Unhandled, the stream is closed."""
+
+    connection: Connection
+    user: JID  # the authenticated account
+    session: C2SSession | None
+    element: Element
+    resumed: C2SSession | None = None
+
+
+@dataclass(slots=True)
+class ConnectionLost(Dispatch):
+    """The connection of a bound session went away; ``stream_ended`` when the client closed
+    the stream itself. A module that keeps the session (XEP-0198 hibernation) returns
+    HANDLED and ends it later with ``host.unbind``; otherwise the session is unbound now."""
+
+    session: C2SSession
+    connection: Connection
+    reason: str | None
+    stream_ended: bool
+
+
+@dataclass(slots=True)
+class SessionResumed(Notification):
+    """A hibernated session continues on a new connection (XEP-0198 resumption)."""
+
+    session: C2SSession

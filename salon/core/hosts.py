@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from salon.core.passwords import PasswordPool
     from salon.core.router import Router
     from salon.core.server import Server
+    from salon.core.session import C2SSession
     from salon.core.sessions import SessionDirectory
     from salon.storage.interfaces import Storage
 
@@ -146,6 +147,10 @@ class VirtualHost:
 
     def serve_domain(self, domain: str, service: DomainService) -> Callable[[], None]:
         return self._core.serve_domain(domain, service)
+
+    async def unbind(self, session: C2SSession, reason: str | None) -> None:
+        """End a session a module kept without a connection (XEP-0198 hibernation)."""
+        await self._core.unbind(session, reason)
 
     # ------------------------------------------------------------------ modules
     def load_modules(self, names: list[str], options: dict[str, dict[str, Any]]) -> None:

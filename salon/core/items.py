@@ -40,3 +40,4 @@ PREAUTH_IQ_NAMESPACE = ItemKind[str]("preauth_iq_namespace")  # iq namespaces op
 # HTTP served by modules (salon.core.web): routes modules add, base URLs the web server adds
 HTTP_ROUTE = ItemKind[HttpRoute]("http_route")
 HTTP_BASE_URL = ItemKind[str]("http_base_url")  # "https://example.org:5281", no trailing /
+NONZA_NAMESPACE = ItemKind[str]("nonza_namespace")  # stream-level elements a module takes

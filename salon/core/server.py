@@ -13,7 +13,13 @@ from typing import Any
 from salon.config import Settings
 from salon.core.clock import Clock, SystemClock
 from salon.core.domains import DomainService
-from salon.core.events import PreAuthIqRequest, ResourceBound, ResourceUnbound
+from salon.core.events import (
+    ClientNonza,
+    ConnectionLost,
+    PreAuthIqRequest,
+    ResourceBound,
+    ResourceUnbound,
+)
 from salon.core.hosts import VirtualHost
 from salon.core.iq import PendingIqs
 from salon.core.passwords import PasswordPool
@@ -131,6 +137,35 @@ class Server:
         host = self.hosts.get(session.host)
         if host is not None:
             await host.hooks.fire(ResourceUnbound(session, error))
+
+    async def connection_lost(
+        self, session: C2SSession, conn: Connection, reason: str | None, *, stream_ended: bool
+    ) -> None:
+        """The connection of ``session`` is gone: unbind it, unless a module keeps it for a
+        while (XEP-0198 hibernation; that module unbinds it later)."""
+        if session.is_unbound:
+            return
+        host = self.hosts.get(session.host)
+        event = ConnectionLost(session, conn, reason, stream_ended)
+        if host is not None and await host.hooks.fire(event):
+            return
+        await self.unbind(session, reason)
+
+    async def client_nonza(
+        self, conn: Connection, user: JID, session: C2SSession | None, element: Element
+    ) -> C2SSession | None:
+        """Hand a client's nonza to the module that takes it; returns the session it resumed
+        on ``conn``, if any. When nobody takes it the stream ends."""
+        host = self.hosts.get(user.domain)
+        event = ClientNonza(conn, user, session, element)
+        if host is not None and await host.hooks.fire(event):
+            return event.resumed
+        if session is None:
+            conn.close_stream(StreamErrorCondition.NOT_AUTHORIZED, "bind a resource first")
+        else:
+            text = f"<{element.tag}/> in {element.ns or 'no namespace'}"
+            conn.close_stream(StreamErrorCondition.UNSUPPORTED_STANZA_TYPE, text)
+        return None
 
     def host_items(self, domain: str) -> VirtualHost | None:
         return self.hosts.get(domain)

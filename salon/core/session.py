@@ -15,7 +15,10 @@ class Connection(Protocol):
 
     def send_stanza(self, stanza: Element) -> None: ...
     def close_stream(
-        self, condition: StreamErrorCondition | None = None, text: str | None = None
+        self,
+        condition: StreamErrorCondition | None = None,
+        text: str | None = None,
+        extra: Element | None = None,
     ) -> None: ...
     def idle_seconds(self) -> float:
         """Seconds since the peer last sent anything (whitespace included)."""
@@ -45,7 +48,19 @@ class SessionSlot(Generic[T]):
 
 class C2SSession:
     """One bound resource. Module state lives in typed ``SessionSlot``s, allocated lazily:
-    most sessions never need any."""
+    most sessions never need any.
+
+    Two optional per-session stages sit between ``send`` and the connection, each a None
+    check on the hot path when unused:
+
+    * ``outbound_hold`` may keep a stanza back and return True (XEP-0352 client state
+      indication); what it releases later goes out with ``write``.
+    * ``outbound_sink`` takes every stanza that is written (XEP-0198 stream management
+      counts and queues it, and writes it while a connection is attached).
+
+    The session may outlive its connection (a hibernated XEP-0198 session): ``connection``
+    is then the last one, ``is_closed`` is True, and the sink keeps what is sent.
+    """
 
     __slots__ = (
         "_slots",
@@ -56,8 +71,11 @@ class C2SSession:
         "is_closed",
         "is_unbound",
         "jid",
+        "outbound_hold",
+        "outbound_sink",
         "presence",
         "priority",
+        "stanzas_in",
     )
 
     def __init__(self, jid: JID, connection: Connection) -> None:
@@ -70,6 +88,9 @@ class C2SSession:
         self.presence: Element | None = None  # last available broadcast presence
         self.directed: set[JID] | None = None  # directed-presence recipients (RFC 6121 §4.6)
         self.is_unbound = False  # the server has forgotten it (ResourceUnbound fired)
+        self.outbound_hold: Callable[[Element], bool] | None = None
+        self.outbound_sink: Callable[[Element], None] | None = None
+        self.stanzas_in = 0  # stanzas of the client taken for handling (XEP-0198 counts them)
         self._slots: dict[SessionSlot[Any], Any] | None = None
 
     # ------------------------------------------------------------------ module state
@@ -98,7 +119,21 @@ class C2SSession:
         return cast("T | None", self._slots.pop(slot, None))
 
     def send(self, stanza: Element) -> None:
-        if not self.is_closed:
+        hold = self.outbound_hold
+        if hold is not None and hold(stanza):
+            return
+        sink = self.outbound_sink
+        if sink is not None:
+            sink(stanza)
+        elif not self.is_closed:
+            self.connection.send_stanza(stanza)
+
+    def write(self, stanza: Element) -> None:
+        """Send ``stanza`` past ``outbound_hold`` (what a hold releases)."""
+        sink = self.outbound_sink
+        if sink is not None:
+            sink(stanza)
+        elif not self.is_closed:
             self.connection.send_stanza(stanza)
 
     def close(self, condition: StreamErrorCondition | None = None, text: str | None = None) -> None:

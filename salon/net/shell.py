@@ -3,10 +3,12 @@
 * :class:`ClientShell` carries out a ``C2SStream``'s actions for every client transport
   (TCP in ``salon/net/c2s.py``, WebSocket, BOSH): account lookups, pre-auth iqs, binding
   through ``server.core.bind``, the auth-failure delay, the ordered hand-over of stanzas to
-  ``server.core.router.from_client`` through a bounded inbox, and the unbind when the transport
-  is lost. A transport supplies only how bytes are written, how it closes, and how it stops
-  and resumes taking input, so every session is an ordinary session with no feature code of
-  its own.
+  ``server.core.router.from_client`` through a bounded inbox (nonzas such as XEP-0198's
+  ``<r/>`` travel in the same inbox, so they are answered in order with the stanzas), and
+  telling the core when the transport is lost (it unbinds the session, or a module keeps it
+  hibernated for an XEP-0198 resume on another connection). A transport supplies only how
+  bytes are written, how it closes, and how it stops and resumes taking input, so every
+  session is an ordinary session with no feature code of its own.
 * :class:`StreamShell` is that shell for WebSocket and BOSH, whose readers wait for room in
   the inbox (:meth:`StreamShell.wait_for_room`).
 * :class:`TcpShell` is what a TCP connection adds, for clients and servers
@@ -28,6 +30,8 @@ from typing import TYPE_CHECKING, Any, cast
 from salon.core.clock import Clock, Timer
 from salon.core.session import C2SSession
 from salon.errors import StanzaError, StanzaErrorCondition, StreamErrorCondition
+from salon.jid import JID
+from salon.namespaces import NS_CLIENT
 from salon.stream.c2s import C2SStream
 from salon.stream.events import (
     Authenticated,
@@ -38,6 +42,7 @@ from salon.stream.events import (
     NonzaReceived,
     PreAuthIq,
     Send,
+    StanzaAnswered,
     StanzaReceived,
     StartTls,
     StreamAction,
@@ -116,7 +121,8 @@ class ClientShell:
         self.close_stream(StreamErrorCondition.INTERNAL_SERVER_ERROR)
 
     def transport_lost(self, reason: str | None = None) -> None:
-        """The transport is gone: forget the connection and end its session."""
+        """The transport is gone: forget the connection and tell the core, which ends its
+        session or lets a module keep it (XEP-0198 hibernation)."""
         connections = self._connections()
         if self._closing and self not in connections:
             return
@@ -126,9 +132,12 @@ class ClientShell:
             self._deferred_handle.cancel()
         self._unpause()
         session = self.session  # kept: stanzas already received are still routed
-        if session is not None:
+        if session is not None and session.connection is self:
+            # (After an XEP-0198 resume the session lives on another connection: not ours.)
             session.is_closed = True
-            self.server.spawn(self.server.core.unbind(session, reason))
+            ended = self.stream.peer_closed  # the client closed the stream: no hibernation
+            lost = self.server.core.connection_lost(session, self, reason, stream_ended=ended)
+            self.server.spawn(lost)
 
     def _connections(self) -> set[object]:
         """The server's live client connections, whatever their transport."""
@@ -144,13 +153,16 @@ class ClientShell:
             self._write(self.stream.framing.element(stanza))
 
     def close_stream(
-        self, condition: StreamErrorCondition | None = None, text: str | None = None
+        self,
+        condition: StreamErrorCondition | None = None,
+        text: str | None = None,
+        extra: Element | None = None,
     ) -> None:
         if condition is not None and self._inbox is not None:
             # The core ended the stream with an error (invalid-from, conflict, ...): stanzas
             # still queued arrived after the fault and are not processed (RFC 6120 §4.9.1.1).
             self._inbox.clear()
-        self._execute(self.stream.close(condition, text))
+        self._execute(self.stream.close(condition, text, extra))
 
     def idle_seconds(self) -> float:
         return self._clock.monotonic() - self.last_activity
@@ -183,7 +195,13 @@ class ClientShell:
             elif isinstance(action, BindRequested):
                 self.server.spawn(self._bind(action))
             elif isinstance(action, NonzaReceived):
-                self.server.spawn(self.server.nonza(self, action.element))  # type: ignore[arg-type]
+                if self.session is not None:
+                    self._enqueue(action.element)  # in order with the stanzas around it
+                else:
+                    self.server.spawn(self._prebind_nonza(action.element))
+            elif isinstance(action, StanzaAnswered):
+                if self.session is not None:
+                    self.session.stanzas_in += 1
             elif isinstance(action, PreAuthIq):
                 self.server.spawn(self._preauth_iq(action.stanza))
 
@@ -255,6 +273,30 @@ class ClientShell:
         self.session = session
         self._execute(self.stream.bind_result(request.iq_id, session.jid))
 
+    async def _prebind_nonza(self, element: Element) -> None:
+        """A nonza between authentication and bind: an XEP-0198 ``<resume/>`` may hand this
+        connection a hibernated session, which the stream then treats as bound."""
+        assert self.stream.host is not None and self.stream.username is not None
+        user = JID.make(self.stream.username, self.stream.host)
+        try:
+            resumed = await self.server.core.client_nonza(self, user, None, element)
+        except Exception:
+            log.exception("<%s/> before bind failed", element.tag)
+            resumed = None
+        if resumed is not None:
+            self.session = resumed
+            if self._closing:
+                # The transport went away while resuming: the session is interrupted again.
+                resumed.is_closed = True
+                await self.server.core.connection_lost(
+                    resumed,
+                    self,
+                    "gone while resuming",
+                    stream_ended=self.stream.peer_closed,
+                )
+                return
+        self._execute(self.stream.prebind_nonza_done(resumed is not None))
+
     # ------------------------------------------------------------------ inbound stanzas
     def _enqueue(self, stanza: Element) -> None:
         inbox = self._inbox
@@ -278,7 +320,12 @@ class ClientShell:
                     inbox.clear()
                     break
                 try:
-                    await self.server.core.router.from_client(session, stanza)
+                    if stanza.ns == NS_CLIENT:
+                        session.stanzas_in += 1  # taken for handling (XEP-0198's h)
+                        await self.server.core.router.from_client(session, stanza)
+                    else:  # a nonza (XEP-0198 <r/>, XEP-0352 <inactive/>, ...)
+                        core = self.server.core
+                        await core.client_nonza(self, session.jid.bare, session, stanza)
                 except Exception:
                     log.exception("routing a stanza from %s failed", session.jid)
                 if self._input_paused and len(inbox) < MAX_INBOX // 2:

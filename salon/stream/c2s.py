@@ -51,6 +51,7 @@ from salon.stream.events import (
     NonzaReceived,
     PreAuthIq,
     Send,
+    StanzaAnswered,
     StanzaReceived,
     StartTls,
     StreamAction,
@@ -89,7 +90,9 @@ class C2SPolicy:
     max_stanza_size: int = 262144
     max_depth: int = 32
     max_auth_attempts: int = 3
-    nonza_namespaces: frozenset[str] = frozenset()
+    # Per host: namespaces of stream-level elements (nonzas) modules take, e.g. XEP-0198
+    # stream management; accepted once bound, and between authentication and bind (resume).
+    nonza_namespaces: Callable[[str], Collection[str]] = lambda host: ()
     extra_features: Callable[[], Sequence[Element]] = lambda: ()
     # Per host: iq payload namespaces accepted before authentication (XEP-0077), and the
     # features advertising them; both only once encryption is no longer required.
@@ -109,6 +112,7 @@ class C2SStream:
         "_header_sent",
         "_held",
         "_lang",
+        "_nonza_pending",
         "_preauth_pending",
         "_sasl",
         "_sasl_mechanism",
@@ -116,6 +120,7 @@ class C2SStream:
         "framing",
         "host",
         "is_secure",
+        "peer_closed",
         "policy",
         "state",
         "stream_id",
@@ -144,6 +149,8 @@ class C2SStream:
         self._bind_pending = False
         self._held: list[Element] = []  # stanzas pipelined behind the bind request
         self._preauth_pending = False  # a PreAuthIq waits for its answer
+        self._nonza_pending = False  # a nonza before bind (XEP-0198 resume) waits for its answer
+        self.peer_closed = False  # the client ended the stream itself (</stream> or an error)
 
     # ------------------------------------------------------------------ inputs
     def receive_data(self, data: bytes) -> list[StreamAction]:
@@ -219,17 +226,35 @@ class C2SStream:
             actions.extend(self._on_element(stanza))
         return actions
 
+    def prebind_nonza_done(self, resumed: bool) -> list[StreamAction]:
+        """The shell's answer to a NonzaReceived before bind: ``resumed`` when it resumed an
+        earlier session on this stream (XEP-0198), which is then bound; else bind is still due."""
+        if self.state is not C2SState.BIND or not self._nonza_pending:
+            return []
+        self._nonza_pending = False
+        if resumed:
+            self.state = C2SState.BOUND
+        actions: list[StreamAction] = []
+        held, self._held = self._held, []
+        for element in held:
+            actions.extend(self._on_element(element))
+        return actions
+
     def close(
-        self, condition: StreamErrorCondition | None = None, text: str | None = None
+        self,
+        condition: StreamErrorCondition | None = None,
+        text: str | None = None,
+        extra: Element | None = None,
     ) -> list[StreamAction]:
-        """End the stream: with a stream error when ``condition`` is given, else orderly."""
+        """End the stream: with a stream error when ``condition`` is given (``extra``: an
+        application-specific condition element, RFC 6120 §4.9.4), else orderly."""
         if self.state is C2SState.CLOSED:
             return []
         out: list[bytes] = []
         if not self._header_sent:
             out.append(self._header_bytes(self.host or self.policy.default_host, None))
         if condition is not None:
-            out.append(self.framing.element(stream_error_element(condition, text)))
+            out.append(self.framing.element(stream_error_element(condition, text, extra)))
         out.append(self.framing.close())
         self.state = C2SState.CLOSED
         actions: list[StreamAction] = [Send(data) for data in self.framing.batch(out)]
@@ -313,6 +338,7 @@ class C2SStream:
 
     def _on_stream_closed(self) -> list[StreamAction]:
         self.state = C2SState.CLOSED
+        self.peer_closed = True
         return [*self._send(close=True), CloseConnection(None)]
 
     def _send(self, *elements: Element, close: bool = False) -> list[StreamAction]:
@@ -329,13 +355,16 @@ class C2SStream:
             # The peer ended the stream (RFC 6120 §4.9): close our side, in every state, and
             # never answer an error with an error.
             self.state = C2SState.CLOSED
+            self.peer_closed = True
             return [*self._send(close=True), CloseConnection(None)]
         if state is C2SState.BOUND:
             if el.ns == NS_CLIENT and el.tag in STANZA_TAGS:
+                # Answered here, yet handled stanzas all the same (XEP-0198 counts them).
                 if el.tag == "iq" and el.get("type") == "set" and _first_ns(el) == NS_SESSION:
-                    return self._send(_empty_result(el))
+                    return [*self._send(_empty_result(el)), StanzaAnswered()]
                 if el.tag == "iq" and _first_ns(el) == NS_BIND:
-                    return self._send(_iq_error(el, StanzaErrorCondition.NOT_ALLOWED))
+                    reply = _iq_error(el, StanzaErrorCondition.NOT_ALLOWED)
+                    return [*self._send(reply), StanzaAnswered()]
                 return [StanzaReceived(el)]
             return self._on_nonza(el)
         if state is C2SState.NEGOTIATING:
@@ -351,17 +380,27 @@ class C2SStream:
                 return self._on_sasl_element(el)
             raise StreamError(StreamErrorCondition.NOT_AUTHORIZED, "authenticate first")
         if state is C2SState.BIND:
-            if el.ns == NS_CLIENT and el.tag == "iq" and _first_ns(el) == NS_BIND:
+            pending = self._bind_pending or self._nonza_pending
+            is_bind = el.ns == NS_CLIENT and el.tag == "iq" and _first_ns(el) == NS_BIND
+            if is_bind and not self._nonza_pending:
                 return self._on_bind(el)
-            if self._bind_pending and len(self._held) < MAX_HELD_STANZAS:
-                # Pipelined behind the bind request: handled once the resource is bound.
+            if not pending and self._accepts_nonza(el):
+                # Between authentication and bind: an XEP-0198 <resume/> (or an early
+                # <enable/>, which the module refuses). One at a time; what follows waits.
+                self._nonza_pending = True
+                return [NonzaReceived(el)]
+            if pending and len(self._held) < MAX_HELD_STANZAS:
+                # Pipelined behind the bind (or resume) request: handled once it is answered.
                 self._held.append(el)
                 return []
             raise StreamError(StreamErrorCondition.NOT_AUTHORIZED, "bind a resource first")
         raise StreamError(StreamErrorCondition.BAD_FORMAT)
 
+    def _accepts_nonza(self, el: Element) -> bool:
+        return self.host is not None and el.ns in self.policy.nonza_namespaces(self.host)
+
     def _on_nonza(self, el: Element) -> list[StreamAction]:
-        if el.ns in self.policy.nonza_namespaces:
+        if self._accepts_nonza(el):
             return [NonzaReceived(el)]
         raise StreamError(
             StreamErrorCondition.UNSUPPORTED_STANZA_TYPE,
@@ -556,11 +595,15 @@ def _sasl_element(tag: str, data: bytes | None) -> Element:
     return el
 
 
-def stream_error_element(condition: StreamErrorCondition, text: str | None = None) -> Element:
+def stream_error_element(
+    condition: StreamErrorCondition, text: str | None = None, extra: Element | None = None
+) -> Element:
     error = Element("error", NS_STREAM)
     error.add(condition.value, NS_STREAMS)
     if text:
         error.add("text", NS_STREAMS, text=text)
+    if extra is not None:
+        error.append(extra)
     return error
 
 

@@ -70,8 +70,15 @@ class StanzaReceived:
 
 
 @dataclass(slots=True)
+class StanzaAnswered:
+    """The stream answered a stanza of the bound client itself (the legacy session iq, a
+    second bind): handled all the same, as XEP-0198 counts stanzas."""
+
+
+@dataclass(slots=True)
 class NonzaReceived:
-    """A stream-level element of a namespace the policy accepts (e.g. stream management)."""
+    """A stream-level element of a namespace the policy accepts (e.g. stream management).
+    Before bind, answer it with ``prebind_nonza_done``."""
 
     element: Element
 
@@ -101,6 +108,7 @@ StreamAction = (
     | Authenticated
     | BindRequested
     | StanzaReceived
+    | StanzaAnswered
     | NonzaReceived
     | PreAuthIq
     | CloseConnection
