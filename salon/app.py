@@ -13,6 +13,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from salon.config import Settings
+from salon.core.bytestreams import BYTESTREAM_RELAY
 from salon.core.clock import Clock, SystemClock
 from salon.core.items import (
     NONZA_NAMESPACE,
@@ -27,6 +28,7 @@ from salon.net.c2s import C2SConnection
 from salon.net.component import ComponentManager
 from salon.net.http import HttpService
 from salon.net.s2s import S2SManager
+from salon.net.socks5 import Socks5Relay
 from salon.net.tls import TlsContexts
 from salon.storage import open_storage
 from salon.stream.c2s import C2SPolicy
@@ -53,6 +55,7 @@ class App:
         self.listeners: dict[str, list[asyncio.Server]] = {}
         self.http: HttpService | None = None  # BOSH, WebSocket, host-meta, /chat
         self.components: ComponentManager | None = None  # XEP-0114, when any is configured
+        self.socks5: Socks5Relay | None = None  # XEP-0065 relay, when a host runs proxy65
         self._sweeper: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         c2s = settings.c2s
@@ -115,6 +118,12 @@ class App:
         if self.settings.components.domains:
             self.components = ComponentManager(self)
             self.listeners["component"] = await self.components.start()
+        proxied = [h for h in self.core.hosts.values() if "proxy65" in h.modules]
+        if proxied:
+            self.socks5 = Socks5Relay(self.settings.socks5, self.clock)
+            self.listeners["socks5"] = await self.socks5.start()
+            for host in proxied:
+                host.items.add(BYTESTREAM_RELAY, self.socks5)
 
     def addresses(self) -> dict[str, list[tuple[str, int]]]:
         """The bound (address, port) pairs of each listener kind."""
@@ -137,6 +146,8 @@ class App:
         await self.s2s.stop()
         if self.components is not None:
             self.components.stop()
+        if self.socks5 is not None:
+            self.socks5.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
         await asyncio.sleep(0)

@@ -48,6 +48,7 @@ __all__ = [
     "S2SSettings",
     "ServerSettings",
     "Settings",
+    "Socks5Settings",
     "default_config_text",
     "load_settings",
     "normalise_domain",
@@ -683,6 +684,61 @@ class ComponentsSettings(_Section):
         return _check_address_list(value)
 
 
+class Socks5Settings(_Section):
+    """The ``[socks5]`` table: the relay behind the XEP-0065 proxy module (``proxy65``).
+
+    The relay listens only when some host enables the ``proxy65`` module.
+    """
+
+    interfaces: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description="Addresses the SOCKS5 relay listens on; clients of both parties of a "
+        "transfer must reach it, so list a public address in production.",
+    )
+    port: int = Field(default=7777, ge=0, le=65535, description="Port of the SOCKS5 relay.")
+    public_host: str = Field(
+        default="",
+        description="Host name or address announced to clients (empty: the first listening "
+        "address).",
+    )
+    public_port: int = Field(
+        default=0, ge=0, le=65535, description="Port announced to clients (0: 'port')."
+    )
+    max_bytes: int = Field(
+        default=1073741824,
+        ge=1,
+        description="Bytes one transfer may carry; past it both connections are closed.",
+    )
+    buffer_size: int = Field(
+        default=65536,
+        ge=1024,
+        description="Bytes buffered towards a slow reader before the relay stops reading "
+        "from its peer.",
+    )
+    max_pending: int = Field(
+        default=1000, ge=1, description="Transfers waiting for activation at once."
+    )
+    activation_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds a connection may wait for its peer and the activation.",
+    )
+    idle_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds an active transfer may stay silent before it is closed.",
+    )
+
+    @field_validator("interfaces")
+    @classmethod
+    def _check_interfaces(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise _custom_error("list at least one address to listen on")
+        return _check_address_list(value)
+
+
 class HostSettings(_Section):
     """One ``[hosts."<domain>"]`` table: a domain this server hosts."""
 
@@ -790,6 +846,10 @@ class Settings(_Section):
     components: ComponentsSettings = Field(
         default_factory=ComponentsSettings,
         description="External components (XEP-0114) and their listener.",
+    )
+    socks5: Socks5Settings = Field(
+        default_factory=Socks5Settings,
+        description="The SOCKS5 relay of the bytestream proxy (XEP-0065).",
     )
     config_path: Path | None = Field(
         default=None,
@@ -1175,6 +1235,8 @@ def default_config_text(domain: str = DEFAULT_HOST) -> str:
         *_comment(HostSettings.model_fields["key"].description or ""),
         f"key = {_toml_value(f'certs/{name}.key')}",
         "",
+        "[socks5]",
+        *_section_lines(Socks5Settings, Socks5Settings()),
         "[components]",
         *_section_lines(ComponentsSettings, ComponentsSettings(), skip=("domains",)),
         '# One [components."<domain>"] table for each external component (XEP-0114):',
