@@ -246,3 +246,21 @@ def check(config_path: Path) -> None:
         click.echo(f"{errors} problem(s) found.")
         sys.exit(1)
     click.echo(f"{config_path}: configuration and certificates are fine.")
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["email", "sms"]))
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    required=True,
+    help="The gateway's own TOML file (see the README).",
+)
+@click.option("--log-level", default="info", show_default=True)
+def gateway(kind: str, config_path: Path, log_level: str) -> None:
+    """Run a gateway shipped with Salon (an XEP-0114 component) until interrupted."""
+    from salon.gateways import make_service, serve
+
+    _setup_logging(log_level)
+    asyncio.run(serve(make_service(kind, config_path)))
