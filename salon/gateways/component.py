@@ -54,6 +54,7 @@ class ComponentLink:
         self.tasks: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
         self.closed = asyncio.Event()
+        self._early: list[object] = []  # events read along with the handshake
 
     async def connect(self, timeout: float = 30.0) -> None:
         """Open the stream and finish the handshake, or raise ``ComponentError``."""

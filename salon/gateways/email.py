@@ -214,9 +214,7 @@ class EmailGateway(Gateway):
         envelope.rcpt_tos.append(normal)
         return "250 OK"
 
-    async def handle_DATA(
-        self, server: SMTP, session: Session, envelope: Envelope
-    ) -> str:
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or envelope.content
         if not isinstance(raw, bytes):
             return "554 5.6.0 Unreadable message"
