@@ -14,7 +14,9 @@ full JID when ``groupchat`` is on) or a subscription request arrives for a user 
 ``InboundStanza``, after GUARD modules let it through) and none of the sessions that would
 take it is reachable: there are none (it goes to offline storage), or every one is
 hibernated by XEP-0198 (its connection dropped, it waits for a resume), or, with
-``notify_inactive``, every connected one said it is in the background (XEP-0352).
+``notify_inactive``, every connected one said it is in the background (XEP-0352). And when
+a connection under XEP-0198 drops and its session hibernates, the messages it was sent but
+never acknowledged count as arrived then: the phone may never have seen them.
 
 What goes out (§7): a pubsub publish from the user's bare JID to the app server, on the
 registered node, with ``<notification xmlns='urn:xmpp:push:0'/>`` holding the
@@ -44,7 +46,13 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from salon.core.clock import wait_for
-from salon.core.events import AccountDeleted, InboundStanza, ResourceBound, SessionResumed
+from salon.core.events import (
+    AccountDeleted,
+    ConnectionLost,
+    InboundStanza,
+    ResourceBound,
+    SessionResumed,
+)
 from salon.core.hooks import Priority
 from salon.core.iq import IqRequest, Target
 from salon.core.locks import UserLocks
@@ -53,6 +61,7 @@ from salon.core.session import C2SSession
 from salon.errors import StanzaError, StanzaErrorCondition
 from salon.jid import JID, parse_jid
 from salon.modules.csi import QUEUE as CSI_QUEUE
+from salon.modules.smacks import MANAGED
 from salon.namespaces import (
     NS_CLIENT,
     NS_DATA_FORMS,
@@ -320,6 +329,8 @@ class Push(Module[PushOptions]):
         self.on_iq("set", NS_PUSH, "enable", self.enable, to=Target.SELF)
         self.on_iq("set", NS_PUSH, "disable", self.disable, to=Target.SELF)
         self.hook(InboundStanza, self.inbound, Priority.FALLBACK)
+        # Before stream management decides to keep the session (and stops the event).
+        self.hook(ConnectionLost, self.hibernating, Priority.GUARD)
         self.hook(ResourceBound, self.back_online)
         self.hook(SessionResumed, self.back_online)
         self.hook(AccountDeleted, self.account_deleted)
@@ -416,14 +427,50 @@ class Push(Module[PushOptions]):
             candidates = [s for s in self.sessions.resources(user) if s.is_available]
         if any(self._reachable(s) for s in candidates):
             return
+        body = stanza.find_text("body", stanza.ns) if kind == "message" else None
+        await self._record(user, kind, str(event.sender), body)
+
+    async def hibernating(self, event: ConnectionLost) -> None:
+        """A connection under XEP-0198 dropped without the client closing the stream: the
+        session is about to hibernate. What it was sent and did not acknowledge may never
+        have reached the phone, so those messages are pushed now."""
+        session = event.session
+        managed = session.get(MANAGED)
+        if (
+            managed is None
+            or not managed.resumable
+            or event.stream_ended
+            or managed.connection is not event.connection
+        ):
+            return
+        user = session.jid.bare
+        waiting: list[tuple[str, Element]] = []
+        for stanza in managed.state.unacked:
+            stype = stanza.get("type") or ("normal" if stanza.tag == "message" else "")
+            kind = classify(
+                stanza, stype, to_full=True, session_exists=True, groupchat=self.options.groupchat
+            )
+            sender = parse_jid(stanza.get("from") or "")
+            if kind is not None and sender is not None and sender.bare != user:
+                waiting.append((kind, stanza))
+        if not waiting:
+            return
+        others = [s for s in self.sessions.resources(user) if s is not session and s.is_available]
+        if any(self._reachable(s) for s in others):
+            return
+        for kind, stanza in waiting:
+            body = stanza.find_text("body", stanza.ns) if kind == "message" else None
+            await self._record(user, kind, stanza.get("from") or "", body)
+
+    async def _record(self, user: JID, kind: str, sender: str, body: str | None) -> None:
+        """Count what waits for ``user`` and notify each registration."""
         registrations = await self.registrations(user)
         if not registrations:
             return
         summary = self.summaries.get(user)
         if summary is None:
             summary = self.summaries[user] = Summary()
-        body = stanza.find_text("body", stanza.ns) if kind == "message" else None
-        summary.add(kind, str(event.sender), body)
+        summary.add(kind, sender, body)
         for registration in registrations:
             self._notify((user, registration.jid, registration.node))
 

@@ -383,6 +383,27 @@ async def test_hibernated_session_gets_a_push_and_resumes(start: Start) -> None:
     await app.close()
 
 
+async def test_unacknowledged_message_is_pushed_when_the_connection_drops(start: Start) -> None:
+    """The message reached the server's side of a connection that was already dead: the
+    client never acknowledged it, so the hibernating session is pushed for it."""
+    srv = await start()
+    app = await connect_app_server(srv)
+    alice, alice_full = await raw_session(srv, resource="phone")
+    assert (await enable(alice)).get("id")
+    await enable_push(alice)
+    bob, bob_full = await raw_session(srv)
+    await chat(bob, alice_full, "did you get this?")
+    await sync(bob)
+    await app.nothing()  # delivered to a connected session: no push yet
+    kill(alice)  # ... but it never acknowledged it
+    await until(hibernating(srv, alice_full))
+    fields = summary(await app.publish())
+    assert fields["message-count"] == "1"
+    assert fields["last-message-sender"] == bob_full
+    await bob.close()
+    await app.close()
+
+
 async def test_inactive_session_is_pushed_only_when_configured(start: Start) -> None:
     for notify_inactive in (False, True):
         srv = await start(notify_inactive=notify_inactive)
