@@ -322,7 +322,7 @@ class Push(Module[PushOptions]):
         self.store = self.storage.keyvalue("push")
         self.locks = UserLocks()
         self.cache: OrderedDict[JID, tuple[Registration, ...]] = OrderedDict()
-        self.summaries: dict[JID, Summary] = {}
+        self.summaries: OrderedDict[JID, Summary] = OrderedDict()
         self.workers: dict[Key, asyncio.Task[None]] = {}
         self.dirty: set[Key] = set()
         self.add_account_feature(NS_PUSH)
@@ -398,6 +398,9 @@ class Push(Module[PushOptions]):
         user = event.jid.bare
         self.cache.pop(user, None)
         self.summaries.pop(user, None)
+        for key, task in list(self.workers.items()):
+            if key[0] == user:
+                task.cancel()
 
     # ------------------------------------------------------------------ when to notify
     def back_online(self, event: ResourceBound | SessionResumed) -> None:
@@ -470,6 +473,9 @@ class Push(Module[PushOptions]):
         summary = self.summaries.get(user)
         if summary is None:
             summary = self.summaries[user] = Summary()
+            # Users who never come back are forgotten, the longest waiting first.
+            while len(self.summaries) > max(self.options.cache_size, self.options.max_in_flight):
+                self.summaries.popitem(last=False)
         summary.add(kind, sender, body)
         for registration in registrations:
             self._notify((user, registration.jid, registration.node))
