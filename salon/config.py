@@ -81,6 +81,7 @@ DEFAULT_MODULES: tuple[str, ...] = (
     "mam",
     "smacks",
     "csi",
+    "push",
 )
 
 #: Domain hosted when the config file has no ``[hosts]`` table.

@@ -75,3 +75,5 @@ NS_SID = "urn:xmpp:sid:0"  # XEP-0359
 NS_SM = "urn:xmpp:sm:3"  # XEP-0198 Stream Management
 NS_CSI = "urn:xmpp:csi:0"  # XEP-0352 Client State Indication
 NS_BYTESTREAMS = "http://jabber.org/protocol/bytestreams"  # XEP-0065
+NS_PUSH = "urn:xmpp:push:0"  # XEP-0357 Push Notifications
+NS_PUSH_SUMMARY = "urn:xmpp:push:summary"  # XEP-0357 §7 notification summary form
