@@ -26,6 +26,7 @@ from salon.errors import StreamErrorCondition
 from salon.net.c2s import C2SConnection
 from salon.net.component import ComponentManager
 from salon.net.http import HttpService
+from salon.net.metrics import TransportCollector
 from salon.net.s2s import S2SManager
 from salon.net.tls import TlsContexts
 from salon.storage import open_storage
@@ -54,6 +55,7 @@ class App:
         self.http: HttpService | None = None  # BOSH, WebSocket, host-meta, /chat
         self.components: ComponentManager | None = None  # XEP-0114, when any is configured
         self._sweeper: asyncio.Task[None] | None = None
+        self._lag_probe: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         c2s = settings.c2s
         hosted = set(settings.hosts)
@@ -76,6 +78,12 @@ class App:
         settings = self.settings
         storage = await open_storage(settings.storage_url(), base_dir=settings.data_path())
         self.core = Server(settings, storage, clock=self.clock)
+        metrics = self.core.metrics
+        metrics.registry.register(TransportCollector(self))
+        engine = getattr(storage, "engine", None)
+        if engine is not None:
+            metrics.observe_sql(engine)
+        self._lag_probe = asyncio.get_running_loop().create_task(metrics.probe_loop_lag())
         self.s2s = S2SManager(self)  # federation: listeners, outgoing connections, bounces
         if self.s2s.is_enabled:
             self.core.federation = self.s2s
@@ -139,6 +147,8 @@ class App:
             self.components.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._lag_probe is not None:
+            self._lag_probe.cancel()
         await asyncio.sleep(0)
         for _ in range(50):
             if not self.connections and not self.core.is_busy:

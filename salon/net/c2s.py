@@ -49,6 +49,7 @@ class C2SConnection(TcpShell, ClientShell):
 
     # ------------------------------------------------------------------ Connection API
     def send_stanza(self, stanza: Element) -> None:
+        self._metrics.stanza_out(stanza.tag)
         self._write(serialize(stanza, NS_CLIENT))  # the hot path: _write checks _closing
 
     # ------------------------------------------------------------------ STARTTLS

@@ -190,10 +190,12 @@ class S2SInConnection(_Connection):
 
     async def _drain(self) -> None:
         router = self.manager.server.core.router
+        metrics = self.manager.server.core.metrics
         try:
             while self._inbox:
                 item = self._inbox.popleft()
                 try:
+                    metrics.stanza_in(item.stanza.tag)
                     await router.from_remote(item.stanza, item.sender, item.to)
                 except Exception:
                     log.exception("routing a stanza from %s failed", item.sender)
@@ -241,6 +243,7 @@ class S2SOutConnection(_Connection):
         self._execute(self.stream.close(condition, text))
 
     def send_stanza(self, stanza: Element) -> None:
+        self.manager.server.core.metrics.stanza_out(stanza.tag)
         self._execute(self.stream.send_stanza(stanza))
 
     def authorize(self, local: str) -> None:

@@ -72,6 +72,7 @@ class ClientShell:
         "_inbox",
         "_input_paused",
         "_loop",
+        "_metrics",
         "_worker",
         "connected_at",
         "last_activity",
@@ -97,6 +98,7 @@ class ClientShell:
         # asyncio.get_running_loop() costs a getpid() system call; the loop is kept instead.
         self._loop = asyncio.get_running_loop()
         self._clock = clock = server.clock  # idle and handshake timeouts, the auth delay
+        self._metrics = server.core.metrics  # stanzas and authentications counted here
         self.connected_at = self.last_activity = clock.monotonic()
 
     # ------------------------------------------------------------------ transport side
@@ -150,6 +152,7 @@ class ClientShell:
     # ------------------------------------------------------------------ Connection API
     def send_stanza(self, stanza: Element) -> None:
         if not self._closing:
+            self._metrics.stanza_out(stanza.tag)
             self._write(self.stream.framing.element(stanza))
 
     def close_stream(
@@ -179,6 +182,8 @@ class ClientShell:
             elif isinstance(action, StanzaReceived):
                 self._enqueue(action.stanza)
             elif isinstance(action, DelayedSend):
+                if action.attempt > 0:  # a counted SASL failure
+                    self._metrics.auth(self.stream.sasl_mechanism, success=False)
                 self._delay(action)
             elif isinstance(action, CloseConnection):
                 if not self._closing:
@@ -191,6 +196,7 @@ class ClientShell:
             elif isinstance(action, VerifyPassword):
                 self.server.spawn(self._verify_password(action))
             elif isinstance(action, Authenticated):
+                self._metrics.auth(action.mechanism, success=True)
                 log.info("%s authenticated as %s@%s", self.peer, action.username, self.stream.host)
             elif isinstance(action, BindRequested):
                 self.server.spawn(self._bind(action))
@@ -322,6 +328,7 @@ class ClientShell:
                 try:
                     if stanza.ns == NS_CLIENT:
                         session.stanzas_in += 1  # taken for handling (XEP-0198's h)
+                        self._metrics.stanza_in(stanza.tag)
                         await self.server.core.router.from_client(session, stanza)
                     else:  # a nonza (XEP-0198 <r/>, XEP-0352 <inactive/>, ...)
                         core = self.server.core
