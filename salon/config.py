@@ -81,6 +81,8 @@ DEFAULT_MODULES: tuple[str, ...] = (
     "mam",
     "smacks",
     "csi",
+    "adhoc",
+    "admin",
 )
 
 #: Domain hosted when the config file has no ``[hosts]`` table.

@@ -74,3 +74,6 @@ NS_MAM_EXTENDED = "urn:xmpp:mam:2#extended"  # XEP-0313 §7
 NS_SID = "urn:xmpp:sid:0"  # XEP-0359
 NS_SM = "urn:xmpp:sm:3"  # XEP-0198 Stream Management
 NS_CSI = "urn:xmpp:csi:0"  # XEP-0352 Client State Indication
+NS_COMMANDS = "http://jabber.org/protocol/commands"  # XEP-0050 Ad-Hoc Commands
+NS_ADMIN = "http://jabber.org/protocol/admin"  # XEP-0133 Service Administration
+NS_REPORTING = "urn:xmpp:reporting:1"  # XEP-0377 Spam Reporting

@@ -229,7 +229,12 @@ class ClientShell:
     async def _lookup(self, username: str) -> None:
         assert self.stream.host is not None
         try:
-            account = await self.server.core.storage.accounts.get(self.stream.host, username)
+            storage = self.server.core.storage
+            account = await storage.accounts.get(self.stream.host, username)
+            if account is not None and await storage.keyvalue("disabled").get(
+                self.stream.host, username
+            ):
+                account = None  # disabled by an admin (XEP-0133): it cannot log in
         except Exception:
             log.exception("account lookup failed")
             account = None
