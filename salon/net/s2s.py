@@ -71,6 +71,10 @@ class _Connection(TcpShell):
         self._loop = asyncio.get_running_loop()
         self._clock = manager.clock
         self.connected_at = self.last_activity = self._clock.monotonic()
+        limits = manager.server.limits
+        self._shaper = None
+        if limits is not None:
+            self._shaper = limits.read_shaper("s2s", self._pause_input, self._resume_input)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._attach(transport, MAX_SEND_BUFFER)

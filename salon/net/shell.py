@@ -32,6 +32,7 @@ from salon.core.session import C2SSession
 from salon.errors import StanzaError, StanzaErrorCondition, StreamErrorCondition
 from salon.jid import JID
 from salon.namespaces import NS_CLIENT
+from salon.net.limits import ReadShaper, address_of
 from salon.stream.c2s import C2SStream
 from salon.stream.events import (
     Authenticated,
@@ -73,6 +74,7 @@ class ClientShell:
         "_input_paused",
         "_loop",
         "_metrics",
+        "_stanza_bucket",
         "_worker",
         "connected_at",
         "last_activity",
@@ -99,6 +101,8 @@ class ClientShell:
         self._loop = asyncio.get_running_loop()
         self._clock = clock = server.clock  # idle and handshake timeouts, the auth delay
         self._metrics = server.core.metrics  # stanzas and authentications counted here
+        limits = server.limits
+        self._stanza_bucket = None if limits is None else limits.stanza_bucket()
         self.connected_at = self.last_activity = clock.monotonic()
 
     # ------------------------------------------------------------------ transport side
@@ -182,9 +186,9 @@ class ClientShell:
             elif isinstance(action, StanzaReceived):
                 self._enqueue(action.stanza)
             elif isinstance(action, DelayedSend):
-                if action.attempt > 0:  # a counted SASL failure
-                    self._metrics.auth(self.stream.sasl_mechanism, success=False)
                 self._delay(action)
+                if action.attempt > 0:  # a counted SASL failure
+                    self._auth_failed()
             elif isinstance(action, CloseConnection):
                 if not self._closing:
                     self._closing = True
@@ -210,6 +214,14 @@ class ClientShell:
                     self.session.stanzas_in += 1
             elif isinstance(action, PreAuthIq):
                 self.server.spawn(self._preauth_iq(action.stanza))
+
+    def _auth_failed(self) -> None:
+        self._metrics.auth(self.stream.sasl_mechanism, success=False)
+        limits = self.server.limits
+        if limits is not None and limits.auth_failed(address_of(self.peer)):
+            log.info("too many failed logins", extra={"conn": self.peer})
+            text = "too many failed logins from your address"
+            self.close_stream(StreamErrorCondition.POLICY_VIOLATION, text)
 
     def _delay(self, action: DelayedSend) -> None:
         """Hold this and every later action back (slows password guessing for this
@@ -333,6 +345,10 @@ class ClientShell:
                 try:
                     if stanza.ns == NS_CLIENT:
                         session.stanzas_in += 1  # taken for handling (XEP-0198's h)
+                        bucket = self._stanza_bucket
+                        if bucket is not None and not bucket.allows():
+                            self._over_stanza_rate(stanza)
+                            continue
                         self._metrics.stanza_in(stanza.tag)
                         await self.server.core.router.from_client(session, stanza)
                     else:  # a nonza (XEP-0198 <r/>, XEP-0352 <inactive/>, ...)
@@ -347,6 +363,14 @@ class ClientShell:
             self._worker = None
             if not inbox:
                 self._inbox = None
+
+    def _over_stanza_rate(self, stanza: Element) -> None:
+        """Over the session's stanza rate: a wait-type resource-constraint (RFC 6120
+        §8.3.3.18) tells the client to retry later; an error stanza is not answered."""
+        self._metrics.limit_hit("stanza_rate")
+        if stanza.get("type") != "error":
+            err = StanzaError(StanzaErrorCondition.RESOURCE_CONSTRAINT, "slow down", "wait")
+            self.send_stanza(error_reply(stanza, err))
 
     def _unpause(self) -> None:
         if self._input_paused:
@@ -405,6 +429,7 @@ class TcpShell(asyncio.Protocol):
         _held_data: list[bytes] | None  # bytes that arrive while TLS is starting
         _loop: asyncio.AbstractEventLoop
         _clock: Clock
+        _shaper: ReadShaper | None  # the read-rate limit (salon.net.limits), if any
 
         def _execute(self, actions: Any) -> None: ...
 
@@ -427,6 +452,9 @@ class TcpShell(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self._clock.monotonic()
+        shaper = self._shaper
+        if shaper is not None:
+            shaper.consumed(len(data))
         if self._held_data is not None:
             # The TLS handshake finished but start_tls() has not returned to us yet.
             self._held_data.append(data)
