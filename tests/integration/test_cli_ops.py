@@ -127,7 +127,9 @@ async def test_reload_swaps_certificate_keeping_sessions(tmp_path: Path, ca: tru
         old_serial, reader, writer = await _peer_serial(port, ca)
         payload = base64.b64encode(f"\0alice\0{PASSWORD}".encode()).decode()
         writer.write(
-            f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{payload}</auth>".encode()
+            (
+                f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{payload}</auth>"
+            ).encode()
         )
         await _read_until(reader, b"success")
         writer.write(
@@ -142,7 +144,7 @@ async def test_reload_swaps_certificate_keeping_sessions(tmp_path: Path, ca: tru
         assert code == 0, out
         while "reloaded" not in (await asyncio.wait_for(proc.stdout.readline(), 30)).decode():
             pass
-        new_serial, r2, w2 = await _peer_serial(port, ca)
+        new_serial, _r2, w2 = await _peer_serial(port, ca)
         assert new_serial != old_serial
         # the first connection is still up: its stream answers
         writer.write(b"<iq type='get' id='x'><ping xmlns='urn:xmpp:ping'/></iq>")
