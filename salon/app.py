@@ -27,6 +27,8 @@ from salon.errors import StreamErrorCondition
 from salon.net.c2s import C2SConnection
 from salon.net.component import ComponentManager
 from salon.net.http import HttpService
+from salon.net.limits import Limits
+from salon.net.metrics import TransportCollector
 from salon.net.s2s import S2SManager
 from salon.net.socks5 import Socks5Relay
 from salon.net.tls import TlsContexts
@@ -57,6 +59,8 @@ class App:
         self.components: ComponentManager | None = None  # XEP-0114, when any is configured
         self.socks5: Socks5Relay | None = None  # XEP-0065 relay, when a host runs proxy65
         self._sweeper: asyncio.Task[None] | None = None
+        self._lag_probe: asyncio.Task[None] | None = None
+        self.limits: Limits | None = None
         self._stopped = asyncio.Event()
         c2s = settings.c2s
         hosted = set(settings.hosts)
@@ -79,6 +83,13 @@ class App:
         settings = self.settings
         storage = await open_storage(settings.storage_url(), base_dir=settings.data_path())
         self.core = Server(settings, storage, clock=self.clock)
+        metrics = self.core.metrics
+        metrics.registry.register(TransportCollector(self))
+        engine = getattr(storage, "engine", None)
+        if engine is not None:
+            metrics.observe_sql(engine)
+        self._lag_probe = asyncio.get_running_loop().create_task(metrics.probe_loop_lag())
+        self.limits = Limits(settings.limits, self.clock, metrics)  # abuse controls
         self.s2s = S2SManager(self)  # federation: listeners, outgoing connections, bounces
         if self.s2s.is_enabled:
             self.core.federation = self.s2s
@@ -150,6 +161,8 @@ class App:
             self.socks5.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._lag_probe is not None:
+            self._lag_probe.cancel()
         await asyncio.sleep(0)
         for _ in range(50):
             if not self.connections and not self.core.is_busy:
@@ -160,6 +173,32 @@ class App:
         await self.core.stop_modules()
         await self.core.storage.close()
         self._stopped.set()
+
+    def reload(self, settings: Settings) -> None:
+        """SIGHUP: take the hosts' certificates again (new TLS handshakes use them; open
+        connections keep theirs) and the options read per use (limits, admins, log levels,
+        timeouts). Listeners, hosts and modules stay as they are: a change there needs a
+        restart, and the log says so."""
+        old = self.settings
+        for section in ("c2s", "s2s", "http", "components", "modules"):
+            if getattr(old, section) != getattr(settings, section):
+                log.warning("[%s] changed: it takes effect at the next restart", section)
+        if set(old.hosts) != set(settings.hosts):
+            log.warning("the hosted domains changed: they take effect at the next restart")
+        kept = {name: getattr(settings, name) for name in ("server", "limits")}
+        for name, value in kept.items():
+            setattr(self.settings, name, value)
+        for domain in self.core.hosts:
+            if domain in settings.hosts:
+                self.settings.hosts[domain] = settings.hosts[domain]
+            cert, key = self.settings.host_cert_paths(domain)
+            if self.tls.add_host(domain, cert, key):
+                log.info("reloaded the certificate of %s from %s", domain, cert)
+            if self.s2s.is_enabled:
+                self.s2s.tls.add_host(domain, cert, key)
+        if self.limits is not None:
+            self.limits.configure(self.settings.limits)
+        log.info("reloaded %s", settings.config_path or "the configuration")
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()

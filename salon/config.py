@@ -44,6 +44,7 @@ __all__ = [
     "ConfigError",
     "HostSettings",
     "HttpSettings",
+    "LimitsSettings",
     "ModulesSettings",
     "S2SSettings",
     "ServerSettings",
@@ -82,6 +83,8 @@ DEFAULT_MODULES: tuple[str, ...] = (
     "smacks",
     "csi",
     "push",
+    "adhoc",
+    "admin",
 )
 
 #: Domain hosted when the config file has no ``[hosts]`` table.
@@ -168,6 +171,9 @@ def _validate_domain_key(domain: str) -> str:
 DomainName = Annotated[str, AfterValidator(_validate_domain_key)]
 
 
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
 class _Section(BaseModel):
     """Base for every config table: strict TOML types, unknown keys are errors."""
 
@@ -193,9 +199,29 @@ class ServerSettings(_Section):
             "relative to data_dir) or 'postgresql://user@host:5432/db'."
         ),
     )
-    log_level: Literal["debug", "info", "warning", "error"] = Field(
+    log_level: LogLevel = Field(
         default="info",
         description="How much to log: 'debug', 'info', 'warning' or 'error'.",
+    )
+
+    log_levels: dict[str, LogLevel] = Field(
+        default_factory=dict,
+        description="A log level per subsystem, keyed by logger name: for example "
+        '{ "salon.net.s2s" = "debug", "salon.modules.muc" = "warning" }.',
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="One line per log record: 'text' (key=value fields) or 'json'.",
+    )
+    admins: list[str] = Field(
+        default_factory=list,
+        description="Bare JIDs of the server's administrators (XEP-0133 commands), on "
+        'every host; a host may add its own in [hosts."<domain>"] admins.',
+    )
+    pid_file: str = Field(
+        default="salon.pid",
+        min_length=1,
+        description="Where 'salon serve' writes its process id ('salon reload' reads it).",
     )
 
     @field_validator("log_level", mode="before")
@@ -423,12 +449,27 @@ class HttpSettings(_Section):
     bosh_max_pause: int = Field(
         default=120, ge=0, le=3600, description="Longest BOSH pause a client may ask for."
     )
+    metrics_enabled: bool = Field(
+        default=True, description="Serve Prometheus metrics at 'metrics_path'."
+    )
+    metrics_path: UrlPath = Field(default="/metrics", description="Where metrics are served.")
+    metrics_allow: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="Networks whose clients may read the metrics (the socket's address; "
+        "proxy headers do not count).",
+    )
 
     @field_validator("interfaces", "trusted_proxies")
     @classmethod
     def _check_addresses(cls, value: list[str]) -> list[str]:
         """Every entry must be an IP address or a plausible host name."""
         return _check_address_list(value)
+
+    @field_validator("metrics_allow")
+    @classmethod
+    def _check_metrics_allow(cls, value: list[str]) -> list[str]:
+        """Every entry must be a network such as '10.0.0.0/8' or an address."""
+        return _check_networks(value)
 
     @field_validator("see_other_uri")
     @classmethod
@@ -457,6 +498,15 @@ class HttpSettings(_Section):
         if any(p == "/.well-known" or p.startswith("/.well-known/") for p in paths):
             raise _custom_error("/.well-known is reserved for host-meta")
         return self
+
+
+def _check_networks(value: list[str]) -> list[str]:
+    for entry in value:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise _custom_error(f"{entry!r} is not an IP network such as '10.0.0.0/8'") from None
+    return value
 
 
 def _check_address_list(value: list[str]) -> list[str]:
@@ -740,6 +790,54 @@ class Socks5Settings(_Section):
         return _check_address_list(value)
 
 
+class LimitsSettings(_Section):
+    """The ``[limits]`` table: abuse controls (README, "Abuse controls"). 0 turns a limit off."""
+
+    c2s_read_rate: int = Field(
+        default=0, ge=0, description="Bytes per second a client connection may send (0: no limit)."
+    )
+    c2s_read_burst: int = Field(
+        default=1048576, ge=1024, description="Bytes a client may send at once above the rate."
+    )
+    s2s_read_rate: int = Field(
+        default=0, ge=0, description="Bytes per second a server connection may send (0: no limit)."
+    )
+    s2s_read_burst: int = Field(
+        default=4194304, ge=1024, description="Bytes a server may send at once above the rate."
+    )
+    max_connections_per_ip: int = Field(
+        default=100, ge=0, description="Open client connections per IP address (0: no limit)."
+    )
+    max_auth_failures_per_ip: int = Field(
+        default=10,
+        ge=0,
+        description="SASL failures per IP address within 'auth_failure_window' before the "
+        "address is blocked for 'block_seconds' (0: no limit).",
+    )
+    auth_failure_window: float = Field(
+        default=300.0, gt=0, description="Seconds over which SASL failures are counted."
+    )
+    block_seconds: float = Field(
+        default=600.0, gt=0, description="How long a blocked address stays blocked."
+    )
+    stanza_rate: float = Field(
+        default=0.0, ge=0, description="Stanzas per second a client session may send (0: no limit)."
+    )
+    stanza_burst: int = Field(
+        default=100, ge=1, description="Stanzas a session may send at once above the rate."
+    )
+    exempt: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="Networks the per-IP limits do not apply to.",
+    )
+
+    @field_validator("exempt")
+    @classmethod
+    def _check_exempt(cls, value: list[str]) -> list[str]:
+        """Every entry must be a network such as '10.0.0.0/8' or an address."""
+        return _check_networks(value)
+
+
 class HostSettings(_Section):
     """One ``[hosts."<domain>"]`` table: a domain this server hosts."""
 
@@ -752,6 +850,10 @@ class HostSettings(_Section):
         default=None,
         min_length=1,
         description="PEM private key file for this domain (default: certs/<domain>.key).",
+    )
+    admins: list[str] = Field(
+        default_factory=list,
+        description="Bare JIDs who administer this domain, besides server.admins.",
     )
 
 
@@ -852,6 +954,9 @@ class Settings(_Section):
         default_factory=Socks5Settings,
         description="The SOCKS5 relay of the bytestream proxy (XEP-0065).",
     )
+    limits: LimitsSettings = Field(
+        default_factory=LimitsSettings, description="Abuse controls: rates and per-IP limits."
+    )
     config_path: Path | None = Field(
         default=None,
         exclude=True,
@@ -927,6 +1032,12 @@ class Settings(_Section):
         cert = host.certificate if host.certificate is not None else f"certs/{name}.crt"
         key = host.key if host.key is not None else f"certs/{name}.key"
         return self.resolve(cert), self.resolve(key)
+
+    def admins_of(self, domain: str) -> frozenset[str]:
+        """The bare JIDs (as written, lowercased) who administer hosted ``domain``."""
+        host = self.hosts.get(domain)
+        extra = host.admins if host is not None else []
+        return frozenset(jid.strip().lower() for jid in [*self.server.admins, *extra])
 
     def storage_url(self) -> str:
         """``server.storage`` with a relative SQLite file made absolute under data_dir."""
@@ -1238,6 +1349,8 @@ def default_config_text(domain: str = DEFAULT_HOST) -> str:
         "",
         "[socks5]",
         *_section_lines(Socks5Settings, Socks5Settings()),
+        "[limits]",
+        *_section_lines(LimitsSettings, LimitsSettings()),
         "[components]",
         *_section_lines(ComponentsSettings, ComponentsSettings(), skip=("domains",)),
         '# One [components."<domain>"] table for each external component (XEP-0114):',

@@ -77,3 +77,6 @@ NS_CSI = "urn:xmpp:csi:0"  # XEP-0352 Client State Indication
 NS_BYTESTREAMS = "http://jabber.org/protocol/bytestreams"  # XEP-0065
 NS_PUSH = "urn:xmpp:push:0"  # XEP-0357 Push Notifications
 NS_PUSH_SUMMARY = "urn:xmpp:push:summary"  # XEP-0357 §7 notification summary form
+NS_COMMANDS = "http://jabber.org/protocol/commands"  # XEP-0050 Ad-Hoc Commands
+NS_ADMIN = "http://jabber.org/protocol/admin"  # XEP-0133 Service Administration
+NS_REPORTING = "urn:xmpp:reporting:1"  # XEP-0377 Spam Reporting

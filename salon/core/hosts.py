@@ -23,6 +23,7 @@ from salon.core.roster_cache import RosterCache
 
 if TYPE_CHECKING:
     from salon.core.domains import DomainService
+    from salon.core.metrics import CoreMetrics
     from salon.core.passwords import PasswordPool
     from salon.core.router import Router
     from salon.core.server import Server
@@ -128,6 +129,16 @@ class VirtualHost:
     @property
     def clock(self) -> Clock:
         return self._core.clock
+
+    @property
+    def metrics(self) -> CoreMetrics:
+        """The server's counters (salon.core.metrics): limits and reports count here."""
+        return self._core.metrics
+
+    def admins(self) -> frozenset[str]:
+        """Bare JIDs (lowercased) of this domain's administrators (server.admins and
+        the host's own admins)."""
+        return self._core.settings.admins_of(self.domain)
 
     @property
     def data_path(self) -> Path:

@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from salon.core.registry import ItemKind
 from salon.core.web import HttpRoute
 from salon.xml.element import Element
+
+if TYPE_CHECKING:
+    from salon.core.iq import IqRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +35,20 @@ DISCO_IDENTITY = ItemKind[Identity]("disco_identity")
 DISCO_EXTENSION = ItemKind[Element]("disco_extension")  # XEP-0128 forms in disco#info
 DISCO_ITEM = ItemKind[DiscoItem]("disco_item")  # the server's disco#items
 DISCO_INFO_NODE = ItemKind[str]("disco_info_node")  # nodes disco#info answers (caps)
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoNode:
+    """A node of the server's disco tree a module answers (XEP-0050's command list):
+    ``items`` gives its disco#items, ``info`` its disco#info ``<query/>`` (None: the node
+    is unknown to the requester)."""
+
+    node: str
+    items: Callable[[IqRequest], Awaitable[list[DiscoItem]]]
+    info: Callable[[IqRequest], Awaitable[Element | None]]
+
+
+DISCO_NODE = ItemKind[DiscoNode]("disco_node")  # nodes of the server answered by modules
 # service discovery of accounts (a bare JID)
 ACCOUNT_FEATURE = ItemKind[str]("account_feature")
 # stream negotiation

@@ -22,6 +22,7 @@ from salon.core.events import (
 )
 from salon.core.hosts import VirtualHost
 from salon.core.iq import PendingIqs
+from salon.core.metrics import CoreMetrics
 from salon.core.passwords import PasswordPool
 from salon.core.ports import FederationSender, NoFederation
 from salon.core.router import Router
@@ -55,6 +56,7 @@ class Server:
         self.pending_iqs = PendingIqs()
         self.federation: FederationSender = NoFederation()
         self.passwords = PasswordPool()  # PBKDF2 off the event loop
+        self.metrics = CoreMetrics()  # counters /metrics exports (salon.core.metrics)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ lifecycle

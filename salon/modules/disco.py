@@ -19,6 +19,7 @@ from salon.core.items import (
     DISCO_IDENTITY,
     DISCO_INFO_NODE,
     DISCO_ITEM,
+    DISCO_NODE,
     Identity,
 )
 from salon.core.module import Module, ModuleOptions, Spec
@@ -72,6 +73,9 @@ class Disco(Module[ModuleOptions]):
         node = request.payload.get("node")
         if request.target is Target.HOST:
             if node is not None and node not in self.host.items.get(DISCO_INFO_NODE):
+                for answered in self.host.items.get(DISCO_NODE):
+                    if answered.node == node and (found := await answered.info(request)):
+                        return request.result(found)
                 raise StanzaError(StanzaErrorCondition.ITEM_NOT_FOUND)
             query = server_info(self.host)
             query.set("node", node)
@@ -84,8 +88,9 @@ class Disco(Module[ModuleOptions]):
         return request.result(info_query(account, self.host.items.get(ACCOUNT_FEATURE)))
 
     async def items(self, request: IqRequest) -> Element:
-        if request.payload.get("node") is not None:
-            raise StanzaError(StanzaErrorCondition.ITEM_NOT_FOUND)
+        node = request.payload.get("node")
+        if node is not None:
+            return await self._node_items(request, node)
         if request.target is not Target.HOST and not await self._account_exists(request):
             raise StanzaError(StanzaErrorCondition.SERVICE_UNAVAILABLE)
         query = Element("query", NS_DISCO_ITEMS)
@@ -98,6 +103,22 @@ class Disco(Module[ModuleOptions]):
                     attrs["node"] = item.node
                 query.add("item", attrs=attrs)
         return request.result(query)
+
+    async def _node_items(self, request: IqRequest, node: str) -> Element:
+        """disco#items of a node a module answers (DISCO_NODE), on the server only."""
+        if request.target is Target.HOST:
+            for answered in self.host.items.get(DISCO_NODE):
+                if answered.node == node:
+                    query = Element("query", NS_DISCO_ITEMS, {"node": node})
+                    for item in await answered.items(request):
+                        attrs = {"jid": item.jid}
+                        if item.name:
+                            attrs["name"] = item.name
+                        if item.node:
+                            attrs["node"] = item.node
+                        query.add("item", attrs=attrs)
+                    return request.result(query)
+        raise StanzaError(StanzaErrorCondition.ITEM_NOT_FOUND)
 
     async def _account_exists(self, request: IqRequest) -> bool:
         if request.target is Target.SELF:

@@ -26,6 +26,7 @@ from salon.core.web import HttpRequest, HttpRoute
 from salon.namespaces import NS_XRD
 from salon.net.bosh import BoshManager
 from salon.net.chat_page import chat_page, insecure_page, missing_page
+from salon.net.metrics import MetricsEndpoint
 from salon.net.websocket import serve_websocket
 from salon.xml.element import Element
 from salon.xml.serializer import serialize
@@ -73,6 +74,8 @@ class HttpService:
         router.add_get(o.chat_path, self.chat_redirect)
         router.add_get(o.chat_path + "/", self.chat)
         router.add_get(o.chat_path + "/index.html", self.chat)
+        if o.metrics_enabled:
+            router.add_get(o.metrics_path, MetricsEndpoint(self.server).handle)
         if (self.client_dir / "converse.min.js").is_file():
             router.add_static(o.chat_path, self.client_dir, follow_symlinks=False)
         # Last: paths that modules serve (HTTP_ROUTE items), looked up per request so that

@@ -71,6 +71,10 @@ class _Connection(TcpShell):
         self._loop = asyncio.get_running_loop()
         self._clock = manager.clock
         self.connected_at = self.last_activity = self._clock.monotonic()
+        limits = manager.server.limits
+        self._shaper = None
+        if limits is not None:
+            self._shaper = limits.read_shaper("s2s", self._pause_input, self._resume_input)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._attach(transport, MAX_SEND_BUFFER)
@@ -190,10 +194,12 @@ class S2SInConnection(_Connection):
 
     async def _drain(self) -> None:
         router = self.manager.server.core.router
+        metrics = self.manager.server.core.metrics
         try:
             while self._inbox:
                 item = self._inbox.popleft()
                 try:
+                    metrics.stanza_in(item.stanza.tag)
                     await router.from_remote(item.stanza, item.sender, item.to)
                 except Exception:
                     log.exception("routing a stanza from %s failed", item.sender)
@@ -241,6 +247,7 @@ class S2SOutConnection(_Connection):
         self._execute(self.stream.close(condition, text))
 
     def send_stanza(self, stanza: Element) -> None:
+        self.manager.server.core.metrics.stanza_out(stanza.tag)
         self._execute(self.stream.send_stanza(stanza))
 
     def authorize(self, local: str) -> None:

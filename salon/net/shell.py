@@ -32,6 +32,7 @@ from salon.core.session import C2SSession
 from salon.errors import StanzaError, StanzaErrorCondition, StreamErrorCondition
 from salon.jid import JID
 from salon.namespaces import NS_CLIENT
+from salon.net.limits import ReadShaper, address_of
 from salon.stream.c2s import C2SStream
 from salon.stream.events import (
     Authenticated,
@@ -72,6 +73,8 @@ class ClientShell:
         "_inbox",
         "_input_paused",
         "_loop",
+        "_metrics",
+        "_stanza_bucket",
         "_worker",
         "connected_at",
         "last_activity",
@@ -97,6 +100,9 @@ class ClientShell:
         # asyncio.get_running_loop() costs a getpid() system call; the loop is kept instead.
         self._loop = asyncio.get_running_loop()
         self._clock = clock = server.clock  # idle and handshake timeouts, the auth delay
+        self._metrics = server.core.metrics  # stanzas and authentications counted here
+        limits = server.limits
+        self._stanza_bucket = None if limits is None else limits.stanza_bucket()
         self.connected_at = self.last_activity = clock.monotonic()
 
     # ------------------------------------------------------------------ transport side
@@ -150,6 +156,7 @@ class ClientShell:
     # ------------------------------------------------------------------ Connection API
     def send_stanza(self, stanza: Element) -> None:
         if not self._closing:
+            self._metrics.stanza_out(stanza.tag)
             self._write(self.stream.framing.element(stanza))
 
     def close_stream(
@@ -180,6 +187,8 @@ class ClientShell:
                 self._enqueue(action.stanza)
             elif isinstance(action, DelayedSend):
                 self._delay(action)
+                if action.attempt > 0:  # a counted SASL failure
+                    self._auth_failed()
             elif isinstance(action, CloseConnection):
                 if not self._closing:
                     self._closing = True
@@ -191,6 +200,7 @@ class ClientShell:
             elif isinstance(action, VerifyPassword):
                 self.server.spawn(self._verify_password(action))
             elif isinstance(action, Authenticated):
+                self._metrics.auth(action.mechanism, success=True)
                 log.info("%s authenticated as %s@%s", self.peer, action.username, self.stream.host)
             elif isinstance(action, BindRequested):
                 self.server.spawn(self._bind(action))
@@ -204,6 +214,14 @@ class ClientShell:
                     self.session.stanzas_in += 1
             elif isinstance(action, PreAuthIq):
                 self.server.spawn(self._preauth_iq(action.stanza))
+
+    def _auth_failed(self) -> None:
+        self._metrics.auth(self.stream.sasl_mechanism, success=False)
+        limits = self.server.limits
+        if limits is not None and limits.auth_failed(address_of(self.peer)):
+            log.info("too many failed logins", extra={"conn": self.peer})
+            text = "too many failed logins from your address"
+            self.close_stream(StreamErrorCondition.POLICY_VIOLATION, text)
 
     def _delay(self, action: DelayedSend) -> None:
         """Hold this and every later action back (slows password guessing for this
@@ -223,7 +241,12 @@ class ClientShell:
     async def _lookup(self, username: str) -> None:
         assert self.stream.host is not None
         try:
-            account = await self.server.core.storage.accounts.get(self.stream.host, username)
+            storage = self.server.core.storage
+            account = await storage.accounts.get(self.stream.host, username)
+            if account is not None and await storage.keyvalue("disabled").get(
+                self.stream.host, username
+            ):
+                account = None  # disabled by an admin (XEP-0133): it cannot log in
         except Exception:
             log.exception("account lookup failed")
             account = None
@@ -322,6 +345,11 @@ class ClientShell:
                 try:
                     if stanza.ns == NS_CLIENT:
                         session.stanzas_in += 1  # taken for handling (XEP-0198's h)
+                        bucket = self._stanza_bucket
+                        if bucket is not None and not bucket.allows():
+                            self._over_stanza_rate(stanza)
+                            continue
+                        self._metrics.stanza_in(stanza.tag)
                         await self.server.core.router.from_client(session, stanza)
                     else:  # a nonza (XEP-0198 <r/>, XEP-0352 <inactive/>, ...)
                         core = self.server.core
@@ -335,6 +363,14 @@ class ClientShell:
             self._worker = None
             if not inbox:
                 self._inbox = None
+
+    def _over_stanza_rate(self, stanza: Element) -> None:
+        """Over the session's stanza rate: a wait-type resource-constraint (RFC 6120
+        §8.3.3.18) tells the client to retry later; an error stanza is not answered."""
+        self._metrics.limit_hit("stanza_rate")
+        if stanza.get("type") != "error":
+            err = StanzaError(StanzaErrorCondition.RESOURCE_CONSTRAINT, "slow down", "wait")
+            self.send_stanza(error_reply(stanza, err))
 
     def _unpause(self) -> None:
         if self._input_paused:
@@ -393,6 +429,7 @@ class TcpShell(asyncio.Protocol):
         _held_data: list[bytes] | None  # bytes that arrive while TLS is starting
         _loop: asyncio.AbstractEventLoop
         _clock: Clock
+        _shaper: ReadShaper | None  # the read-rate limit (salon.net.limits), if any
 
         def _execute(self, actions: Any) -> None: ...
 
@@ -415,6 +452,9 @@ class TcpShell(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self._clock.monotonic()
+        shaper = self._shaper
+        if shaper is not None:
+            shaper.consumed(len(data))
         if self._held_data is not None:
             # The TLS handshake finished but start_tls() has not returned to us yet.
             self._held_data.append(data)

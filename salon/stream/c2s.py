@@ -162,6 +162,11 @@ class C2SStream:
             return self.close(exc.condition, exc.text)
         return self.receive_events(events)
 
+    @property
+    def sasl_mechanism(self) -> str:
+        """The SASL mechanism the client chose last ("" before any <auth/>)."""
+        return self._sasl_mechanism
+
     def receive_events(self, events: Iterable[ParserEvent]) -> list[StreamAction]:
         """Input already parsed by the shell (the elements of a BOSH ``<body/>``)."""
         actions: list[StreamAction] = []

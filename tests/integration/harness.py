@@ -137,6 +137,7 @@ async def start_server(
     http: dict[str, Any] | None = None,
     s2s: dict[str, Any] | None = None,
     clock: Clock | None = None,
+    sections: dict[str, dict[str, Any]] | None = None,
     **c2s: Any,
 ) -> RunningServer:
     """``modules`` replaces the enabled list; ``module_options`` gives ``[modules.<name>]``
@@ -147,6 +148,7 @@ async def start_server(
     data = server_settings(data_dir, hosts, **c2s)
     data["http"].update(http or {})
     data["s2s"].update(s2s or {})
+    _merge(data, sections or {})  # other tables: [server], [limits], hosts' admins, ...
     if modules is not None or module_options:
         data["modules"] = dict(module_options or {})
         if modules is not None:
@@ -157,6 +159,14 @@ async def start_server(
     ca_path = data_dir / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_path))
     return RunningServer(server, ca, ca_path, data_dir)
+
+
+def _merge(into: dict[str, Any], tables: dict[str, Any]) -> None:
+    for key, value in tables.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
 
 
 # --------------------------------------------------------------------------- slixmpp

@@ -1,0 +1,158 @@
+"""The operator's verbs as subprocesses: about, users, cert import, check certs, and a
+``salon serve`` that reloads its certificate on ``salon reload`` with a session connected."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import ssl
+import sys
+from pathlib import Path
+
+import trustme
+from cryptography import x509
+
+from tests.integration.harness import PASSWORD, issue_host_certs
+
+SALON = [sys.executable, "-m", "salon"]
+
+
+async def salon(*args: str, cwd: Path) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *SALON, *args, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode()
+
+
+def write_config(tmp: Path, ca: trustme.CA) -> Path:
+    issue_host_certs(ca, tmp, ("localhost",))
+    config = tmp / "salon.toml"
+    config.write_text(
+        "[server]\nstorage = 'sqlite:///salon.db'\n"
+        "[c2s]\ninterfaces = ['127.0.0.1']\nport = 0\ndirect_tls_port = 0\n"
+        "[http]\nport = 0\ntls_port = 0\n"
+        "[s2s]\nenabled = false\nport = 0\ndirect_tls_port = 0\n"
+        '[hosts."localhost"]\n'
+    )
+    return config
+
+
+async def test_about_and_users(tmp_path: Path, ca: trustme.CA) -> None:
+    config = write_config(tmp_path, ca)
+    code, out = await salon("about", "-c", str(config), cwd=tmp_path)
+    assert code == 0 and "Salon " in out and "Modules enabled:" in out and "salon.db" in out
+    for name in ("alice", "bob"):
+        code, _ = await salon("adduser", "-c", str(config), f"{name}@localhost",
+                              "--password", PASSWORD, cwd=tmp_path)  # fmt: skip
+        assert code == 0
+    code, out = await salon("users", "list", "-c", str(config), cwd=tmp_path)
+    assert out.split() == ["alice@localhost", "bob@localhost"]
+    code, out = await salon("users", "count", "-c", str(config), cwd=tmp_path)
+    assert "localhost: 2" in out and "total: 2" in out
+
+
+async def test_cert_import_and_check(tmp_path: Path, ca: trustme.CA) -> None:
+    config = write_config(tmp_path, ca)
+    live = tmp_path / "live" / "localhost"
+    live.mkdir(parents=True)
+    issued = ca.issue_cert("localhost")
+    issued.cert_chain_pems[0].write_to_path(str(live / "fullchain.pem"))
+    issued.private_key_pem.write_to_path(str(live / "privkey.pem"))
+    code, out = await salon("cert", "import", "-c", str(config), str(tmp_path / "live"),
+                            cwd=tmp_path)  # fmt: skip
+    assert code == 0, out
+    assert (tmp_path / "certs" / "localhost.crt").read_bytes() == (
+        live / "fullchain.pem"
+    ).read_bytes()
+    assert (tmp_path / "certs" / "localhost.key").stat().st_mode & 0o077 == 0
+    code, out = await salon("check", "certs", "-c", str(config), cwd=tmp_path)
+    assert code == 0 and out.startswith("OK")
+    # a certificate for another name is refused, with advice
+    other = ca.issue_cert("elsewhere.example")
+    other.cert_chain_pems[0].write_to_path(str(tmp_path / "certs" / "localhost.crt"))
+    other.private_key_pem.write_to_path(str(tmp_path / "certs" / "localhost.key"))
+    code, out = await salon("check", "certs", "-c", str(config), cwd=tmp_path)
+    assert code == 1 and "FAIL" in out and "salon cert import" in out
+
+
+async def _peer_serial(
+    port: int, ca: trustme.CA
+) -> tuple[int, asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    header = (
+        "<?xml version='1.0'?><stream:stream to='localhost' version='1.0' xmlns='jabber:client' "
+        "xmlns:stream='http://etherx.jabber.org/streams'>"
+    )
+    writer.write(header.encode())
+    await _read_until(reader, b"</stream:features>")
+    writer.write(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    await _read_until(reader, b"proceed")
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    await writer.start_tls(ctx, server_hostname="localhost")
+    der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    writer.write(header.encode())
+    await _read_until(reader, b"</stream:features>")
+    return x509.load_der_x509_certificate(der).serial_number, reader, writer
+
+
+async def _read_until(reader: asyncio.StreamReader, marker: bytes) -> bytes:
+    data = b""
+    while marker not in data:
+        chunk = await asyncio.wait_for(reader.read(65536), 10)
+        assert chunk, data
+        data += chunk
+    return data
+
+
+async def test_reload_swaps_certificate_keeping_sessions(tmp_path: Path, ca: trustme.CA) -> None:
+    config = write_config(tmp_path, ca)
+    code, _ = await salon("adduser", "-c", str(config), "alice@localhost", "--password", PASSWORD,
+                          cwd=tmp_path)  # fmt: skip
+    assert code == 0
+    proc = await asyncio.create_subprocess_exec(
+        *SALON, "serve", "-c", str(config), cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        port = 0
+        while not port:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+            assert line, "the server exited"
+            if match := re.match(r"listening: c2s on 127\.0\.0\.1:(\d+)", line):
+                port = int(match.group(1))
+        old_serial, reader, writer = await _peer_serial(port, ca)
+        payload = base64.b64encode(f"\0alice\0{PASSWORD}".encode()).decode()
+        writer.write(
+            (
+                f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{payload}</auth>"
+            ).encode()
+        )
+        await _read_until(reader, b"success")
+        writer.write(
+            b"<stream:stream to='localhost' version='1.0' xmlns='jabber:client' "
+            b"xmlns:stream='http://etherx.jabber.org/streams'>"
+        )
+        await _read_until(reader, b"</stream:features>")
+        writer.write(b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+        await _read_until(reader, b"</iq>")
+        issue_host_certs(ca, tmp_path, ("localhost",))  # a new certificate in place
+        code, out = await salon("reload", "-c", str(config), cwd=tmp_path)
+        assert code == 0, out
+        while "reloaded" not in (await asyncio.wait_for(proc.stdout.readline(), 30)).decode():
+            pass
+        new_serial, _r2, w2 = await _peer_serial(port, ca)
+        assert new_serial != old_serial
+        # the first connection is still up: its stream answers
+        writer.write(b"<iq type='get' id='x'><ping xmlns='urn:xmpp:ping'/></iq>")
+        reply = await _read_until(reader, b"result")
+        assert b"id='x'" in reply or b'id="x"' in reply
+        writer.close()
+        w2.close()
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
+    assert not (tmp_path / "salon.pid").exists()
