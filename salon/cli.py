@@ -415,7 +415,6 @@ def check(ctx: click.Context, config_path: Path) -> None:
 def gateway(kind: str, config_path: Path, log_level: str) -> None:
     """Run a gateway shipped with Salon (an XEP-0114 component) until interrupted."""
     from salon.gateways import make_service, serve
-
     from salon.logs import configure
 
     configure(log_level, {}, "text")
