@@ -141,6 +141,7 @@ class ComponentConnection(TcpShell):
         self._held_data: list[bytes] | None = None
         self._loop = asyncio.get_running_loop()
         self._clock = manager.server.clock
+        self._shaper = None  # components are trusted local services: no read-rate limit
         self.last_activity = self._clock.monotonic()
         self._inbox: deque[ComponentStanzaReceived] = deque()
         self._worker: asyncio.Task[None] | None = None
