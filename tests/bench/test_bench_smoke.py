@@ -47,8 +47,6 @@ def test_every_scenario_runs_against_salon(tmp_path: Path) -> None:
 
 
 def _free_port() -> int:
-    import socket
+    from tests.integration.harness import free_port
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port("127.0.0.1")

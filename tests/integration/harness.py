@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import random
+import socket
 import ssl
 import uuid
 import xml.etree.ElementTree as ET
@@ -460,3 +462,18 @@ def stanza_error_condition(stanza: ET.Element) -> str | None:
                 if child.tag.startswith(f"{{{NS_STANZAS}}}") and not child.tag.endswith("}text"):
                     return child.tag.split("}", 1)[1]
     return None
+
+
+def free_port(address: str) -> int:
+    """A port to listen on later. Taken below Linux's ephemeral range (32768-60999): a port
+    the kernel handed out would be free again at once, and any outgoing connection on the
+    machine could take it as its source port before the server binds it."""
+    for _ in range(200):
+        port = random.randrange(20_000, 32_000)
+        with socket.socket() as sock:
+            try:
+                sock.bind((address, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port on {address}")

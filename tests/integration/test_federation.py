@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import socket
 import ssl
 import sys
 import xml.etree.ElementTree as ET
@@ -29,6 +28,7 @@ from tests.integration.harness import (
     NS_STREAM,
     RawClient,
     RunningServer,
+    free_port,
     issue_host_certs,
     q,
     server_settings,
@@ -44,12 +44,6 @@ MODULES = list(dict.fromkeys([*DEFAULT_MODULES, "roster", "offline"]))  # no dup
 NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 TIMEOUT = 8.0
-
-
-def free_port(address: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

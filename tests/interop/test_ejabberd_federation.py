@@ -18,7 +18,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import xml.etree.ElementTree as ET
@@ -43,6 +42,7 @@ from tests.integration.harness import (
     PASSWORD,
     RawClient,
     RunningServer,
+    free_port,
     issue_host_certs,
     q,
     server_settings,
@@ -67,12 +67,6 @@ MONTAGUE = "montague.example"  # ejabberd
 SALON_ADDRESS = "127.0.0.1"
 EJABBERD_ADDRESS = "127.0.0.5"
 TIMEOUT = 10.0
-
-
-def free_port(address: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

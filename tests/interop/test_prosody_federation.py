@@ -15,7 +15,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import xml.etree.ElementTree as ET
@@ -34,6 +33,7 @@ from tests.integration.harness import (
     PASSWORD,
     RawClient,
     RunningServer,
+    free_port,
     issue_host_certs,
     q,
     server_settings,
@@ -78,12 +78,6 @@ function module.unload()
 	service.new = original_new;
 end
 """
-
-
-def free_port(address: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return int(sock.getsockname()[1])
 
 
 def lua_string(text: str | Path) -> str:
