@@ -28,9 +28,9 @@ from salon.core.module import Module, ModuleOptions, Spec
 from salon.errors import StanzaError, StanzaErrorCondition
 from salon.jid import JID
 from salon.namespaces import NS_COMMANDS, NS_DATA_FORMS, NS_DISCO_INFO
+from salon.xml.dataforms import DataForm, FormError, form_element, parse_form
 from salon.xml.element import Element
 from salon.xml.stanza import error_reply
-from salon.xml.xdata import DataForm, FormError, form_element, parse_form
 
 
 @dataclass(slots=True)

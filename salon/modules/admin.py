@@ -27,8 +27,8 @@ from salon.jid import JID, JIDError
 from salon.modules.adhoc import Command, Commands, Outcome
 from salon.namespaces import NS_ADMIN, NS_CLIENT, NS_ROSTER
 from salon.storage.interfaces import AccountExists, AccountNotFound
+from salon.xml.dataforms import DataForm, Field
 from salon.xml.element import Element
-from salon.xml.xdata import DataForm, Field
 
 MOTD_SENT = SessionSlot[bool]("admin.motd_sent")
 DISABLED_STORE = "disabled"  # the client shell reads this store at login too

@@ -70,11 +70,11 @@ from salon.namespaces import (
     NS_PUSH,
     NS_PUSH_SUMMARY,
 )
+from salon.xml.dataforms import DataForm, FormError, form_element, parse_form
+from salon.xml.dataforms import Field as FormField
 from salon.xml.element import Element
 from salon.xml.fragment import parse_element
 from salon.xml.serializer import serialize_str
-from salon.xml.xdata import DataForm, FormError, form_element, parse_form
-from salon.xml.xdata import Field as FormField
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -21,10 +21,12 @@ import logging
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from salon.core.clock import Timer
 from salon.errors import StreamErrorCondition
 from salon.namespaces import NS_XBOSH
 from salon.net.shell import StreamShell
@@ -140,7 +142,7 @@ class _Held:
 
     rid: int
     future: asyncio.Future[bytes]
-    timer: asyncio.TimerHandle | None = None
+    timer: Timer | None = None
     attrs: dict[str, str] = field(default_factory=dict)
 
 
@@ -205,7 +207,7 @@ class BoshSession(StreamShell):
         self._out: list[bytes] = []
         self._out_bytes = 0
         self._flush_pending = False
-        self._inactivity_timer: asyncio.TimerHandle | None = None
+        self._inactivity_timer: Timer | None = None
         self._last_empty = float("-inf")
         self._final: bytes | None = None  # the terminate body when no request was held
         self._first_body: dict[str, str] = {}  # what restarts do not repeat (to, version)
@@ -235,7 +237,7 @@ class BoshSession(StreamShell):
         if self.wants_acks:
             attrs["ack"] = str(rid)
         held = _Held(rid, future, attrs=attrs)
-        held.timer = loop.call_later(self.wait, self._expire, held)
+        held.timer = self._clock.call_later(self.wait, partial(self._expire, held))
         self._held.append(held)
         self._first_body = body.attrs
         self.receive_events(body_events(body, opens_stream=True))
@@ -248,7 +250,7 @@ class BoshSession(StreamShell):
 
     async def handle(self, body: Body) -> web.Response:
         """One request of an existing session."""
-        self.last_activity = asyncio.get_running_loop().time()
+        self.last_activity = self._clock.monotonic()
         if self._final is not None:
             final, self._final = self._final, None
             self.manager.forget(self)
@@ -287,7 +289,7 @@ class BoshSession(StreamShell):
             return "policy-violation"
         is_empty = not body.children and not body.is_restart and not body.is_terminate
         if is_empty and pause is None and self.hold == 0:
-            now = asyncio.get_running_loop().time()
+            now = self._clock.monotonic()
             too_soon = now - self._last_empty < self.polling
             self._last_empty = now
             if too_soon:
@@ -322,8 +324,7 @@ class BoshSession(StreamShell):
         if pause is not None and not body.is_terminate:
             self._pause(pause)
             return
-        loop = asyncio.get_running_loop()
-        held.timer = loop.call_later(self.wait, self._expire, held)
+        held.timer = self._clock.call_later(self.wait, partial(self._expire, held))
         if body.children or body.is_restart or body.is_terminate:
             events = body_events(body, opens_stream=body.is_restart, defaults=self._first_body)
             self.receive_events(events)
@@ -391,8 +392,7 @@ class BoshSession(StreamShell):
     # ------------------------------------------------------------------ timers
     def _start_inactivity(self, seconds: float) -> None:
         self._cancel_inactivity()
-        loop = asyncio.get_running_loop()
-        self._inactivity_timer = loop.call_later(seconds, self._inactive)
+        self._inactivity_timer = self._clock.call_later(seconds, self._inactive)
 
     def _cancel_inactivity(self) -> None:
         if self._inactivity_timer is not None:
@@ -422,8 +422,7 @@ class BoshSession(StreamShell):
             self.manager.forget(self)
         else:
             self._final = final
-            loop = asyncio.get_running_loop()
-            loop.call_later(self.inactivity, self.manager.forget, self)
+            self._clock.call_later(self.inactivity, partial(self.manager.forget, self))
         self.transport_lost(reason)
 
     # ------------------------------------------------------------------ StreamShell

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import dns.asyncresolver
 import dns.exception
+import dns.rdtypes.util
 import dns.resolver
 
 from salon.config import parse_s2s_target
@@ -37,29 +37,6 @@ class NoService(Exception):
     """The domain says it offers no XMPP server service (an SRV target of ".")."""
 
 
-def weighted_order(records: Sequence[Any], rng: random.Random) -> list[Any]:
-    """RFC 2782: by priority, lowest first; within a priority, a weighted random order."""
-    ordered: list[Any] = []
-    for priority in sorted({r.priority for r in records}):
-        group = [r for r in records if r.priority == priority]
-        while group:
-            total = sum(r.weight for r in group)
-            if total == 0:
-                pick = group[0] if len(group) == 1 else rng.choice(group)
-            else:
-                point = rng.uniform(0, total)
-                running = 0
-                pick = group[-1]
-                for record in group:
-                    running += record.weight
-                    if running >= point:
-                        pick = record
-                        break
-            ordered.append(pick)
-            group.remove(pick)
-    return ordered
-
-
 class S2SResolver:
     def __init__(
         self,
@@ -67,12 +44,10 @@ class S2SResolver:
         *,
         resolver: _AsyncResolver | None = None,
         lifetime: float = 10.0,
-        rng: random.Random | None = None,
     ) -> None:
         self.overrides = {domain: parse_s2s_target(target) for domain, target in overrides.items()}
         self._resolver = resolver
         self._lifetime = lifetime
-        self._rng = rng or random.Random()
 
     def _dns(self) -> _AsyncResolver:
         if self._resolver is None:
@@ -98,7 +73,11 @@ class S2SResolver:
         if not records:
             raise NoService(domain)
         by_record = {id(r): direct for r, direct in records}
-        ordered = weighted_order([r for r, _ in records], self._rng)
+        # RFC 2782: priority groups lowest first, a weighted random order within each group
+        # (weight 0 gets a small chance); both services' records are ordered as one set.
+        ordered = dns.rdtypes.util.weighted_processing_order(  # type: ignore[no-untyped-call]
+            r for r, _ in records
+        )
         return [
             S2STarget(str(r.target).rstrip("."), int(r.port), by_record[id(r)]) for r in ordered
         ]

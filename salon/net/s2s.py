@@ -21,8 +21,10 @@ import secrets
 import ssl
 from collections import deque
 from collections.abc import Iterable
+from functools import partial
 from typing import TYPE_CHECKING
 
+from salon.core.clock import Timer, wait_for
 from salon.errors import StanzaError, StanzaErrorCondition, StreamErrorCondition
 from salon.jid import JID
 from salon.net.dns import NoService, S2SResolver, S2STarget
@@ -105,7 +107,7 @@ class _Connection(TcpShell):
         for action in actions:
             if isinstance(action, Send):
                 # Traffic either way keeps a connection from the idle sweep.
-                self.last_activity = asyncio.get_running_loop().time()
+                self.last_activity = self._clock.monotonic()
                 self._write(action.data)
             elif isinstance(action, CloseConnection):
                 self._close()
@@ -326,7 +328,7 @@ class _Route:
         self.queue: deque[Element] = deque()
         self.conn: S2SOutConnection | None = None
         self.is_authorized = False
-        self.deadline: asyncio.TimerHandle | None = None
+        self.deadline: Timer | None = None
 
 
 class S2SManager:
@@ -467,11 +469,10 @@ class S2SManager:
         """Give ``route`` a connection: an existing one that allows piggy-backing, or a new
         one opened in its name."""
         route.is_authorized = False
-        loop = asyncio.get_running_loop()
         if route.deadline is not None:
             route.deadline.cancel()
-        route.deadline = loop.call_later(
-            self.settings.connect_timeout, self._route_timed_out, route
+        route.deadline = self.clock.call_later(
+            self.settings.connect_timeout, partial(self._route_timed_out, route)
         )
         for conn in self.outgoing:
             if conn.remote == route.remote and conn.is_usable and conn.stream.can_piggyback:
@@ -567,7 +568,7 @@ class S2SManager:
         conn = self._connection_for(request.receiving, request.originating)
         future = conn.verify_key(request.receiving, request.stream_id, request.key)
         try:
-            return await asyncio.wait_for(future, self.settings.connect_timeout), None
+            return await wait_for(self.clock, future, self.settings.connect_timeout), None
         except TimeoutError:
             return False, StanzaErrorCondition.REMOTE_SERVER_TIMEOUT
         except ConnectionError:
@@ -577,12 +578,12 @@ class S2SManager:
 
     # ------------------------------------------------------------------ idle connections
     async def _sweep(self) -> None:
-        loop = asyncio.get_running_loop()
+        clock = self.clock
         idle = self.settings.idle_timeout
         setup = self.settings.connect_timeout
         while True:
-            await asyncio.sleep(min(SWEEP_INTERVAL, idle / 2))
-            now = loop.time()
+            await clock.sleep(min(SWEEP_INTERVAL, idle / 2))
+            now = clock.monotonic()
             for conn in list(self.outgoing):
                 if conn.stream.is_ready and now - conn.last_activity > idle:
                     log.info("closing idle connection to %s", conn.remote)

@@ -1,5 +1,10 @@
-"""XEP-0004 data forms, the small part most modules need: read the values of a submitted form
-and build a form of fields. Pure; no stanza routing here."""
+"""XEP-0004 data forms: a typed view of ``<x xmlns='jabber:x:data'/>``, parsed and built.
+
+Generic: MAM query filters, PubSub node configuration and publish options, and any module's
+forms use it. Pure; no stanza routing here. A form that breaks XEP-0004's rules raises
+:class:`FormError` (a ``ValueError``); the caller answers with the error its XEP names
+(usually bad-request).
+"""
 
 from __future__ import annotations
 
@@ -9,81 +14,174 @@ from dataclasses import dataclass, field
 from salon.namespaces import NS_DATA_FORMS
 from salon.xml.element import Element
 
+__all__ = [
+    "DataForm",
+    "Field",
+    "FormError",
+    "build_form",
+    "find_form",
+    "form_element",
+    "parse_boolean",
+    "parse_form",
+]
+
+FORM_TYPES = frozenset(("form", "submit", "cancel", "result"))
+FIELD_TYPES = frozenset(
+    (
+        "boolean",
+        "fixed",
+        "hidden",
+        "jid-multi",
+        "jid-single",
+        "list-multi",
+        "list-single",
+        "text-multi",
+        "text-private",
+        "text-single",
+    )
+)
+_MULTI = frozenset(("jid-multi", "list-multi", "text-multi"))
+
+
+class FormError(ValueError):
+    """The element is not a valid data form (XEP-0004 §3)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Field:
-    """One field of a form to send: ``values`` holds its value(s) in order."""
+    """One field: ``values`` in order; ``options`` are a list field's choices."""
 
-    var: str
-    values: tuple[str, ...] = ()
+    var: str | None
     type: str | None = None
+    values: tuple[str, ...] = ()
     label: str | None = None
     options: tuple[str, ...] = ()
+    extra: tuple[Element, ...] = field(default=(), compare=False)
+    """Further children to emit as they are (e.g. an XEP-0122 ``<validate/>``)."""
+
+    @property
+    def value(self) -> str | None:
+        """The first value, or None."""
+        return self.values[0] if self.values else None
 
 
-@dataclass(slots=True)
-class SubmittedForm:
-    """The values of a form an entity sent, by field var (FORM_TYPE kept apart)."""
-
-    form_type: str | None
+@dataclass(frozen=True, slots=True)
+class DataForm:
     type: str
-    values: dict[str, list[str]] = field(default_factory=dict)
+    fields: tuple[Field, ...] = ()
+    title: str | None = None
+    instructions: str | None = None
+
+    def get(self, var: str) -> Field | None:
+        for f in self.fields:
+            if f.var == var:
+                return f
+        return None
+
+    def value(self, var: str) -> str | None:
+        f = self.get(var)
+        return None if f is None else f.value
+
+    @property
+    def form_type(self) -> str | None:
+        """The value of the hidden FORM_TYPE field (XEP-0068), if any."""
+        return self.value("FORM_TYPE")
+
+    def values_by_var(self) -> dict[str, list[str]]:
+        """Every field's values by ``var``, FORM_TYPE (and var-less fixed fields) left out."""
+        return {f.var: list(f.values) for f in self.fields if f.var and f.var != "FORM_TYPE"}
 
 
-def parse_form(x: Element) -> SubmittedForm:
-    """Read ``<x xmlns='jabber:x:data'/>``: its type, FORM_TYPE and every field's values.
-    Raises ValueError on a field without 'var' (XEP-0004 §3.2: required when submitting)."""
-    form_type: str | None = None
-    values: dict[str, list[str]] = {}
-    for element in x.find_all("field", NS_DATA_FORMS):
-        var = element.get("var")
-        if not var:
-            raise ValueError("a submitted field has no var")
-        texts = [value.text for value in element.find_all("value", NS_DATA_FORMS)]
-        if var == "FORM_TYPE":
-            form_type = texts[0] if texts else ""
+def parse_boolean(text: str) -> bool:
+    """An XEP-0004 §3.3 boolean ("0", "1", "false", "true"); FormError otherwise."""
+    value = text.strip()
+    if value in ("1", "true"):
+        return True
+    if value in ("0", "false"):
+        return False
+    raise FormError(f"not a boolean: {text!r}")
+
+
+def parse_form(element: Element) -> DataForm:
+    """Read a ``<x xmlns='jabber:x:data'/>``. Checks the form type, field types, that every
+    field but a fixed one has a ``var``, that no ``var`` repeats and that single-value fields
+    have at most one value."""
+    if element.tag != "x" or element.ns != NS_DATA_FORMS:
+        raise FormError("not a data form")
+    form_type = element.get("type")
+    if form_type not in FORM_TYPES:
+        raise FormError(f"invalid form type {form_type!r}")
+    fields: list[Field] = []
+    seen: set[str] = set()
+    for child in element.find_all("field", NS_DATA_FORMS):
+        var = child.get("var")
+        ftype = child.get("type")
+        if ftype is not None and ftype not in FIELD_TYPES:
+            raise FormError(f"invalid field type {ftype!r}")
+        if var is None:
+            if ftype != "fixed":
+                raise FormError("a field without var")
+        elif var in seen:
+            raise FormError(f"field {var!r} given twice")
         else:
-            values[var] = texts
-    return SubmittedForm(form_type, x.get("type") or "form", values)
+            seen.add(var)
+        values = tuple(v.text for v in child.find_all("value", NS_DATA_FORMS))
+        if len(values) > 1 and ftype is not None and ftype not in _MULTI:
+            raise FormError(f"field {var!r} of type {ftype} has several values")
+        options = tuple(
+            option.find_text("value", NS_DATA_FORMS) or ""
+            for option in child.find_all("option", NS_DATA_FORMS)
+        )
+        fields.append(Field(var, ftype, values, child.get("label"), options))
+    return DataForm(
+        form_type,
+        tuple(fields),
+        element.find_text("title", NS_DATA_FORMS),
+        element.find_text("instructions", NS_DATA_FORMS),
+    )
 
 
 def find_form(parent: Element, form_type: str | None = None) -> Element | None:
-    """The first data form child of ``parent`` (with that FORM_TYPE when given)."""
+    """The first data form child of ``parent`` (with that FORM_TYPE when given; a child that
+    is no valid form does not match a FORM_TYPE)."""
     for x in parent.find_all("x", NS_DATA_FORMS):
         if form_type is None:
             return x
         try:
             if parse_form(x).form_type == form_type:
                 return x
-        except ValueError:
+        except FormError:
             continue
     return None
 
 
-def build_form(form_type: str | None, fields: Sequence[Field], type_: str = "form") -> Element:
-    """A data form of ``type_`` ('form', 'result', 'submit') with a hidden FORM_TYPE."""
-    x = Element("x", NS_DATA_FORMS, {"type": type_})
-    if form_type is not None:
-        hidden = x.add("field", attrs={"var": "FORM_TYPE", "type": "hidden"})
-        hidden.add("value", text=form_type)
-    for f in fields:
-        attrs = {"var": f.var}
-        if f.type:
+def form_element(form: DataForm) -> Element:
+    """The ``<x xmlns='jabber:x:data'/>`` for ``form``."""
+    x = Element("x", NS_DATA_FORMS, {"type": form.type})
+    if form.title is not None:
+        x.add("title", text=form.title)
+    if form.instructions is not None:
+        x.add("instructions", text=form.instructions)
+    for f in form.fields:
+        attrs: dict[str, str] = {}
+        if f.var is not None:
+            attrs["var"] = f.var
+        if f.type is not None:
             attrs["type"] = f.type
-        if f.label:
+        if f.label is not None:
             attrs["label"] = f.label
-        element = x.add("field", attrs=attrs)
+        el = x.add("field", attrs=attrs)
+        for extra in f.extra:
+            el.append(extra.copy())
         for option in f.options:
-            element.add("option").add("value", text=option)
+            el.add("option").add("value", text=option)
         for value in f.values:
-            element.add("value", text=value)
+            el.add("value", text=value)
     return x
 
 
-def parse_bool(value: str) -> bool:
-    """XEP-0004 §3.3 boolean: '1'/'true' or '0'/'false'; ValueError otherwise."""
-    if value in ("1", "true"):
-        return True
-    if value in ("0", "false"):
-        return False
-    raise ValueError(f"not a boolean: {value!r}")
+def build_form(form_type: str | None, fields: Sequence[Field], type_: str = "form") -> Element:
+    """A data form of ``type_`` ('form', 'result', 'submit') whose first field is the hidden
+    FORM_TYPE (XEP-0068), when ``form_type`` is given."""
+    hidden = () if form_type is None else (Field("FORM_TYPE", "hidden", (form_type,)),)
+    return form_element(DataForm(type_, (*hidden, *fields)))

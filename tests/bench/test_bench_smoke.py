@@ -33,15 +33,16 @@ def test_every_scenario_runs_against_salon(tmp_path: Path) -> None:
         assert key in figures["salon"], (key, results["salon"])
     assert figures["salon"]["login.scram.rate"].value > 0
     assert figures["salon"]["presence.rate"].value > 0
-    # Each message scenario ran its steps and measured deliveries. Whether a tiny step counts
-    # as "sustained" depends on the latency the machine allows at that moment (a loaded CI
-    # machine may not), so the max rate is checked only when one was found.
     for server, scenario in (("salon", "messages"), ("forwarder", "limit")):
-        steps = results[server][scenario].details["steps"]
-        assert steps and steps[0]["delivered_with_grace"] > 0, results[server]
-        if "messages.max" in figures[server]:
-            assert math.isfinite(figures[server]["messages.max"].value), results[server]
-            assert figures[server]["messages.max"].value > 0
+        ran = results[server][scenario]
+        assert ran.details["steps"], ran  # the load generator ran
+        best = figures[server].get("messages.max")
+        if best is None:
+            # A machine busy elsewhere may sustain not even the first (tiny) step: that is a
+            # timing, not rot; the scenario must still say so.
+            assert any("no step was sustained" in note for note in ran.notes), ran
+        else:
+            assert math.isfinite(best.value) and best.value > 0, ran
     text = report.render(results, ["salon"], {"salon": "Salon"}, {}, "tiny", "now", 1.0)
     assert "| login SCRAM-SHA-1: sessions/s ↑ |" in text
 

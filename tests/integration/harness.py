@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import inspect
 import random
 import socket
 import ssl
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,27 @@ DEFAULT_TIMEOUT = 5.0
 def q(ns: str, tag: str) -> str:
     """ElementTree's Clark name."""
     return f"{{{ns}}}{tag}"
+
+
+async def until(
+    condition: Callable[[], bool | Awaitable[bool]],
+    what: str = "the condition",
+    timeout: float = DEFAULT_TIMEOUT * 2,
+) -> None:
+    """Wait for an event the test cannot await directly (a server-side state change): check
+    ``condition`` (sync or async) until it holds. AssertionError naming ``what`` when the
+    generous ``timeout`` passes first, so a slow machine only makes the test slower."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if loop.time() >= deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
 
 
 @dataclass

@@ -23,6 +23,7 @@ import trustme
 
 from salon.app import App
 from salon.config import DEFAULT_MODULES, settings_from_dict
+from salon.core.clock import Clock, ManualClock
 from tests.integration.harness import (
     NS_CLIENT,
     NS_STREAM,
@@ -33,6 +34,7 @@ from tests.integration.harness import (
     q,
     server_settings,
     stanza_error_condition,
+    until,
 )
 
 CAPULET = "capulet.example"
@@ -68,6 +70,7 @@ async def start_peer(
     *,
     trust: Path,
     overrides: dict[str, str],
+    clock: Clock | None = None,
     **s2s: Any,
 ) -> Peer:
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -84,7 +87,7 @@ async def start_peer(
         "connect_timeout": 3.0,
         **s2s,
     }
-    server = App(settings_from_dict(data))
+    server = App(settings_from_dict(data), clock=clock)
     await server.start()
     ca_path = data_dir / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_path))
@@ -117,6 +120,7 @@ async def federation(tmp_path: Path, ca: trustme.CA) -> AsyncIterator[Federation
         montague: dict[str, Any] | None = None,
         capulet_domains: tuple[str, ...] = (CAPULET,),
         extra_overrides: dict[str, str] | None = None,
+        capulet_clock: Clock | None = None,
     ) -> Verona:
         trust = untrusted if dialback else ca_pem
         c_port, m_port = free_port(CAPULET_ADDRESS), free_port(MONTAGUE_ADDRESS)
@@ -129,6 +133,7 @@ async def federation(tmp_path: Path, ca: trustme.CA) -> AsyncIterator[Federation
             c_port,
             trust=trust,
             overrides={MONTAGUE: f"{MONTAGUE_ADDRESS}:{m_port}", **(extra_overrides or {})},
+            clock=capulet_clock,
             **(capulet or {}),
         )
         started.append(c)
@@ -359,8 +364,8 @@ async def test_peer_restart_bounces_then_reconnects_on_demand(federation: Federa
     await juliet.send(chat(romeo.full, "one"))
     await expect(romeo, "message", lambda e: body(e) == "one")
     await pair.montague.server.stop()
-    await asyncio.sleep(0.2)
-    assert not pair.capulet.server.s2s.outgoing  # the peer's shutdown closed the stream
+    s2s = pair.capulet.server.s2s
+    await until(lambda: not s2s.outgoing, "the peer's shutdown to close the stream")
     await juliet.send(chat(romeo.full, "two", "m2"))
     error = await expect(juliet, "message", lambda e: e.get("id") == "m2")
     assert stanza_error_condition(error) == "remote-server-not-found"
@@ -384,20 +389,22 @@ async def test_peer_restart_bounces_then_reconnects_on_demand(federation: Federa
 
 
 async def test_idle_connection_closes_and_reopens(federation: Federation) -> None:
-    pair = await federation(capulet={"idle_timeout": 0.6}, montague={"idle_timeout": 30})
+    clock = ManualClock()  # capulet's time: its idle sweep runs when the test moves it
+    pair = await federation(capulet={"idle_timeout": 60}, capulet_clock=clock)
     romeo = await login(pair.montague, "romeo")
     await available(romeo)
     juliet = await login(pair.capulet, "juliet")
     await juliet.send(chat(romeo.full, "before"))
     await expect(romeo, "message", lambda e: body(e) == "before")
-    assert pair.capulet.server.s2s.outgoing
-    for _ in range(40):
-        if not pair.capulet.server.s2s.outgoing:
-            break
-        await asyncio.sleep(0.1)
-    assert not pair.capulet.server.s2s.outgoing, "the idle connection stayed open"
+    s2s = pair.capulet.server.s2s
+    [conn] = s2s.outgoing
+    await clock.advance(59)
+    assert s2s.outgoing == {conn}, "closed before idle_timeout"
+    await clock.advance(2)
+    await until(lambda: not s2s.outgoing, "the idle connection to close")
     await juliet.send(chat(romeo.full, "after", "m2"))
     await expect(romeo, "message", lambda e: body(e) == "after")
+    assert s2s.outgoing and conn not in s2s.outgoing  # a fresh connection
 
 
 # --------------------------------------------------------------------------- policies

@@ -6,13 +6,13 @@ verify, and each failure with exactly the condition RFC 6120 §6.5 names.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import Awaitable, Callable
 
 import pytest
 from scramp import ScramClient
 
+from salon.core.clock import ManualClock
 from tests.integration.harness import (
     NS_SASL,
     NS_STREAM,
@@ -22,6 +22,7 @@ from tests.integration.harness import (
     RunningServer,
     connect_slixmpp,
     q,
+    until,
 )
 from tests.integration.sasl_helpers import (
     NS_SASL_CB,
@@ -322,22 +323,26 @@ async def test_too_many_failures_end_the_stream_with_policy_violation(
 async def test_delayed_failure_does_not_block_other_connections(
     server_factory: ServerFactory,
 ) -> None:
-    srv = await server_factory(auth_failure_delay=1.0)
+    clock = ManualClock()  # the delay runs on the server's clock: the test moves it
+    srv = await server_factory(auth_failure_delay=1.0, clock=clock)
     guessed = await srv.add_user()
     honest = await srv.add_user()
     guesser = await secure_client(srv)
-    loop = asyncio.get_running_loop()
-    sent_at = loop.time()
     await send_plain(guesser, local(guessed), WRONG_PASSWORD)
+    connections = srv.server.connections
+    await until(
+        lambda: any(c._deferred_handle is not None for c in connections), "a held-back failure"
+    )
 
     other = await connect_slixmpp(srv, honest, mechanism="SCRAM-SHA-256")
     await ping(other)
     # The other client logged in and got its pong while the failure was still held back.
-    await guesser.expect_nothing(within=0.05)
-
+    await guesser.expect_nothing(within=0.2)
+    await clock.advance(0.9)
+    await guesser.expect_nothing(within=0.2)
+    await clock.advance(0.1)  # auth_failure_delay has passed
     failure = await guesser.next(timeout=5)
     assert sasl_condition(failure) == "not-authorized"
-    assert loop.time() - sent_at >= 0.9
     await other.disconnect()
     await guesser.close()
 

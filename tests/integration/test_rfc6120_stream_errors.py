@@ -211,7 +211,8 @@ async def test_billion_laughs_gets_restricted_xml_quickly(server: RunningServer)
     loop = asyncio.get_running_loop()
     started = loop.time()
     await send_header_expect_error(server, payload, "restricted-xml")
-    assert loop.time() - started < 1.0, "the server spent time on the entities"
+    # Expanding the entities would take minutes; 5 s is generous even on a loaded machine.
+    assert loop.time() - started < 5.0, "the server spent time on the entities"
     await bystander.ping()
 
 

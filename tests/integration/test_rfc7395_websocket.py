@@ -7,7 +7,6 @@ against a TCP client.
 
 from __future__ import annotations
 
-import asyncio
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -23,6 +22,7 @@ from tests.integration.harness import (
     RunningServer,
     q,
     raw_session,
+    until,
 )
 from tests.integration.web_helpers import (
     NS_FRAMING,
@@ -109,8 +109,8 @@ async def test_close_is_answered_with_close(
     closing = await client.next()
     assert closing.tag == q(NS_FRAMING, "close")
     await client.expect_closed()
-    await asyncio.sleep(0.05)
-    assert server.server.core.sessions.get(JID.parse(jid)) is None
+    sessions = server.server.core.sessions
+    await until(lambda: sessions.get(JID.parse(jid)) is None, "the session to end")
 
 
 async def test_websocket_gone_without_close_sends_unavailable_presence(

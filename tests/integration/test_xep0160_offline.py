@@ -23,6 +23,7 @@ import pytest
 import trustme
 
 from salon.auth.credentials import make_credentials
+from salon.jid import JID
 from salon.storage import open_storage
 from tests.integration.harness import (
     DOMAINS,
@@ -33,6 +34,7 @@ from tests.integration.harness import (
     issue_host_certs,
     q,
     raw_session,
+    until,
 )
 from tests.integration.message_helpers import (
     MODULES,
@@ -245,7 +247,8 @@ async def test_unconfirmed_delivery_keeps_the_messages(server_factory: Factory) 
     bodies, _ping = await read_offline(raw)
     assert bodies == ["a", "b"]
     raw.writer.transport.abort()  # gone without answering the ping
-    await asyncio.sleep(0.1)
+    sessions = srv.server.core.sessions
+    await until(lambda: not sessions.is_online(JID.parse(juliet_jid)), "the session to end")
     assert await offline_count(srv, juliet_jid) == 2
     juliet = await connect_slixmpp(srv, juliet_jid)
     juliet.xmpp.send_presence()

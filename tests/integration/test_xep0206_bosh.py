@@ -13,7 +13,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 import pytest
 
+from salon.core.clock import ManualClock
 from salon.jid import JID
+from salon.net.bosh import BoshSession
 from tests.integration.harness import (
     NS_CLIENT,
     NS_SASL,
@@ -22,6 +24,7 @@ from tests.integration.harness import (
     RunningServer,
     q,
     raw_session,
+    until,
 )
 from tests.integration.web_helpers import (
     NS_HTTPBIND,
@@ -57,6 +60,35 @@ def message(to: str, text: str) -> str:
 def assert_terminated(body: ET.Element, condition: str | None) -> None:
     assert body.get("type") == "terminate", ET.tostring(body)
     assert body.get("condition") == condition, ET.tostring(body)
+
+
+def session_of(srv: RunningServer, client: BoshClient) -> BoshSession:
+    assert srv.server.http is not None and client.sid is not None
+    return srv.server.http.bosh.sessions[client.sid]
+
+
+async def until_open(srv: RunningServer, client: BoshClient, held: int, waiting: int = 0) -> None:
+    """Wait until the server holds ``held`` requests of the session and has ``waiting`` more
+    waiting for a missing rid (the requests were sent, not yet seen: an event, not a delay)."""
+    session = session_of(srv, client)
+    await until(
+        lambda: len(session._held) == held and len(session._pending) == waiting,
+        f"{held} held and {waiting} waiting requests",
+    )
+
+
+async def is_unanswered(request: asyncio.Task[ET.Element], within: float = 0.3) -> bool:
+    """A bounded wait to prove a negative: no answer to ``request`` arrives ``within``."""
+    done, _ = await asyncio.wait({request}, timeout=within)
+    return not done
+
+
+async def manual_server(
+    server_factory: Factory, **options: object
+) -> tuple[RunningServer, ManualClock]:
+    """A server whose BOSH timers (wait, inactivity, pause, polling) run on a ManualClock."""
+    clock = ManualClock()
+    return await server_factory(clock=clock, **options), clock
 
 
 # --------------------------------------------------------------------------- life cycle
@@ -107,17 +139,18 @@ async def test_login_and_message_exchange_with_a_tcp_client(
     await raw.close()
 
 
-async def test_idle_request_is_answered_empty_at_wait(
-    server: RunningServer, http: aiohttp.ClientSession
-) -> None:
-    client = bosh(server, http)
-    await client.login(await server.add_user(), wait="1")
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    answered = await client.request()
-    elapsed = loop.time() - started
-    assert len(answered) == 0 and answered.get("type") is None
-    assert 0.9 <= elapsed < 3, elapsed
+async def test_idle_request_is_answered_empty_at_wait(server_factory: Factory) -> None:
+    srv, clock = await manual_server(server_factory)
+    async with http_session(srv) as http:
+        client = bosh(srv, http)
+        await client.login(await srv.add_user(), wait="10")
+        idle = client.post_later()
+        await until_open(srv, client, held=1)
+        await clock.advance(9.5)
+        assert await is_unanswered(idle)  # held while 'wait' has not passed
+        await clock.advance(0.5)
+        answered = await idle
+        assert len(answered) == 0 and answered.get("type") is None
 
 
 async def test_terminate_ends_the_session(
@@ -129,8 +162,8 @@ async def test_terminate_ends_the_session(
         f"<presence xmlns='{NS_CLIENT}' type='unavailable'/>", type="terminate"
     )
     assert_terminated(answered, None)
-    await asyncio.sleep(0.05)
-    assert not list(server.server.core.sessions.resources(JID.parse(jid).bare))
+    sessions = server.server.core.sessions
+    await until(lambda: not list(sessions.resources(JID.parse(jid).bare)), "the session to end")
     assert_terminated(await client.request(), "item-not-found")
 
 
@@ -140,7 +173,8 @@ async def test_offline_message_reaches_a_bosh_session(
     jid = await server.add_user()
     raw, raw_jid = await raw_session(server)
     await raw.send(f"<message to='{jid}' type='chat'><body>while you were out</body></message>")
-    await asyncio.sleep(0.2)
+    offline = server.server.core.storage.offline
+    await until(lambda: offline.count(server.domain, jid.split("@", 1)[0]), "the message stored")
     client = bosh(server, http)
     await client.login(jid, wait="2")
     answered = await client.request(f"<presence xmlns='{NS_CLIENT}'/>")
@@ -192,7 +226,7 @@ async def test_request_sent_again_while_held_is_answered_on_the_new_one(
     await client.login(await server.add_user(), wait="1")
     rid = client.next_rid()
     first = client.post_later(rid=rid)
-    await asyncio.sleep(0.1)
+    await until_open(server, client, held=1)
     again = client.post_later(rid=rid)  # the client thinks the first connection broke
     assert len(await first) == 0  # let go, empty
     ping = f"<iq xmlns='{NS_CLIENT}' type='get' id='p2'><ping xmlns='urn:xmpp:ping'/></iq>"
@@ -226,7 +260,7 @@ async def test_server_acknowledges_requests_received_meanwhile(
     await client.create(ack="1", wait="5")
     held_rid = client.rid + 1
     held = client.post_later()
-    await asyncio.sleep(0.1)
+    await until_open(server, client, held=1)
     later = client.post_later()
     answered = await held
     assert answered.get("ack") == str(held_rid + 1)  # XEP-0124 §9.1
@@ -266,56 +300,71 @@ async def test_too_many_open_requests_is_policy_violation(
     client = bosh(server, http)
     await client.create(wait="5")  # hold 1, requests 2
     held = client.post_later()
-    await asyncio.sleep(0.1)
+    await until_open(server, client, held=1)
     skipped = client.next_rid()
     ahead = client.post_later()  # waits for the skipped rid
-    await asyncio.sleep(0.1)
+    await until_open(server, client, held=1, waiting=1)
     third = await client.request(rid=skipped)  # three open requests: one too many
     assert_terminated(third, "policy-violation")
     for answered in await asyncio.gather(held, ahead):
         assert answered.get("type") == "terminate"
 
 
-async def test_polling_faster_than_allowed_is_policy_violation(
-    server: RunningServer, http: aiohttp.ClientSession
-) -> None:
-    client = bosh(server, http)
-    created = await client.create(hold="0")
-    assert (created.get("hold"), created.get("requests")) == ("0", "1")
-    first = await client.request()  # a polling session answers at once
-    assert first.get("type") is None
-    assert_terminated(await client.request(), "policy-violation")  # within 'polling' seconds
+async def test_polling_faster_than_allowed_is_policy_violation(server_factory: Factory) -> None:
+    srv, clock = await manual_server(server_factory)
+    async with http_session(srv) as http:
+        client = bosh(srv, http)
+        created = await client.create(hold="0")
+        assert (created.get("hold"), created.get("requests")) == ("0", "1")
+        assert created.get("polling") == "2"
+        assert (await client.request()).get("type") is None  # a polling session answers at once
+        await clock.advance(2)
+        assert (await client.request()).get("type") is None  # 'polling' seconds later: fine
+        await clock.advance(1.5)
+        assert_terminated(await client.request(), "policy-violation")  # within 'polling'
 
 
 async def test_inactivity_ends_the_session_with_unavailable_presence_to_contacts(
     server_factory: Factory,
 ) -> None:
-    srv = await server_factory(http={"bosh_inactivity": 1})
+    srv, clock = await manual_server(server_factory, http={"bosh_inactivity": 30})
     async with http_session(srv) as http:
         client = bosh(srv, http)
-        full = await client.login(await srv.add_user(), wait="1")
+        full = await client.login(await srv.add_user(), wait="10")
         raw, raw_jid = await raw_session(srv)
-        await client.request(f"<presence xmlns='{NS_CLIENT}' to='{raw_jid}'/>")
+        presence = client.post_later(f"<presence xmlns='{NS_CLIENT}' to='{raw_jid}'/>")
         available = await raw.next()
         assert available.tag == q(NS_CLIENT, "presence") and available.get("type") is None
-        # No request for a second after the held one was answered at wait: the session ends.
-        gone = await raw.next(timeout=5)
+        await until_open(srv, client, held=1)
+        await clock.advance(10)  # 'wait' passes: the held request is answered empty
+        assert len(await presence) == 0
+        await clock.advance(29)
+        await raw.expect_nothing()  # within 'inactivity' the session lives on
+        # No request for 'inactivity' seconds after the last answer: the session ends.
+        await clock.advance(1)
+        gone = await raw.next()
         assert gone.get("from") == full and gone.get("type") == "unavailable"
         assert_terminated(await client.request(), "item-not-found")
         await raw.close()
 
 
 async def test_pause_extends_the_inactivity_limit(server_factory: Factory) -> None:
-    srv = await server_factory(http={"bosh_inactivity": 1})
+    srv, clock = await manual_server(server_factory, http={"bosh_inactivity": 10})
+    jid = await srv.add_user()
+    auth = f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{plain_payload(jid)}</auth>"
     async with http_session(srv) as http:
         client = bosh(srv, http)
         await client.create(wait="5")
-        assert (await client.request(pause="3")).get("type") is None
-        await asyncio.sleep(1.6)  # past 'inactivity', within the pause
-        resumed = await client.request(
-            f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{plain_payload('nobody@localhost')}</auth>"
-        )
-        assert resumed.get("type") is None, ET.tostring(resumed)
+        assert (await client.request(pause="30")).get("type") is None  # answered at once
+        await clock.advance(16)  # past 'inactivity', within the pause
+        resumed = await client.request(auth)
+        assert resumed.find(q(NS_SASL, "success")) is not None, ET.tostring(resumed)
+
+        paused = bosh(srv, http)
+        await paused.create(wait="5")
+        assert (await paused.request(pause="30")).get("type") is None
+        await clock.advance(30)  # the pause is over too: the session has ended
+        assert_terminated(await paused.request(auth), "item-not-found")
 
 
 async def test_resource_conflict_ends_the_bosh_session(

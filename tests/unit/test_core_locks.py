@@ -16,7 +16,7 @@ async def test_user_locks_serialise_one_user_and_clean_up() -> None:
     async def hold(user: JID, name: str) -> None:
         async with locks.hold(user):
             order.append(f"{name}+")
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0)  # let the others run while the lock is held
             order.append(f"{name}-")
 
     await asyncio.gather(hold(juliet, "j1"), hold(juliet, "j2"), hold(romeo, "r"))

@@ -14,10 +14,10 @@ from salon.modules.mam.prefs import Prefs, decide, dumps, loads, parse_prefs, pr
 from salon.modules.mam.query import delay_stamp, fin_element, parse_datetime, parse_query
 from salon.namespaces import NS_MAM, NS_SID
 from salon.storage.interfaces import ArchivePage
+from salon.xml.dataforms import DataForm, Field, FormError, form_element, parse_boolean, parse_form
 from salon.xml.fragment import parse_element
 from salon.xml.rsm import RsmError, RsmRequest, RsmResult, parse_rsm, rsm_element
 from salon.xml.serializer import serialize_str
-from salon.xml.xdata import DataForm, Field, FormError, form_element, parse_boolean, parse_form
 
 XDATA = "jabber:x:data"
 RSM = "http://jabber.org/protocol/rsm"

@@ -22,10 +22,10 @@ from salon.modules.push import (
     summary_form,
 )
 from salon.namespaces import NS_PUBSUB, NS_PUSH
+from salon.xml.dataforms import parse_form
 from salon.xml.element import Element
 from salon.xml.fragment import parse_element
 from salon.xml.serializer import serialize_str
-from salon.xml.xdata import parse_form
 
 OPTIONS = (
     "<x xmlns='jabber:x:data' type='submit'>"

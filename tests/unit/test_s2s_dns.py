@@ -4,21 +4,32 @@ fallback, the "." target, RFC 2782 ordering. DNS is a fake: nothing leaves the m
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
 import dns.resolver
 import pytest
 
-from salon.net.dns import NoService, S2SResolver, S2STarget, weighted_order
+from salon.net.dns import NoService, S2SResolver, S2STarget
 
 
-@dataclass
-class Srv:
-    priority: int
-    weight: int
-    port: int
-    target: str
+def Srv(priority: int, weight: int, port: int, target: str) -> Any:
+    """A real SRV rdata, as dnspython's resolver returns it."""
+    return dns.rdata.from_text(
+        dns.rdataclass.IN, dns.rdatatype.SRV, f"{priority} {weight} {port} {target}"
+    )
+
+
+@pytest.fixture(autouse=True)
+def seeded_random() -> Iterator[None]:
+    """dnspython's RFC 2782 ordering draws from the ``random`` module: seed it, then restore."""
+    state = random.getstate()
+    random.seed(1)
+    yield
+    random.setstate(state)
 
 
 class FakeDns:
@@ -35,7 +46,7 @@ class FakeDns:
 
 
 def resolver(records: dict[str, list[Srv]], **overrides: str) -> S2SResolver:
-    return S2SResolver(overrides, resolver=FakeDns(records), rng=random.Random(1))
+    return S2SResolver(overrides, resolver=FakeDns(records))
 
 
 async def test_override_wins_without_asking_dns() -> None:
@@ -73,16 +84,46 @@ async def test_dot_target_means_no_service() -> None:
         await r.targets("example.org")
 
 
-def test_weighted_order_keeps_priorities_and_every_record() -> None:
-    records = [Srv(1, 10, 1, "a"), Srv(1, 90, 2, "b"), Srv(0, 0, 3, "c"), Srv(2, 0, 4, "d")]
-    for seed in range(20):
-        ordered = weighted_order(records, random.Random(seed))
-        assert ordered[0].target == "c" and ordered[-1].target == "d"
-        assert {r.target for r in ordered[1:3]} == {"a", "b"}
+def srv_domain(*records: Any) -> S2SResolver:
+    return resolver({"_xmpp-server._tcp.example.org.": list(records)})
 
 
-def test_weighted_order_prefers_heavier_records() -> None:
-    records = [Srv(0, 1, 1, "light"), Srv(0, 99, 2, "heavy")]
-    rng = random.Random(7)
-    firsts = [weighted_order(records, rng)[0].target for _ in range(200)]
-    assert firsts.count("heavy") > 150
+async def hosts(r: S2SResolver) -> list[str]:
+    return [t.host for t in await r.targets("example.org")]
+
+
+async def test_priority_groups_come_lowest_first_with_every_record() -> None:
+    r = srv_domain(
+        Srv(1, 10, 5269, "a.example.org."),
+        Srv(1, 90, 5269, "b.example.org."),
+        Srv(0, 0, 5269, "c.example.org."),
+        Srv(2, 0, 5269, "d.example.org."),
+    )
+    seen_second: set[str] = set()
+    for _ in range(50):
+        ordered = await hosts(r)
+        assert ordered[0] == "c.example.org" and ordered[-1] == "d.example.org"
+        assert set(ordered[1:3]) == {"a.example.org", "b.example.org"}
+        seen_second.add(ordered[1])
+    assert seen_second == {"a.example.org", "b.example.org"}  # random within a group
+
+
+async def test_heavier_records_are_tried_first_more_often() -> None:
+    r = srv_domain(Srv(0, 1, 5269, "light.example.org."), Srv(0, 99, 5269, "heavy.example.org."))
+    firsts = [(await hosts(r))[0] for _ in range(200)]
+    assert firsts.count("heavy.example.org") > 150
+
+
+async def test_weight_zero_has_a_small_chance_next_to_weighted_records() -> None:
+    """RFC 2782: weight 0 records get "a very small chance of being selected" when others
+    in the group have weight; with only weight 0 records every order is possible."""
+    r = srv_domain(Srv(0, 0, 5269, "zero.example.org."), Srv(0, 50, 5269, "some.example.org."))
+    firsts = [(await hosts(r))[0] for _ in range(200)]
+    assert firsts.count("some.example.org") > 190
+
+    r = srv_domain(Srv(0, 0, 5269, "x.example.org."), Srv(0, 0, 5269, "y.example.org."))
+    orders = {tuple(await hosts(r)) for _ in range(50)}
+    assert orders == {
+        ("x.example.org", "y.example.org"),
+        ("y.example.org", "x.example.org"),
+    }

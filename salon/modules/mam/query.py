@@ -23,9 +23,9 @@ from salon.namespaces import (
     NS_XDATA_VALIDATE,
 )
 from salon.storage.interfaces import ArchiveItem, ArchivePage, ArchiveQuery
+from salon.xml.dataforms import DataForm, Field, FormError, form_element, parse_form
 from salon.xml.element import Element
 from salon.xml.rsm import RsmError, RsmResult, parse_rsm, rsm_element
-from salon.xml.xdata import DataForm, Field, FormError, form_element, parse_form
 
 __all__ = [
     "ParsedQuery",

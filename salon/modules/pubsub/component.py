@@ -128,9 +128,9 @@ class PubSub(Module[PubSubOptions]):
         meta = build_form(
             NS_PUBSUB_META_DATA,
             [
-                FormField("pubsub#title", (config.title,)),
-                FormField("pubsub#access_model", (config.access_model.value,)),
-                FormField("pubsub#publish_model", (config.publish_model.value,)),
+                FormField("pubsub#title", values=(config.title,)),
+                FormField("pubsub#access_model", values=(config.access_model.value,)),
+                FormField("pubsub#publish_model", values=(config.publish_model.value,)),
             ],
             "result",
         )

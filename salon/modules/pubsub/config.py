@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 from salon.namespaces import NS_PUBSUB_NODE_CONFIG
-from salon.xml.dataforms import Field, build_form, parse_bool
+from salon.xml.dataforms import Field, build_form, parse_boolean
 from salon.xml.element import Element
 
 
@@ -95,43 +95,43 @@ class NodeConfig:
         return build_form(
             NS_PUBSUB_NODE_CONFIG,
             [
-                Field("pubsub#title", (self.title,), "text-single", "Title"),
+                Field("pubsub#title", "text-single", (self.title,), "Title"),
                 Field(
                     "pubsub#access_model",
-                    (self.access_model.value,),
                     "list-single",
+                    (self.access_model.value,),
                     "Who may subscribe and retrieve items",
                     tuple(m.value for m in AccessModel),
                 ),
                 Field(
                     "pubsub#publish_model",
-                    (self.publish_model.value,),
                     "list-single",
+                    (self.publish_model.value,),
                     "Who may publish",
                     tuple(m.value for m in PublishModel),
                 ),
                 Field(
                     "pubsub#max_items",
-                    (max_items,),
                     "text-single",
+                    (max_items,),
                     f"Most items kept (at most {limit}, or 'max')",
                 ),
-                Field("pubsub#persist_items", (_b(self.persist_items),), "boolean", "Keep items"),
+                Field("pubsub#persist_items", "boolean", (_b(self.persist_items),), "Keep items"),
                 Field(
                     "pubsub#send_last_published_item",
-                    (self.send_last_published_item.value,),
                     "list-single",
+                    (self.send_last_published_item.value,),
                     "When to send the last published item",
                     tuple(m.value for m in SendLast),
                 ),
-                Field("pubsub#notify_retract", (_b(self.notify_retract),), "boolean"),
-                Field("pubsub#notify_delete", (_b(self.notify_delete),), "boolean"),
-                Field("pubsub#deliver_notifications", (_b(self.deliver_notifications),), "boolean"),
-                Field("pubsub#deliver_payloads", (_b(self.deliver_payloads),), "boolean"),
+                Field("pubsub#notify_retract", "boolean", (_b(self.notify_retract),)),
+                Field("pubsub#notify_delete", "boolean", (_b(self.notify_delete),)),
+                Field("pubsub#deliver_notifications", "boolean", (_b(self.deliver_notifications),)),
+                Field("pubsub#deliver_payloads", "boolean", (_b(self.deliver_payloads),)),
                 Field(
                     "pubsub#roster_groups_allowed",
-                    self.roster_groups_allowed,
                     "list-multi",
+                    self.roster_groups_allowed,
                     "Roster groups allowed (roster access model)",
                 ),
             ],
@@ -188,7 +188,7 @@ def _parse(name: str, given: list[str], limit: int) -> Any:
         raise ValueError(f"{name} takes one value")
     value = given[0].strip()
     if name in _BOOLS:
-        return parse_bool(value)
+        return parse_boolean(value)
     if name == "access_model":
         return AccessModel(value)
     if name == "publish_model":

@@ -17,7 +17,7 @@ from salon.namespaces import (
     NS_PUBSUB_PUBLISH_OPTIONS,
 )
 from salon.storage.interfaces import PubSubItem
-from salon.xml.dataforms import find_form, parse_form
+from salon.xml.dataforms import FormError, find_form, parse_form
 from salon.xml.element import Element
 from salon.xml.fragment import parse_element
 from salon.xml.stanza import error_reply, iq_result
@@ -95,13 +95,13 @@ def _form_values(parent: Element | None, form_type: str) -> dict[str, list[str]]
         return None
     try:
         form = parse_form(x)
-    except ValueError as err:
+    except FormError as err:
         raise PubSubError(C.BAD_REQUEST, text=str(err)) from None
     if form.form_type not in (None, form_type):
         raise PubSubError(C.BAD_REQUEST, text=f"expected a {form_type} form")
     if form.type == "cancel":
         return None
-    return form.values
+    return form.values_by_var()
 
 
 def item_element(item: PubSubItem, ns: str) -> Element:
