@@ -168,6 +168,7 @@ class App:
             if not self.connections and not self.core.is_busy:
                 break
             await asyncio.sleep(0.02)
+        await self.core.drain_tasks()
         if self.http is not None:
             await self.http.stop()
         await self.core.stop_modules()

@@ -175,7 +175,10 @@ class VirtualHost:
             self.modules[cls.name] = module
             log.debug("loaded module %s on %s", cls.name, self.domain)
 
-    def unload_modules(self) -> None:
+    def unload_modules(self) -> list[asyncio.Task[Any]]:
+        """Unload every module; returns their cancelled timer tasks."""
+        cancelled: list[asyncio.Task[Any]] = []
         for module in reversed(list(self.modules.values())):
-            module.unload()
+            cancelled.extend(module.unload())
         self.modules.clear()
+        return cancelled

@@ -118,13 +118,16 @@ class Module(Generic[OptionsT]):
     async def stop(self) -> None:
         """Called on a graceful stop while storage is still open (flush buffers here)."""
 
-    def unload(self) -> None:
+    def unload(self) -> list[asyncio.Task[Any]]:
+        """Undo every registration and cancel the timers; returns the cancelled timer tasks
+        (the host waits for them, so none is left running when storage closes)."""
         for undo in reversed(self._undo):
             undo()
         self._undo.clear()
-        for task in self._tasks:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        self._tasks.clear()
+        return tasks
 
     # ------------------------------------------------------------------ registration
     def hook(

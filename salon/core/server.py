@@ -36,6 +36,8 @@ from salon.xml.stanza import error_reply
 
 log = logging.getLogger(__name__)
 
+STOP_GRACE = 5.0  # seconds a graceful stop waits for background work at each step
+
 
 class Server:
     def __init__(
@@ -78,8 +80,23 @@ class Server:
                     await module.stop()
                 except Exception:
                     log.exception("stopping module %s failed", module.name)
-            host.unload_modules()
+            cancelled = host.unload_modules()
+            if cancelled:  # a timer cut short mid-query finishes before storage closes
+                await asyncio.wait(cancelled, timeout=STOP_GRACE)
         self.passwords.close()
+
+    async def drain_tasks(self) -> None:
+        """Let background work finish (bounded), then cancel what is left and wait for it,
+        so nothing still talks to storage when it closes."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=STOP_GRACE)
+        leftover = set(self._tasks)
+        for task in leftover:
+            task.cancel()
+        if leftover:
+            _, stuck = await asyncio.wait(leftover, timeout=STOP_GRACE)
+            for task in stuck:
+                log.error("a background task ignored cancellation: %r", task)
 
     @property
     def is_busy(self) -> bool:

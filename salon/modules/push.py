@@ -41,7 +41,7 @@ import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -338,15 +338,16 @@ class Push(Module[PushOptions]):
     async def stop(self) -> None:
         self._cancel_workers()
 
-    def unload(self) -> None:
-        self._cancel_workers()
-        super().unload()
+    def unload(self) -> list[asyncio.Task[Any]]:
+        return [*self._cancel_workers(), *super().unload()]
 
-    def _cancel_workers(self) -> None:
-        for task in list(self.workers.values()):
+    def _cancel_workers(self) -> list[asyncio.Task[Any]]:
+        workers = list(self.workers.values())
+        for task in workers:
             task.cancel()
         self.workers.clear()
         self.dirty.clear()
+        return workers
 
     # ------------------------------------------------------------------ registrations
     async def registrations(self, user: JID) -> tuple[Registration, ...]:

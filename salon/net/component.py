@@ -200,7 +200,7 @@ class ComponentConnection(TcpShell):
             self._reading_paused = True
             self._pause_input()
         if self._worker is None:
-            self._worker = self._loop.create_task(self._drain())
+            self._worker = self.manager.server.spawn(self._drain())
 
     async def _drain(self) -> None:
         router = self.manager.server.core.router

@@ -192,7 +192,7 @@ class S2SInConnection(_Connection):
             self._reading_paused = True
             self._pause_input()
         if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._drain())
+            self._worker = self.manager.server.spawn(self._drain())
 
     async def _drain(self) -> None:
         router = self.manager.server.core.router

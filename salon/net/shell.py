@@ -330,7 +330,8 @@ class ClientShell:
             self._input_paused = True
             self._pause_input()
         if self._worker is None:
-            self._worker = self._loop.create_task(self._drain())
+            # spawned by the core, so a graceful stop waits for it before storage closes
+            self._worker = self.server.spawn(self._drain())
 
     async def _drain(self) -> None:
         inbox = self._inbox

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -163,11 +163,12 @@ class StreamManagement(Module[SmOptions]):
                 self._cancel_expiry(managed)
                 await self.host.unbind(managed.session, "server shutting down")
 
-    def unload(self) -> None:
-        for timer in self.timers:
+    def unload(self) -> list[asyncio.Task[Any]]:
+        timers = list(self.timers)
+        for timer in timers:
             timer.cancel()
         self.timers.clear()
-        super().unload()
+        return [*timers, *super().unload()]
 
     # ------------------------------------------------------------------ nonzas
     async def nonza(self, event: ClientNonza) -> bool | None:
