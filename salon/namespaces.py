@@ -74,3 +74,5 @@ NS_MAM_EXTENDED = "urn:xmpp:mam:2#extended"  # XEP-0313 §7
 NS_SID = "urn:xmpp:sid:0"  # XEP-0359
 NS_SM = "urn:xmpp:sm:3"  # XEP-0198 Stream Management
 NS_CSI = "urn:xmpp:csi:0"  # XEP-0352 Client State Indication
+NS_RETRACT = "urn:xmpp:message-retract:1"  # XEP-0424
+NS_MODERATE = "urn:xmpp:message-moderate:1"  # XEP-0425

@@ -38,6 +38,7 @@ from salon.namespaces import (
     NS_MUC_ADMIN,
     NS_MUC_USER,
     NS_OCCUPANT_ID,
+    NS_SID,
 )
 from salon.xml.element import Element
 
@@ -431,8 +432,18 @@ class Room:
         return out
 
     # ------------------------------------------------------------------ messages
-    def groupchat(self, real: JID, stanza: Element, now: float) -> list[Delivery]:
+    def groupchat(
+        self, real: JID, stanza: Element, now: float, stanza_id: str | None = None
+    ) -> list[Delivery]:
         """§7.4 a message to all occupants; §8.1 a subject change."""
+        return self._to_all(self.accept_groupchat(real, stanza, now, stanza_id))
+
+    def accept_groupchat(
+        self, real: JID, stanza: Element, now: float, stanza_id: str | None = None
+    ) -> Element:
+        """Check a groupchat message (§7.4, §8.1) and give the message the room broadcasts,
+        without ``to``. A message with a body gets ``stanza_id`` as the room's XEP-0359
+        stanza-id (any the sender claimed for the room is dropped) and goes into the history."""
         occ = self._by_session.get(real)
         if occ is None:
             raise StanzaError(StanzaErrorCondition.NOT_ACCEPTABLE, "you are not in the room")
@@ -456,17 +467,34 @@ class Room:
             self.subject = subject.text
             self.subject_nick = occ.nick
             self.dirty = True
+        room = str(self.jid)
         message = Element("message", NS_CLIENT, dict(stanza.attrs))
         for child in stanza.children:
-            if isinstance(child, Element) and (child.ns, child.tag) in _STRIP:
+            if isinstance(child, Element) and (
+                (child.ns, child.tag) in _STRIP
+                or (child.ns == NS_SID and child.tag == "stanza-id" and child.get("by") == room)
+            ):
                 continue
             message.append(child)
         message.set("from", str(self.occupant_jid(occ.nick)))
         message.set("to", None)
         message.add("occupant-id", NS_OCCUPANT_ID, {"id": occ.occupant_id})
         if body is not None:
+            if stanza_id is not None:
+                message.add("stanza-id", NS_SID, {"id": stanza_id, "by": room})
             self.history.add(message, now)
+        return message
+
+    def fan_out(self, message: Element) -> list[Delivery]:
+        """``message`` (from the room, without ``to``) to every occupant's every session."""
         return self._to_all(message)
+
+    def require_moderator(self, real: JID) -> Occupant:
+        """The occupant ``real`` is, if it is a moderator; ``forbidden`` otherwise."""
+        occ = self._by_session.get(real)
+        if occ is None or occ.role is not Role.MODERATOR:
+            raise StanzaError(StanzaErrorCondition.FORBIDDEN, "moderators only")
+        return occ
 
     def private(self, real: JID, nick: str, stanza: Element) -> list[Delivery]:
         """§7.5: a private message to another occupant, marked with muc#user <x/>."""
