@@ -187,7 +187,7 @@ async def scenario_groupchat(server: ServerUnderTest, plan: Plan) -> Result:
         try:
             counters = Counters()
             spec = LoginSpec(port=server.port, source_ips=SOURCE_IPS, timeout=120)
-            conns = await login_many(spec, [user(i) for i in range(size)], counters, 100)
+            conns = await login_many(spec, [user(i) for i in range(size)], counters, 20)
             await asyncio.sleep(plan.settle)
             room = f"gc{size}@{MUC}"
             meter = CpuMeter(server.pid)

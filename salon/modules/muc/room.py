@@ -40,6 +40,7 @@ from salon.namespaces import (
     NS_OCCUPANT_ID,
     NS_SID,
 )
+from salon.xml.broadcast import Broadcast
 from salon.xml.element import Element
 
 _E = TypeVar("_E", Role, Affiliation)
@@ -244,12 +245,9 @@ class Room:
         return out
 
     def _to_all(self, stanza: Element) -> list[Delivery]:
-        out: list[Delivery] = []
-        for _occ, session in self.sessions():
-            copy = stanza.shallow_copy()
-            copy.set("to", str(session))
-            out.append((session, copy))
-        return out
+        """``stanza`` to every session in the room; the copies are serialized once."""
+        shared = Broadcast(stanza)
+        return [(session, shared.to(str(session))) for _occ, session in self.sessions()]
 
     def _status_message(self, *codes: str) -> list[Delivery]:
         message = Element("message", NS_CLIENT, {"type": "groupchat", "from": str(self.jid)})
