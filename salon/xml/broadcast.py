@@ -13,6 +13,7 @@ text and is serialized the ordinary way.
 from __future__ import annotations
 
 from salon.xml.element import Element
+from salon.xml.serializer import escape_attr, serialize_str
 
 __all__ = ["Addressed", "Broadcast"]
 
@@ -40,8 +41,6 @@ class Broadcast:
         """The serialized stanza before and after the value of ``to``."""
         parts = self._split.get(parent_ns)
         if parts is None:
-            from salon.xml.serializer import serialize_str
-
             attrs = dict(self._attrs)
             attrs["to"] = _SENTINEL
             probe = Element(self.stanza.tag, self.stanza.ns, attrs, self._children)
@@ -50,17 +49,15 @@ class Broadcast:
         return parts
 
     def matches(self, copy: Addressed) -> bool:
-        """Whether ``copy`` still has the broadcast's attributes (but 'to') and children."""
+        """Whether ``copy`` still has the broadcast's attributes (but 'to') and children
+        (the same objects: elements compare by identity)."""
         attrs = copy.attrs
-        if len(attrs) != len(self._attrs) + 1 or "to" not in attrs:
-            return False
-        for key, value in self._attrs.items():
-            if attrs.get(key) != value:
-                return False
-        children = copy.children
-        if len(children) != len(self._children):
-            return False
-        return all(a is b for a, b in zip(children, self._children, strict=True))
+        return (
+            len(attrs) == len(self._attrs) + 1
+            and "to" in attrs
+            and self._attrs.items() <= attrs.items()
+            and copy.children == self._children
+        )
 
 
 class Addressed(Element):
@@ -84,7 +81,5 @@ class Addressed(Element):
         shared = self.broadcast
         if not shared.matches(self):
             return None
-        from salon.xml.serializer import escape_attr
-
         before, after = shared.split(parent_ns)
         return before + escape_attr(self.attrs["to"]) + after
