@@ -159,8 +159,12 @@ class Muc(Module[MucOptions]):
         return lock
 
     async def _send(self, deliveries: list[Delivery]) -> None:
+        senders: dict[str, JID] = {}  # a broadcast has one sender: parse it once
         for to, stanza in deliveries:
-            sender = JID.parse(stanza.get("from") or self.service)
+            text = stanza.get("from") or self.service
+            sender = senders.get(text)
+            if sender is None:
+                sender = senders[text] = JID.parse(text)
             await self.router.route(stanza, None, sender, to)
 
     async def _settle(self, name: str, room: Room) -> None:
