@@ -236,12 +236,32 @@ class Room:
         """``occ``'s presence to every session in the room (its own with 110)."""
         out: list[Delivery] = []
         own = [S_SELF, *self_statuses, *statuses]
+        others: list[tuple[Occupant, JID]] = []
         for viewer, session in self.sessions():
             if session == skip:
                 continue
-            codes = own if viewer is occ else list(statuses)
-            stanza = self._presence(occ, session, viewer.role, statuses=codes, **kwargs)  # type: ignore[arg-type]
-            out.append((session, stanza))
+            if viewer is occ:
+                stanza = self._presence(occ, session, viewer.role, statuses=own, **kwargs)  # type: ignore[arg-type]
+                out.append((session, stanza))
+            else:
+                others.append((viewer, session))
+        out += self._to_others(occ, others, statuses=list(statuses), **kwargs)
+        return out
+
+    def _to_others(
+        self, occ: Occupant, viewers: Iterable[tuple[Occupant, JID]], **kwargs: object
+    ) -> list[Delivery]:
+        """``occ``'s presence to other occupants' sessions. It differs only by whether the
+        viewer may see real JIDs: one stanza per kind of viewer, serialized once."""
+        shared: dict[bool, Broadcast] = {}
+        out: list[Delivery] = []
+        for viewer, session in viewers:
+            sees = may_see_jids(self.config, viewer.role)
+            broadcast = shared.get(sees)
+            if broadcast is None:
+                stanza = self._presence(occ, session, viewer.role, **kwargs)  # type: ignore[arg-type]
+                broadcast = shared[sees] = Broadcast(stanza)
+            out.append((session, broadcast.to(str(session))))
         return out
 
     def _to_all(self, stanza: Element) -> list[Delivery]:
@@ -324,11 +344,15 @@ class Room:
             own.append(S_CREATED)
         if nick != requested_nick:
             own.append(S_NICK_MODIFIED)
+        others: list[tuple[Occupant, JID]] = []
         for viewer, session in self.sessions():
             if session == real:
                 continue
-            codes = [S_SELF] if viewer is occ else []
-            out.append((session, self._presence(occ, session, viewer.role, statuses=codes)))
+            if viewer is occ:  # the user's other sessions, already in the room
+                out.append((session, self._presence(occ, session, viewer.role, statuses=[S_SELF])))
+            else:
+                others.append((viewer, session))
+        out += self._to_others(occ, others)
         out.append((real, self._presence(occ, real, occ.role, statuses=[S_SELF, *own])))
         request = HistoryRequest.parse(x.find("history", NS_MUC) if x is not None else None)
         for message in self.history.select(request, now):
@@ -388,13 +412,8 @@ class Room:
         if not last:  # the user's other sessions stay in the room
             del occ.sessions[real]
             return out
-        for viewer, session in self.sessions():
-            if session == real:
-                continue
-            pres = self._presence(
-                occ, session, viewer.role, unavailable=True, source=source, role=Role.NONE
-            )
-            out.append((session, pres))
+        viewers = [(v, session) for v, session in self.sessions() if session != real]
+        out += self._to_others(occ, viewers, unavailable=True, source=source, role=Role.NONE)
         del self.occupants[nicks.key(occ.nick)]
         return out
 
