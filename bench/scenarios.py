@@ -72,7 +72,7 @@ class Plan:
     native_profile: bool = False  # py-spy --native: C frames too (GC, syscalls); pauses Salon
     tick: float = 0.005
     groupchat_sizes: tuple[int, ...] = (10, 100, 1000)
-    groupchat_start_rate: float = 5000.0  # deliveries/s
+    groupchat_start_rate: float = 1000.0  # deliveries/s
     groupchat_max_steps: int = 12
 
     @classmethod
