@@ -482,7 +482,8 @@ class Ejabberd(ServerUnderTest):
             "mnesia storage, auth_password_format scram (4096 iterations), starttls optional, "
             "listen backlog 128 like Prosody's default (Erlang's default of 5 drops SYNs as soon "
             "as ten clients connect at once; Salon uses asyncio's default of 100); mod_muc at "
-            f"{MUC} with max_users and max_users_presence 5,000 and min_message_interval 0"
+            f"{MUC} with max_users (also the rooms' default) and max_users_presence 5,000 "
+            "and min_message_interval 0"
         ]
 
     def version(self) -> str:
@@ -565,6 +566,8 @@ modules:
     max_user_conferences: 1000
     min_message_interval: 0
     min_presence_interval: 0
+    default_room_options:
+      max_users: 5000
 """
         )
 
