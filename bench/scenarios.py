@@ -71,6 +71,9 @@ class Plan:
     profile_dir: Path | None = None
     native_profile: bool = False  # py-spy --native: C frames too (GC, syscalls); pauses Salon
     tick: float = 0.005
+    groupchat_sizes: tuple[int, ...] = (10, 100, 1000)
+    groupchat_start_rate: float = 1000.0  # deliveries/s
+    groupchat_max_steps: int = 12
 
     @classmethod
     def full(cls) -> Plan:
@@ -96,6 +99,8 @@ class Plan:
             roster_size=50,
             presence_rounds=1,
             profile_seconds=0.0,
+            groupchat_sizes=(10, 100),
+            groupchat_max_steps=4,
         )
 
     @classmethod
@@ -122,6 +127,9 @@ class Plan:
             roster_size=4,
             presence_rounds=1,
             profile_seconds=0.0,
+            groupchat_sizes=(3,),
+            groupchat_start_rate=100.0,
+            groupchat_max_steps=1,
         )
 
     def population(self) -> Population:
@@ -132,6 +140,7 @@ class Plan:
                 self.login_concurrency,
                 *self.idle_sizes,
                 *self.idle_tls_sizes,
+                *self.groupchat_sizes,
             ]
         )
         return Population(users, self.presence_users, self.roster_size)
@@ -871,11 +880,19 @@ async def scenario_presence(server: ServerUnderTest, plan: Plan) -> Result:
     return result
 
 
+async def scenario_groupchat(server: ServerUnderTest, plan: Plan) -> Result:
+    """Rooms of 10, 100 and 1,000 occupants: see :mod:`bench.groupchat`."""
+    from bench.groupchat import scenario_groupchat as run
+
+    return await run(server, plan)
+
+
 SCENARIOS: dict[str, Callable[[ServerUnderTest, Plan], Awaitable[Result]]] = {
     "login": scenario_login,
     "idle": scenario_idle,
     "messages": scenario_messages,
     "presence": scenario_presence,
+    "groupchat": scenario_groupchat,
     "limit": scenario_limit,
 }
 

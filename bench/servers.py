@@ -26,6 +26,7 @@ from pathlib import Path
 from bench.procstat import rss_kib
 
 HOST = "localhost"
+MUC = f"conference.{HOST}"  # the chat service of every server (the groupchat scenario)
 PASSWORD = "pw"
 ITERATIONS = 4096  # SCRAM iteration count stored for every account on every server
 SALT = b"salon-bench-salt"  # one salt for all accounts: the generator caches SaltedPassword
@@ -231,7 +232,9 @@ class Salon(ServerUnderTest):
         self.notes = [
             "Salon: no rate limits exist on c2s (the register module's limiter only counts "
             "in-band registrations, which the benchmark does not do); default module set; "
-            "SQLite storage; idle_timeout 3600 s; HTTP and s2s listeners off"
+            "SQLite storage; idle_timeout 3600 s; HTTP and s2s listeners off; MUC at "
+            f"{MUC} with its per-occupant message rate limit raised out of reach and 5,000 "
+            "occupants allowed per room"
         ]
 
     def version(self) -> str:
@@ -273,6 +276,12 @@ enabled = false
 [hosts."{HOST}"]
 certificate = "{cert}"
 key = "{key}"
+
+[modules.muc]
+max_users = 5000
+max_rooms_per_user = 1000
+message_rate = 1000000.0
+message_burst = 1000000
 """
         )
 
@@ -357,7 +366,8 @@ class Prosody(ServerUnderTest):
             "Prosody: mod_limits not loaded and `limits = {}` (no c2s rate limits); "
             "storage internal, authentication internal_hashed (SCRAM-SHA-1, 4096 iterations "
             "written into the account files); c2s_require_encryption = false; "
-            "network_backend epoll (the default)"
+            "network_backend epoll (the default); MUC: mod_muc as Component "
+            f"{MUC} (no occupant limit or rate limit by default)"
         ]
 
     def version(self) -> str:
@@ -405,6 +415,8 @@ default_iteration_count = {ITERATIONS}
 certificates = {lua(self.dir / "no-certs-dir")}
 ssl = {{ certificate = {lua(cert)}; key = {lua(key)}; }}
 VirtualHost "{HOST}"
+Component "{MUC}" "muc"
+    restrict_room_creation = false
 """
         )
 
@@ -469,7 +481,9 @@ class Ejabberd(ServerUnderTest):
             "`shaper: none`, `c2s_shaper: none`, no `shaper:` definitions, max_fsm_queue off, "
             "mnesia storage, auth_password_format scram (4096 iterations), starttls optional, "
             "listen backlog 128 like Prosody's default (Erlang's default of 5 drops SYNs as soon "
-            "as ten clients connect at once; Salon uses asyncio's default of 100)"
+            "as ten clients connect at once; Salon uses asyncio's default of 100); mod_muc at "
+            f"{MUC} with max_users (also the rooms' default) and max_users_presence 5,000 "
+            "and min_message_interval 0"
         ]
 
     def version(self) -> str:
@@ -544,6 +558,16 @@ modules:
   mod_time: {{}}
   mod_vcard: {{}}
   mod_version: {{}}
+  mod_muc:
+    host: "{MUC}"
+    access_create: all
+    max_users: 5000
+    max_users_presence: 5000
+    max_user_conferences: 1000
+    min_message_interval: 0
+    min_presence_interval: 0
+    default_room_options:
+      max_users: 5000
 """
         )
 

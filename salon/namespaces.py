@@ -80,3 +80,5 @@ NS_PUSH_SUMMARY = "urn:xmpp:push:summary"  # XEP-0357 §7 notification summary f
 NS_COMMANDS = "http://jabber.org/protocol/commands"  # XEP-0050 Ad-Hoc Commands
 NS_ADMIN = "http://jabber.org/protocol/admin"  # XEP-0133 Service Administration
 NS_REPORTING = "urn:xmpp:reporting:1"  # XEP-0377 Spam Reporting
+NS_RETRACT = "urn:xmpp:message-retract:1"  # XEP-0424
+NS_MODERATE = "urn:xmpp:message-moderate:1"  # XEP-0425

@@ -163,7 +163,8 @@ class S2SInConnection(_Connection):
         self._execute(self.stream.close(condition, text))
 
     def _tls_context(self) -> tuple[ssl.SSLContext | None, str | None]:
-        return self.manager.tls.server_context(self.stream.host or ""), None
+        tls = self.manager.tls
+        return tls.server_context(self.manager.tls_domain(self.stream.host or "")), None
 
     def _on_action(self, action: S2SAction) -> None:
         if isinstance(action, RemoteStanzaReceived):
@@ -262,7 +263,7 @@ class S2SOutConnection(_Connection):
         return future
 
     def _tls_context(self) -> tuple[ssl.SSLContext | None, str | None]:
-        return self.manager.tls.client_context(self.local), self.remote
+        return self.manager.tls.client_context(self.manager.tls_domain(self.local)), self.remote
 
     def _on_action(self, action: S2SAction) -> None:
         if isinstance(action, DomainAuthorized):
@@ -351,7 +352,7 @@ class S2SManager:
             is_local_host=server.core.is_served,
             default_host=next(iter(server.settings.hosts)),
             dialback_secret=self.secret,
-            can_starttls=self.tls.has,
+            can_starttls=lambda domain: self.tls.has(self.tls_domain(domain)),
             require_encryption=self.settings.require_encryption,
             require_certificate=self.settings.require_certificate,
             is_peer_allowed=self.is_allowed,
@@ -367,6 +368,19 @@ class S2SManager:
     @property
     def is_enabled(self) -> bool:
         return self.settings.enabled
+
+    def tls_domain(self, domain: str) -> str:
+        """The hosted domain whose certificate serves ``domain``: its own; for a service
+        domain of this server (MUC, PubSub, a component) without one, the host it is a
+        subdomain of (else the first host). A peer that finds the name wrong falls back to
+        dialback, which authenticates the service domain itself."""
+        if self.tls.has(domain) or not self.server.core.is_served(domain):
+            return domain
+        hosts = list(self.server.settings.hosts)
+        for host in hosts:
+            if domain.endswith("." + host) and self.tls.has(host):
+                return host
+        return hosts[0] if hosts else domain
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:

@@ -80,6 +80,12 @@ def _write(el: Element, parent_ns: str, out: list[str]) -> None:
 
 
 def serialize_str(el: Element, parent_ns: str = "") -> str:
+    if el.__class__ is not Element:
+        # A copy of a stanza sent to many (salon.xml.broadcast): written from shared text.
+        wire_text = getattr(el, "wire_text", None)
+        text = wire_text(parent_ns) if wire_text is not None else None
+        if text is not None:
+            return text  # type: ignore[no-any-return]
     out: list[str] = []
     _write(el, parent_ns, out)
     return "".join(out)

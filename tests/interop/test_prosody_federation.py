@@ -122,6 +122,7 @@ async def start_prosody(
     trust: Path | None,
     salon_port: int,
     salon_domains: tuple[str, ...] = (CAPULET,),
+    extra_config: str = "",
 ) -> Prosody:
     """Prosody for montague.example on 127.0.0.4; ``trust`` is the CA file it validates
     peers' certificates with (None: the system's, where the test CA is unknown). It reaches
@@ -173,6 +174,7 @@ ssl = {{
     {cafile}
 }}
 VirtualHost "{MONTAGUE}"
+{extra_config}
 """
     )
     process = subprocess.Popen(

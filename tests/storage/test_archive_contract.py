@@ -305,3 +305,16 @@ async def test_ids_combine_with_the_other_filters_and_paging(storage: Storage) -
         HOST, "juliet", ArchiveQuery(ids=wanted, max=3, after=uids[4], before_id=uids[11])
     )
     assert uids_of(page) == [uids[6], uids[8], uids[10]] and page.complete is True
+
+
+async def test_replace_keeps_uid_time_and_peer(storage: Storage) -> None:
+    uids = await fill(storage, 3, user="room", host=ROOMS)
+    tombstone = "<message xmlns='jabber:client' type='groupchat'><retracted/></message>"
+    assert await storage.archive.replace(ROOMS, "room", uids[1], tombstone) is True
+    assert await storage.archive.replace(ROOMS, "room", "no-such-uid", tombstone) is False
+    assert await storage.archive.replace(HOST, "room", uids[1], tombstone) is False
+    page = await storage.archive.query(ROOMS, "room", ArchiveQuery())
+    assert uids_of(page) == uids
+    assert [item.stanza for item in page.items] == [msg(0), tombstone, msg(2)]
+    assert page.items[1].timestamp == T0 + timedelta(seconds=1)
+    assert page.items[1].with_jid == "romeo@example.net/orchard"

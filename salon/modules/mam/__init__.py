@@ -44,11 +44,10 @@ from salon.core.roster_cache import RosterCache
 from salon.errors import StanzaError, StanzaErrorCondition
 from salon.jid import JID
 from salon.modules.mam import prefs as mam_prefs
-from salon.modules.mam.query import fin_element, parse_query, query_form, result_message
+from salon.modules.mam.query import answer_page, metadata_element, parse_query, query_form
 from salon.namespaces import NS_CARBONS, NS_HINTS, NS_MAM, NS_MAM_EXTENDED, NS_SID
 from salon.storage.interfaces import ArchiveItemNotFound, ArchiveQuery
 from salon.xml.element import Element
-from salon.xml.fragment import parse_element
 from salon.xml.serializer import serialize_str
 
 __all__ = ["Mam", "MamOptions", "is_archivable", "strip_stanza_ids"]
@@ -265,28 +264,22 @@ class Mam(Module[MamOptions]):
             page = await self.archive.query(self.domain, user.local or "", parsed.query)
         except ArchiveItemNotFound:
             raise StanzaError(StanzaErrorCondition.ITEM_NOT_FOUND) from None
-        owner, to = str(user), str(session.jid)
-        for item in page.items:
-            try:
-                stanza = parse_element(item.stanza)
-            except ValueError:
-                self.log.error("archived item %s of %s is unreadable", item.id, user)
-                continue
-            session.send(result_message(owner, to, parsed.queryid, item, stanza))
-        return request.result(fin_element(page))
+        answer = answer_page(str(user), str(session.jid), parsed.queryid, page)
+        for uid in answer.unreadable:
+            self.log.error("archived item %s of %s is unreadable", uid, user)
+        for result in answer.results:
+            session.send(result)
+        return request.result(answer.fin)
 
     async def metadata(self, request: IqRequest) -> Element:
         """Archive metadata (§6): the first and the last item."""
         user = self._own_archive(request)
         username = user.local or ""
-        metadata = Element("metadata", NS_MAM)
         oldest = await self.archive.query(self.domain, username, ArchiveQuery(max=1))
-        if oldest.items:
-            newest = await self.archive.query(self.domain, username, ArchiveQuery(max=1, before=""))
-            for tag, item in (("start", oldest.items[0]), ("end", newest.items[0])):
-                stamp = item.timestamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-                metadata.add(tag, attrs={"id": item.id, "timestamp": stamp})
-        return request.result(metadata)
+        newest = await self.archive.query(self.domain, username, ArchiveQuery(max=1, before=""))
+        first = oldest.items[0] if oldest.items else None
+        last = newest.items[0] if newest.items else None
+        return request.result(metadata_element(first, last))
 
     # ------------------------------------------------------------------ retention
     async def expire(self) -> None:

@@ -25,12 +25,16 @@ from salon.namespaces import (
 from salon.storage.interfaces import ArchiveItem, ArchivePage, ArchiveQuery
 from salon.xml.dataforms import DataForm, Field, FormError, form_element, parse_form
 from salon.xml.element import Element
+from salon.xml.fragment import parse_element
 from salon.xml.rsm import RsmError, RsmResult, parse_rsm, rsm_element
 
 __all__ = [
     "ParsedQuery",
+    "QueryAnswer",
+    "answer_page",
     "delay_stamp",
     "fin_element",
+    "metadata_element",
     "parse_datetime",
     "parse_query",
     "query_form",
@@ -193,3 +197,37 @@ def fin_element(page: ArchivePage) -> Element:
         fin.set("complete", "true")
     fin.append(rsm_element(RsmResult(page.first, page.last, page.index, page.count)))
     return fin
+
+
+@dataclass(frozen=True, slots=True)
+class QueryAnswer:
+    """What a query page sends: the result messages, then the iq result's ``<fin/>``."""
+
+    results: list[Element]
+    fin: Element
+    unreadable: tuple[str, ...]
+    """UIDs of archived items that no longer parse (left out, worth a log line)."""
+
+
+def answer_page(archive_jid: str, to: str, queryid: str | None, page: ArchivePage) -> QueryAnswer:
+    """The answer to one page of any archive, a user's or a room's (§4.2, §4.3)."""
+    results: list[Element] = []
+    unreadable: list[str] = []
+    for item in page.items:
+        try:
+            stanza = parse_element(item.stanza)
+        except ValueError:
+            unreadable.append(item.id)
+            continue
+        results.append(result_message(archive_jid, to, queryid, item, stanza))
+    return QueryAnswer(results, fin_element(page), tuple(unreadable))
+
+
+def metadata_element(oldest: ArchiveItem | None, newest: ArchiveItem | None) -> Element:
+    """Archive metadata (§6): the first and the last item, if any."""
+    metadata = Element("metadata", NS_MAM)
+    if oldest is not None and newest is not None:
+        for tag, item in (("start", oldest), ("end", newest)):
+            stamp = item.timestamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            metadata.add(tag, attrs={"id": item.id, "timestamp": stamp})
+    return metadata

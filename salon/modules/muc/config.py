@@ -32,6 +32,13 @@ class RoomConfig:
     change_subject: bool = False
     allow_invites: bool = False
     allow_pm: str = "anyone"
+    archiving: bool = True  # XEP-0313 room archive, for persistent rooms
+
+    @property
+    def archived(self) -> bool:
+        """Whether the room's messages go into its archive: persistent rooms that did not
+        turn archiving off (temporary rooms keep their in-memory history only)."""
+        return self.persistent and self.archiving
 
     @property
     def non_anonymous(self) -> bool:
@@ -62,6 +69,7 @@ _FIELDS: tuple[tuple[str, str, str, str], ...] = (
     ("muc#roomconfig_changesubject", "change_subject", "boolean", "Occupants may set the subject"),
     ("muc#roomconfig_allowinvites", "allow_invites", "boolean", "Occupants may invite"),
     ("muc#roomconfig_allowpm", "allow_pm", "list-single", "Who may send private messages"),
+    ("muc#roomconfig_enablearchiving", "archiving", "boolean", "Archive messages"),
 )
 _BY_VAR = {var: (attr, ftype) for var, attr, ftype, _ in _FIELDS}
 _MAX_USERS_OPTIONS = ("10", "20", "30", "50", "100", "200", "500", "1000")

@@ -13,11 +13,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from salon.namespaces import NS_DELAY
+from salon.namespaces import NS_DELAY, NS_SID
 from salon.xml.element import Element
 from salon.xml.serializer import serialize_str
 
-__all__ = ["History", "HistoryEntry", "HistoryRequest", "parse_stamp", "stamp"]
+__all__ = [
+    "History",
+    "HistoryEntry",
+    "HistoryRequest",
+    "parse_stamp",
+    "stamp",
+    "stanza_id_of",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +32,7 @@ class HistoryEntry:
     stanza: Element  # as the room broadcast it, without ``to``
     sent: float  # seconds since the epoch
     chars: int  # length of the serialized stanza as replayed
+    stanza_id: str | None = None  # the room's XEP-0359 stanza-id, if it gave one
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +105,27 @@ class History:
     def add(self, stanza: Element, sent: float) -> None:
         if self.length == 0:
             return
+        self._entries.append(self._entry(stanza, sent))
+
+    def _entry(self, stanza: Element, sent: float) -> HistoryEntry:
         replay = delayed(stanza, self.room, sent)
-        self._entries.append(HistoryEntry(replay, sent, len(serialize_str(replay))))
+        sid = stanza_id_of(stanza, self.room)
+        return HistoryEntry(replay, sent, len(serialize_str(replay)), sid)
+
+    def find(self, stanza_id: str) -> Element | None:
+        """The message the room stamped with ``stanza_id``, as history replays it."""
+        for entry in self._entries:
+            if entry.stanza_id == stanza_id:
+                return entry.stanza
+        return None
+
+    def replace(self, stanza_id: str, stanza: Element) -> bool:
+        """Put ``stanza`` (a tombstone) in the place of the message with ``stanza_id``."""
+        for i, entry in enumerate(self._entries):
+            if entry.stanza_id == stanza_id:
+                self._entries[i] = self._entry(stanza, entry.sent)
+                return True
+        return False
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -123,6 +150,14 @@ class History:
             chosen.append(entry.stanza)
         chosen.reverse()
         return chosen
+
+
+def stanza_id_of(stanza: Element, room: str) -> str | None:
+    """The XEP-0359 stanza-id ``room`` gave ``stanza``, if any."""
+    for sid in stanza.find_all("stanza-id", NS_SID):
+        if sid.get("by") == room:
+            return sid.get("id")
+    return None
 
 
 def delayed(stanza: Element, room: str, sent: float) -> Element:

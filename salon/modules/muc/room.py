@@ -38,7 +38,9 @@ from salon.namespaces import (
     NS_MUC_ADMIN,
     NS_MUC_USER,
     NS_OCCUPANT_ID,
+    NS_SID,
 )
+from salon.xml.broadcast import Broadcast
 from salon.xml.element import Element
 
 _E = TypeVar("_E", Role, Affiliation)
@@ -234,21 +236,38 @@ class Room:
         """``occ``'s presence to every session in the room (its own with 110)."""
         out: list[Delivery] = []
         own = [S_SELF, *self_statuses, *statuses]
+        others: list[tuple[Occupant, JID]] = []
         for viewer, session in self.sessions():
             if session == skip:
                 continue
-            codes = own if viewer is occ else list(statuses)
-            stanza = self._presence(occ, session, viewer.role, statuses=codes, **kwargs)  # type: ignore[arg-type]
-            out.append((session, stanza))
+            if viewer is occ:
+                stanza = self._presence(occ, session, viewer.role, statuses=own, **kwargs)  # type: ignore[arg-type]
+                out.append((session, stanza))
+            else:
+                others.append((viewer, session))
+        out += self._to_others(occ, others, statuses=list(statuses), **kwargs)
+        return out
+
+    def _to_others(
+        self, occ: Occupant, viewers: Iterable[tuple[Occupant, JID]], **kwargs: object
+    ) -> list[Delivery]:
+        """``occ``'s presence to other occupants' sessions. It differs only by whether the
+        viewer may see real JIDs: one stanza per kind of viewer, serialized once."""
+        shared: dict[bool, Broadcast] = {}
+        out: list[Delivery] = []
+        for viewer, session in viewers:
+            sees = may_see_jids(self.config, viewer.role)
+            broadcast = shared.get(sees)
+            if broadcast is None:
+                stanza = self._presence(occ, session, viewer.role, **kwargs)  # type: ignore[arg-type]
+                broadcast = shared[sees] = Broadcast(stanza)
+            out.append((session, broadcast.to(str(session))))
         return out
 
     def _to_all(self, stanza: Element) -> list[Delivery]:
-        out: list[Delivery] = []
-        for _occ, session in self.sessions():
-            copy = stanza.shallow_copy()
-            copy.set("to", str(session))
-            out.append((session, copy))
-        return out
+        """``stanza`` to every session in the room; the copies are serialized once."""
+        shared = Broadcast(stanza)
+        return [(session, shared.to(str(session))) for _occ, session in self.sessions()]
 
     def _status_message(self, *codes: str) -> list[Delivery]:
         message = Element("message", NS_CLIENT, {"type": "groupchat", "from": str(self.jid)})
@@ -325,11 +344,15 @@ class Room:
             own.append(S_CREATED)
         if nick != requested_nick:
             own.append(S_NICK_MODIFIED)
+        others: list[tuple[Occupant, JID]] = []
         for viewer, session in self.sessions():
             if session == real:
                 continue
-            codes = [S_SELF] if viewer is occ else []
-            out.append((session, self._presence(occ, session, viewer.role, statuses=codes)))
+            if viewer is occ:  # the user's other sessions, already in the room
+                out.append((session, self._presence(occ, session, viewer.role, statuses=[S_SELF])))
+            else:
+                others.append((viewer, session))
+        out += self._to_others(occ, others)
         out.append((real, self._presence(occ, real, occ.role, statuses=[S_SELF, *own])))
         request = HistoryRequest.parse(x.find("history", NS_MUC) if x is not None else None)
         for message in self.history.select(request, now):
@@ -389,13 +412,8 @@ class Room:
         if not last:  # the user's other sessions stay in the room
             del occ.sessions[real]
             return out
-        for viewer, session in self.sessions():
-            if session == real:
-                continue
-            pres = self._presence(
-                occ, session, viewer.role, unavailable=True, source=source, role=Role.NONE
-            )
-            out.append((session, pres))
+        viewers = [(v, session) for v, session in self.sessions() if session != real]
+        out += self._to_others(occ, viewers, unavailable=True, source=source, role=Role.NONE)
         del self.occupants[nicks.key(occ.nick)]
         return out
 
@@ -431,8 +449,18 @@ class Room:
         return out
 
     # ------------------------------------------------------------------ messages
-    def groupchat(self, real: JID, stanza: Element, now: float) -> list[Delivery]:
+    def groupchat(
+        self, real: JID, stanza: Element, now: float, stanza_id: str | None = None
+    ) -> list[Delivery]:
         """§7.4 a message to all occupants; §8.1 a subject change."""
+        return self._to_all(self.accept_groupchat(real, stanza, now, stanza_id))
+
+    def accept_groupchat(
+        self, real: JID, stanza: Element, now: float, stanza_id: str | None = None
+    ) -> Element:
+        """Check a groupchat message (§7.4, §8.1) and give the message the room broadcasts,
+        without ``to``. A message with a body gets ``stanza_id`` as the room's XEP-0359
+        stanza-id (any the sender claimed for the room is dropped) and goes into the history."""
         occ = self._by_session.get(real)
         if occ is None:
             raise StanzaError(StanzaErrorCondition.NOT_ACCEPTABLE, "you are not in the room")
@@ -456,17 +484,34 @@ class Room:
             self.subject = subject.text
             self.subject_nick = occ.nick
             self.dirty = True
+        room = str(self.jid)
         message = Element("message", NS_CLIENT, dict(stanza.attrs))
         for child in stanza.children:
-            if isinstance(child, Element) and (child.ns, child.tag) in _STRIP:
+            if isinstance(child, Element) and (
+                (child.ns, child.tag) in _STRIP
+                or (child.ns == NS_SID and child.tag == "stanza-id" and child.get("by") == room)
+            ):
                 continue
             message.append(child)
         message.set("from", str(self.occupant_jid(occ.nick)))
         message.set("to", None)
         message.add("occupant-id", NS_OCCUPANT_ID, {"id": occ.occupant_id})
         if body is not None:
+            if stanza_id is not None:
+                message.add("stanza-id", NS_SID, {"id": stanza_id, "by": room})
             self.history.add(message, now)
+        return message
+
+    def fan_out(self, message: Element) -> list[Delivery]:
+        """``message`` (from the room, without ``to``) to every occupant's every session."""
         return self._to_all(message)
+
+    def require_moderator(self, real: JID) -> Occupant:
+        """The occupant ``real`` is, if it is a moderator; ``forbidden`` otherwise."""
+        occ = self._by_session.get(real)
+        if occ is None or occ.role is not Role.MODERATOR:
+            raise StanzaError(StanzaErrorCondition.FORBIDDEN, "moderators only")
+        return occ
 
     def private(self, real: JID, nick: str, stanza: Element) -> list[Delivery]:
         """§7.5: a private message to another occupant, marked with muc#user <x/>."""

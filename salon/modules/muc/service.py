@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from pydantic import Field
@@ -18,13 +19,19 @@ from salon.core.module import Module, ModuleOptions, Spec
 from salon.errors import StanzaError, StanzaErrorCondition
 from salon.jid import JID
 from salon.modules.disco import info_query
+from salon.modules.mam.query import answer_page, metadata_element, parse_query, query_form
 from salon.modules.muc.config import RoomConfig, config_form, roominfo_form
+from salon.modules.muc.history import stamp
+from salon.modules.muc.moderation import parse_moderate, retraction_message, tombstone
 from salon.modules.muc.room import Delivery, Limits, Room
-from salon.modules.muc.rules import Affiliation
+from salon.modules.muc.rules import RANK, Affiliation
 from salon.namespaces import (
     NS_DATA_FORMS,
     NS_DISCO_INFO,
     NS_DISCO_ITEMS,
+    NS_HINTS,
+    NS_MAM,
+    NS_MODERATE,
     NS_MUC,
     NS_MUC_ADMIN,
     NS_MUC_OWNER,
@@ -32,9 +39,13 @@ from salon.namespaces import (
     NS_MUC_USER,
     NS_OCCUPANT_ID,
     NS_PING,
+    NS_RETRACT,
+    NS_SID,
 )
-from salon.storage.interfaces import StoredRoom
+from salon.storage.interfaces import ArchiveItemNotFound, ArchiveQuery, StoredRoom
 from salon.xml.element import Element
+from salon.xml.fragment import parse_element
+from salon.xml.serializer import serialize_str
 from salon.xml.stanza import iq_result
 
 if TYPE_CHECKING:
@@ -67,14 +78,24 @@ class MucOptions(ModuleOptions):
     persistent_by_default: bool = Field(
         False, description="Whether new rooms are persistent until configured otherwise."
     )
+    archive_page: int = Field(
+        50, ge=1, description="Room archive (XEP-0313): results per page without RSM max."
+    )
+    archive_max_page: int = Field(
+        250, ge=1, description="Room archive: most results one query page returns."
+    )
+    archive_max_ids: int = Field(100, ge=1, description="Room archive: most UIDs per query.")
 
 
 class Muc(Module[MucOptions]):
     name = "muc"
     specs = (
-        Spec("XEP-0045", "1.34", "partial: no room archive, no XEP-0425 moderation yet"),
+        Spec("XEP-0045", "1.34"),
+        Spec("XEP-0313", "1.1.3", "room archives of persistent rooms"),
+        Spec("XEP-0359", "0.7.0", "the room's stanza-id on groupchat messages"),
         Spec("XEP-0410", "1.1", "the service answers self-pings"),
         Spec("XEP-0421", "0.2"),
+        Spec("XEP-0425", "0.3.0", "retraction, with a tombstone in archive and history"),
     )
     depends = ("disco",)
 
@@ -83,6 +104,7 @@ class Muc(Module[MucOptions]):
         self.rooms: dict[str, Room] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._stored: set[str] = set()
+        self._primed: set[str] = set()  # rooms whose history holds their archive's tail
         self._secret = b""
         self.serve_domain(self.service, self)
         self.add_item(DISCO_ITEM, DiscoItem(jid=self.service, name=self.options.title))
@@ -137,18 +159,22 @@ class Muc(Module[MucOptions]):
         return lock
 
     async def _send(self, deliveries: list[Delivery]) -> None:
+        senders: dict[str, JID] = {}  # a broadcast has one sender: parse it once
         for to, stanza in deliveries:
-            sender = JID.parse(stanza.get("from") or self.service)
+            text = stanza.get("from") or self.service
+            sender = senders.get(text)
+            if sender is None:
+                sender = senders[text] = JID.parse(text)
             await self.router.route(stanza, None, sender, to)
 
     async def _settle(self, name: str, room: Room) -> None:
         """Store what changed; forget a destroyed room or an empty temporary one."""
         if room.destroyed:
-            self.rooms.pop(name, None)
-            self._locks.pop(name, None)
+            self._forget(name)
             if name in self._stored:
                 self._stored.discard(name)
                 await self.storage.muc.delete(self.service, name)
+            await self.storage.archive.delete(self.service, name)
             return
         if room.dirty:
             room.dirty = False
@@ -168,8 +194,13 @@ class Muc(Module[MucOptions]):
                 self._stored.discard(name)
                 await self.storage.muc.delete(self.service, name)
         if room.is_empty and not room.config.persistent:
-            self.rooms.pop(name, None)
-            self._locks.pop(name, None)
+            self._forget(name)
+            await self.storage.archive.delete(self.service, name)
+
+    def _forget(self, name: str) -> None:
+        self.rooms.pop(name, None)
+        self._locks.pop(name, None)
+        self._primed.discard(name)
 
     # ------------------------------------------------------------------ entry point
     async def receive(
@@ -188,7 +219,7 @@ class Muc(Module[MucOptions]):
                     return
                 raise StanzaError(StanzaErrorCondition.ITEM_NOT_FOUND, "no such room")
             elif stanza.tag == "message":
-                await self._send(self._message(stanza, sender, to, room))
+                await self._message(stanza, sender, to, room)
             else:
                 await self._iq(stanza, origin, sender, to, room)
             if room is not None:
@@ -212,9 +243,11 @@ class Muc(Module[MucOptions]):
             room = self._create(stanza, sender, to)
             deliveries = room.join(sender, to.resource, stanza, now, created=True)
             self.rooms[to.local or ""] = room
+            self._primed.add(to.local or "")
         elif room.occupant(sender) is not None:
             deliveries = room.presence(sender, to.resource, stanza, now)
         else:
+            await self._prime_history(room)
             deliveries = room.join(sender, to.resource, stanza, now)
         await self._send(deliveries)
         return room
@@ -246,21 +279,57 @@ class Muc(Module[MucOptions]):
                 await self._send(room.leave(jid, None))
                 await self._settle(name, room)
 
+    async def _prime_history(self, room: Room) -> None:
+        """Before the first join after a restart, the history buffer of an archived room
+        takes the newest messages of its archive: history on join survives restarts."""
+        name = room.jid.local or ""
+        if name in self._primed:
+            return
+        self._primed.add(name)
+        length = room.history.length
+        if not room.config.archived or length == 0:
+            return
+        page = await self.storage.archive.query(
+            self.service, name, ArchiveQuery(max=length, before="")
+        )
+        for item in page.items:
+            try:
+                archived = parse_element(item.stanza)
+            except ValueError:
+                self.log.error("room %s: archived item %s is unreadable", name, item.id)
+                continue
+            room.history.add(archived, item.timestamp.timestamp())
+
     # ------------------------------------------------------------------ messages
-    def _message(self, stanza: Element, sender: JID, to: JID, room: Room) -> list[Delivery]:
+    async def _message(self, stanza: Element, sender: JID, to: JID, room: Room) -> None:
         stype = stanza.get("type")
         if stype == "error":
-            return []
+            return
         if to.resource is not None:
             if stype == "groupchat":
                 raise StanzaError(StanzaErrorCondition.BAD_REQUEST, "groupchat to an occupant")
-            return room.private(sender, to.resource, stanza)
+            await self._send(room.private(sender, to.resource, stanza))
+            return
         x = stanza.find("x", NS_MUC_USER)
         if x is not None and (x.find("invite") is not None or x.find("decline") is not None):
-            return room.invite(sender, x, stanza)
-        if stype == "groupchat":
-            return room.groupchat(sender, stanza, self.clock.time())
-        raise StanzaError(StanzaErrorCondition.BAD_REQUEST, "send groupchat messages to a room")
+            await self._send(room.invite(sender, x, stanza))
+            return
+        if stype != "groupchat":
+            raise StanzaError(StanzaErrorCondition.BAD_REQUEST, "send groupchat messages to a room")
+        now = self.clock.time()
+        uid = secrets.token_urlsafe(12)
+        message = room.accept_groupchat(sender, stanza, now, uid)
+        if room.config.archived and _archivable(stanza):
+            await self.storage.archive.append(
+                self.service,
+                room.jid.local or "",
+                item_id=uid,
+                with_jid=message.get("from") or "",
+                stanza=serialize_str(message),
+                timestamp=datetime.fromtimestamp(now, UTC),
+                direction="in",
+            )
+        await self._send(room.fan_out(message))
 
     # ------------------------------------------------------------------ iq
     async def _iq(
@@ -312,6 +381,17 @@ class Muc(Module[MucOptions]):
             reply.append(config_form(room.config, self.options.max_history, self.options.max_users))
         elif key == ("set", NS_MUC_OWNER, "query"):
             deliveries = self._owner_set(sender, payload, room)
+        elif key == ("set", NS_MAM, "query"):
+            await self._archive_query(stanza, origin, sender, room, payload)
+            return
+        elif key == ("get", NS_MAM, "query"):
+            self._may_read_archive(sender, room)
+            reply = query_form()
+        elif key == ("get", NS_MAM, "metadata"):
+            self._may_read_archive(sender, room)
+            reply = await self._archive_metadata(room)
+        elif key == ("set", NS_MODERATE, "moderate"):
+            deliveries = await self._moderate(sender, room, payload)
         else:
             raise StanzaError(StanzaErrorCondition.SERVICE_UNAVAILABLE)
         self.router.deliver_reply(origin, iq_result(stanza, reply))
@@ -333,6 +413,98 @@ class Muc(Module[MucOptions]):
             return room.destroy("", None, None)  # §10.1.3: a cancelled new room goes away
         return room.configure(sender, form)
 
+    # ------------------------------------------------------------------ room archive
+    def _may_read_archive(self, sender: JID, room: Room) -> None:
+        """XEP-0313 §5.1.2 on a room: only archived rooms answer, and only to those who
+        could enter (no outcasts; members of members-only rooms; occupants of rooms with a
+        password)."""
+        if not room.config.archived:
+            raise StanzaError(
+                StanzaErrorCondition.SERVICE_UNAVAILABLE, "this room keeps no archive"
+            )
+        aff = room.affiliation(sender)
+        if aff is Affiliation.OUTCAST:
+            raise StanzaError(StanzaErrorCondition.FORBIDDEN, "you are banned from this room")
+        if room.config.members_only and RANK[aff] < RANK[Affiliation.MEMBER]:
+            raise StanzaError(StanzaErrorCondition.FORBIDDEN, "members only")
+        if room.config.password and room.occupant(sender) is None:
+            raise StanzaError(StanzaErrorCondition.FORBIDDEN, "occupants only")
+
+    async def _archive_query(
+        self,
+        stanza: Element,
+        origin: C2SSession | None,
+        sender: JID,
+        room: Room,
+        payload: Element,
+    ) -> None:
+        self._may_read_archive(sender, room)
+        o = self.options
+        parsed = parse_query(
+            payload,
+            default_max=o.archive_page,
+            max_max=o.archive_max_page,
+            max_ids=o.archive_max_ids,
+            with_count=False,
+        )
+        try:
+            page = await self.storage.archive.query(
+                self.service, room.jid.local or "", parsed.query
+            )
+        except ArchiveItemNotFound:
+            raise StanzaError(StanzaErrorCondition.ITEM_NOT_FOUND) from None
+        answer = answer_page(str(room.jid), str(sender), parsed.queryid, page)
+        for uid in answer.unreadable:
+            self.log.error("room %s: archived item %s is unreadable", room.jid, uid)
+        for result in answer.results:
+            self.router.deliver_reply(origin, result)
+        self.router.deliver_reply(origin, iq_result(stanza, answer.fin))
+
+    async def _archive_metadata(self, room: Room) -> Element:
+        name = room.jid.local or ""
+        archive = self.storage.archive
+        oldest = await archive.query(self.service, name, ArchiveQuery(max=1))
+        newest = await archive.query(self.service, name, ArchiveQuery(max=1, before=""))
+        return metadata_element(
+            oldest.items[0] if oldest.items else None,
+            newest.items[0] if newest.items else None,
+        )
+
+    # ------------------------------------------------------------------ moderation
+    async def _moderate(self, sender: JID, room: Room, payload: Element) -> list[Delivery]:
+        """XEP-0425: a moderator retracts a message by its stanza-id; the archive and the
+        history keep a tombstone, every occupant hears of the retraction."""
+        moderator = room.require_moderator(sender)
+        moderation = parse_moderate(payload)
+        name = room.jid.local or ""
+        original: Element | None = None
+        archived = False
+        if room.config.archived:
+            try:
+                page = await self.storage.archive.query(
+                    self.service, name, ArchiveQuery(ids=(moderation.stanza_id,), max=1)
+                )
+            except (ArchiveItemNotFound, ValueError):
+                page = None
+            if page is not None and page.items:
+                original = parse_element(page.items[0].stanza)
+                archived = True
+        if original is None:
+            original = room.history.find(moderation.stanza_id)
+        if original is None or original.find("retracted", NS_RETRACT) is not None:
+            raise StanzaError(StanzaErrorCondition.ITEM_NOT_FOUND, "no such message")
+        by = str(room.occupant_jid(moderator.nick))
+        stone = tombstone(original, moderation, by, moderator.occupant_id, stamp(self.clock.time()))
+        if archived:
+            await self.storage.archive.replace(
+                self.service, name, moderation.stanza_id, serialize_str(stone)
+            )
+        room.history.replace(moderation.stanza_id, stone)
+        announcement = retraction_message(
+            str(room.jid), secrets.token_urlsafe(12), moderation, by, moderator.occupant_id
+        )
+        return room.fan_out(announcement)
+
     def _room_info(self, room: Room) -> Element:
         c = room.config
         features = [
@@ -340,6 +512,10 @@ class Muc(Module[MucOptions]):
             NS_DISCO_INFO,
             NS_OCCUPANT_ID,
             NS_MUC_SELF_PING,
+            NS_SID,
+            NS_MODERATE,
+            NS_RETRACT,
+            *([NS_MAM] if c.archived else []),
             "muc_public" if c.public else "muc_hidden",
             "muc_persistent" if c.persistent else "muc_temporary",
             "muc_membersonly" if c.members_only else "muc_open",
@@ -383,3 +559,15 @@ class Muc(Module[MucOptions]):
         else:
             raise StanzaError(StanzaErrorCondition.SERVICE_UNAVAILABLE)
         self.router.deliver_reply(origin, iq_result(stanza, reply))
+
+
+def _archivable(stanza: Element) -> bool:
+    """A groupchat message goes into the room archive when it has a body and no XEP-0334
+    hint against storing it."""
+    has_body = False
+    for child in stanza.elements():
+        if child.ns == NS_HINTS and child.tag in ("no-store", "no-permanent-store"):
+            return False
+        if child.tag == "body" and child.ns == stanza.ns:
+            has_body = True
+    return has_body

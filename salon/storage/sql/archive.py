@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, select, tuple_
+from sqlalchemy import ColumnElement, delete, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -127,6 +127,20 @@ class SqlArchiveStore:
                 .where(archive.c.host == host, archive.c.username == username)
             )
             return int(total or 0)
+
+    async def replace(self, host: str, username: str, item_id: str, stanza: str) -> bool:
+        """Replace one item's stanza (a tombstone for a retracted message)."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(archive)
+                .where(
+                    archive.c.host == host,
+                    archive.c.username == username,
+                    archive.c.item_id == item_id,
+                )
+                .values(stanza=stanza)
+            )
+            return bool(result.rowcount)
 
     # ------------------------------------------------------------------ querying
     async def query(self, host: str, username: str, query: ArchiveQuery) -> ArchivePage:
