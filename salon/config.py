@@ -77,6 +77,7 @@ DEFAULT_MODULES: tuple[str, ...] = (
     "muc",
     "pep",
     "pubsub",
+    "bookmarks",
     "mam",
     "smacks",
     "csi",

@@ -18,11 +18,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 from pydantic import Field
 
 from salon.core.events import (
     AccountDeleted,
+    PepItemPublished,
+    PepItemsRemoved,
     PresenceBroadcast,
     PresenceToBare,
     PresenceToFull,
@@ -31,17 +34,25 @@ from salon.core.events import (
 )
 from salon.core.iq import IqRequest, Target
 from salon.core.module import Module, ModuleOptions, Spec
+from salon.core.personal import PepItem, PersonalEventing
 from salon.core.roster_cache import RosterCache
 from salon.errors import StanzaError, StanzaErrorCondition
-from salon.jid import JID
+from salon.jid import JID, parse_jid
 from salon.modules.caps import HASHES, verification_string
 from salon.modules.pubsub import protocol
 from salon.modules.pubsub.config import NodeConfig
 from salon.modules.pubsub.interest import CapsCache, CapsRef, Interests, caps_of, notify_nodes
-from salon.modules.pubsub.service import Limits, NodeEvent, PubSubService, ServicePolicy
+from salon.modules.pubsub.service import (
+    Limits,
+    NodeEvent,
+    PubSubError,
+    PubSubService,
+    ServicePolicy,
+)
 from salon.namespaces import NS_CLIENT, NS_DISCO_INFO, NS_PUBSUB, NS_PUBSUB_OWNER
 from salon.storage.interfaces import RosterItem
 from salon.xml.element import Element
+from salon.xml.fragment import parse_element
 
 
 class PepOptions(ModuleOptions):
@@ -96,13 +107,19 @@ class Pep(Module[PepOptions]):
         self.hook(PresenceBroadcast, self.own_presence, 10)
         self.hook(ResourceUnbound, self.session_ended)
         self.hook(AccountDeleted, self.account_deleted)
+        self.provide(PersonalEventing, _Personal(self))
 
-    def service(self, owner: JID) -> PubSubService:
+    def service(self, owner: JID, source: str | None = None) -> PubSubService:
+        """``owner``'s service; ``source`` names the module acting through it, if any."""
+
+        async def broadcast(event: NodeEvent) -> None:
+            await self.broadcast(event, source)
+
         return PubSubService(
             self.storage.pubsub,
             str(owner),
             self.policy,
-            self.broadcast,
+            broadcast,
             self.rosters,
             owner=owner,
             now=self.clock.time,
@@ -121,9 +138,32 @@ class Pep(Module[PepOptions]):
         return await self.storage.accounts.get(user.domain, user.local or "") is not None
 
     # ------------------------------------------------------------------ notifications
-    async def broadcast(self, event: NodeEvent) -> None:
+    async def broadcast(self, event: NodeEvent, source: str | None = None) -> None:
         owner = event.owner
         assert owner is not None
+        await self._deliver(event, owner)
+        if not event.last_item:
+            await self._announce(event, owner, source)
+
+    async def _announce(self, event: NodeEvent, owner: JID, source: str | None) -> None:
+        """Tell the host's modules what changed (bookmarks and avatar conversions)."""
+        if event.kind == "items":
+            for item in event.items:
+                payload = parse_element(item.payload) if item.payload else None
+                publisher = parse_jid(item.publisher) or owner
+                await self.host.hooks.fire(
+                    PepItemPublished(owner, event.node, item.id, payload, publisher, source)
+                )
+        elif event.kind == "retract":
+            await self.host.hooks.fire(
+                PepItemsRemoved(owner, event.node, event.retracted, source=source)
+            )
+        else:  # purge, delete
+            await self.host.hooks.fire(
+                PepItemsRemoved(owner, event.node, every_item=True, source=source)
+            )
+
+    async def _deliver(self, event: NodeEvent, owner: JID) -> None:
         recipients = dict.fromkeys(event.recipients)
         if not event.last_item:
             service = self.service(owner)
@@ -238,3 +278,40 @@ class Pep(Module[PepOptions]):
     async def account_deleted(self, event: AccountDeleted) -> None:
         self.interests.forget_owner(event.jid.bare)
         await self.storage.pubsub.delete_service(str(event.jid.bare))
+
+
+class _Personal(PersonalEventing):
+    """The account's PEP service for other modules, acting as the account."""
+
+    def __init__(self, pep: Pep) -> None:
+        self.pep = pep
+
+    async def publish(
+        self,
+        owner: JID,
+        node: str,
+        item_id: str,
+        payload: Element,
+        options: Mapping[str, list[str]] | None = None,
+        *,
+        source: str,
+    ) -> None:
+        await self.pep.service(owner, source).publish(owner, node, item_id, payload, options)
+
+    async def retract(self, owner: JID, node: str, item_id: str, *, source: str) -> bool:
+        try:
+            await self.pep.service(owner, source).retract(owner, node, item_id, notify=True)
+        except PubSubError as err:
+            if err.condition is StanzaErrorCondition.ITEM_NOT_FOUND:
+                return False
+            raise
+        return True
+
+    async def items(self, owner: JID, node: str) -> list[PepItem] | None:
+        try:
+            found = await self.pep.service(owner).items(owner, node)
+        except PubSubError as err:
+            if err.condition is StanzaErrorCondition.ITEM_NOT_FOUND:
+                return None
+            raise
+        return [PepItem(i.id, parse_element(i.payload) if i.payload else None) for i in found]
