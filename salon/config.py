@@ -78,6 +78,7 @@ DEFAULT_MODULES: tuple[str, ...] = (
     "pep",
     "pubsub",
     "bookmarks",
+    "avatars",
     "mam",
     "smacks",
     "csi",
