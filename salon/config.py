@@ -79,6 +79,7 @@ DEFAULT_MODULES: tuple[str, ...] = (
     "pubsub",
     "bookmarks",
     "avatars",
+    "extdisco",
     "mam",
     "smacks",
     "csi",
