@@ -349,6 +349,7 @@ class Prosody(ServerUnderTest):
         "blocklist",
         "offline",
         "server_contact_info",
+        "pep",
     )
 
     def __init__(self, workdir: Path, port: int = 25222) -> None:
@@ -540,6 +541,8 @@ modules:
   mod_ping: {{}}
   mod_privacy: {{}}
   mod_private: {{}}
+  mod_pubsub:
+    plugins: ["flat", "pep"]
   mod_roster: {{}}
   mod_time: {{}}
   mod_vcard: {{}}
