@@ -5,7 +5,7 @@ logs in, fetches rosters and sends initial presence with entity capabilities (XE
 advertising ``http://jabber.org/protocol/tune+notify``; every client has the same caps, so a
 server asks disco#info once (or a few times) and the generator answers from the buffers.
 Then, each round, every user publishes one tune at once; each publish is delivered to the
-publisher's own resource and to each contact, so a round is ``users × (contacts + 1)``
+publisher's own resource and to each contact, so a round is ``users * (contacts + 1)``
 notifications. A warm-up round (nodes created, caps learned) is not measured.
 
 Figures: notifications delivered/s (wall), notifications per server CPU second (= delivered/s
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import re
 import time
@@ -98,10 +99,8 @@ class Watcher:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def _run(self) -> None:
         while True:
