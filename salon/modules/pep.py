@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Mapping
 
 from pydantic import Field
@@ -95,6 +96,11 @@ class Pep(Module[PepOptions]):
         self.caps = CapsCache(opts.caps_cache_size)
         self.interests = Interests(opts.resources_per_account)
         self._lookups: dict[tuple[str, str], asyncio.Future[frozenset[str] | None]] = {}
+        # resources whose caps could not be learned yet (the lookup timed out or failed):
+        # they get their interest when any later lookup of the same ver succeeds
+        self._unresolved: OrderedDict[tuple[str, str], dict[tuple[JID, JID], CapsRef]] = (
+            OrderedDict()
+        )
         for feature in protocol.features(pep=True):
             self.add_account_feature(feature)
         self.add_identity("pubsub", "pep")
@@ -185,6 +191,7 @@ class Pep(Module[PepOptions]):
             self._observe(session.jid.bare, session.jid, event.stanza)
         elif stype == "unavailable":
             self.interests.remove(session.jid.bare, session.jid)
+            self._forget_unresolved(session.jid.bare, session.jid)
 
     async def inbound_presence(self, event: RoutedStanza) -> None:
         owner, contact = event.to.bare, event.sender
@@ -193,6 +200,7 @@ class Pep(Module[PepOptions]):
         stype = event.stanza.get("type")
         if stype == "unavailable":
             self.interests.remove(owner, contact)
+            self._forget_unresolved(owner, contact)
             return
         if stype is not None or contact.bare == owner:
             return  # own resources are seen through their broadcast
@@ -216,6 +224,29 @@ class Pep(Module[PepOptions]):
         features = await self._features(resource, caps)
         if features is not None:
             await self._interested(owner, resource, notify_nodes(features))
+            return
+        key = (caps.hash, caps.ver)
+        waiting = self._unresolved.setdefault(key, {})
+        retry = not waiting  # the first to wait asks once more (a busy peer answers late)
+        waiting[(owner, resource)] = caps
+        self._unresolved.move_to_end(key)
+        if len(waiting) > self.options.resources_per_account:
+            del waiting[next(iter(waiting))]
+        while len(self._unresolved) > self.options.caps_cache_size:
+            self._unresolved.popitem(last=False)
+        if retry and key not in self._lookups:
+            await self._features(resource, caps)
+
+    def _resolve(self, caps: CapsRef, features: frozenset[str]) -> None:
+        """A ver was verified: the resources that waited for it get their interest."""
+        waiting = self._unresolved.pop((caps.hash, caps.ver), {})
+        nodes = notify_nodes(features)
+        for owner, resource in waiting:
+            self.spawn(self._interested(owner, resource, nodes))
+
+    def _forget_unresolved(self, owner: JID, resource: JID) -> None:
+        for waiting in self._unresolved.values():
+            waiting.pop((owner, resource), None)
 
     async def _interested(self, owner: JID, resource: JID, nodes: frozenset[str]) -> None:
         """Record the interest; send the last items of the nodes newly wanted."""
@@ -265,6 +296,7 @@ class Pep(Module[PepOptions]):
         features = frozenset(f.get("var") or "" for f in query.find_all("feature", NS_DISCO_INFO))
         if caps.hash in HASHES and verification_string(query, caps.hash) == caps.ver:
             self.caps.put(caps, features)  # verified: good for every entity with this ver
+            self._resolve(caps, features)
         else:
             self.log.info("caps of %s do not match their hash; not cached", resource)
         return features
@@ -272,6 +304,7 @@ class Pep(Module[PepOptions]):
     async def session_ended(self, event: ResourceUnbound) -> None:
         jid = event.session.jid
         self.interests.remove(jid.bare, jid)
+        self._forget_unresolved(jid.bare, jid)
         if not self.sessions.is_online(jid.bare):
             self.interests.forget_owner(jid.bare)
 
