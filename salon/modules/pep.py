@@ -63,6 +63,9 @@ class PepOptions(ModuleOptions):
     default_max_items: int = Field(1, ge=1, description="max_items of a node made by publish")
     caps_cache_size: int = Field(10_000, ge=1, description="Entity capabilities remembered")
     caps_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a disco#info")
+    caps_waiting: int = Field(
+        100_000, ge=1, description="(account, resource) pairs kept waiting for a caps lookup"
+    )
     resources_per_account: int = Field(
         1000, ge=1, description="Most interested resources tracked per account"
     )
@@ -101,6 +104,7 @@ class Pep(Module[PepOptions]):
         self._unresolved: OrderedDict[tuple[str, str], dict[tuple[JID, JID], CapsRef]] = (
             OrderedDict()
         )
+        self._waiting = 0
         for feature in protocol.features(pep=True):
             self.add_account_feature(feature)
         self.add_identity("pubsub", "pep")
@@ -228,25 +232,28 @@ class Pep(Module[PepOptions]):
         key = (caps.hash, caps.ver)
         waiting = self._unresolved.setdefault(key, {})
         retry = not waiting  # the first to wait asks once more (a busy peer answers late)
+        if (owner, resource) not in waiting:
+            self._waiting += 1
         waiting[(owner, resource)] = caps
         self._unresolved.move_to_end(key)
-        if len(waiting) > self.options.resources_per_account:
-            del waiting[next(iter(waiting))]
-        while len(self._unresolved) > self.options.caps_cache_size:
-            self._unresolved.popitem(last=False)
+        while self._waiting > self.options.caps_waiting and self._unresolved:
+            _key, dropped = self._unresolved.popitem(last=False)
+            self._waiting -= len(dropped)
         if retry and key not in self._lookups:
             await self._features(resource, caps)
 
     def _resolve(self, caps: CapsRef, features: frozenset[str]) -> None:
         """A ver was verified: the resources that waited for it get their interest."""
         waiting = self._unresolved.pop((caps.hash, caps.ver), {})
+        self._waiting -= len(waiting)
         nodes = notify_nodes(features)
         for owner, resource in waiting:
             self.spawn(self._interested(owner, resource, nodes))
 
     def _forget_unresolved(self, owner: JID, resource: JID) -> None:
         for waiting in self._unresolved.values():
-            waiting.pop((owner, resource), None)
+            if waiting.pop((owner, resource), None) is not None:
+                self._waiting -= 1
 
     async def _interested(self, owner: JID, resource: JID, nodes: frozenset[str]) -> None:
         """Record the interest; send the last items of the nodes newly wanted."""
