@@ -71,6 +71,10 @@ class PepOptions(ModuleOptions):
     )
 
 
+#: A caps answer later than ``caps_timeout`` still counts up to this many timeouts after.
+LATE_ANSWER_FACTOR = 6
+
+
 class _Rosters:
     def __init__(self, cache: RosterCache) -> None:
         self.cache = cache
@@ -293,10 +297,25 @@ class Pep(Module[PepOptions]):
         iq.add("query", NS_DISCO_INFO, {"node": f"{caps.node}#{caps.ver}"})
         answer = self.pending_iqs.expect(iq_id, str(resource))
         await self.router.route(iq, None, JID.make(None, self.domain), resource)
-        try:
-            reply = await asyncio.wait_for(answer, self.options.caps_timeout)
-        except TimeoutError:
+        done, _ = await asyncio.wait({answer}, timeout=self.options.caps_timeout)
+        if not done:
+            # Too slow for those waiting now (they wait on for the ver, see _resolve); an
+            # answer that comes later is still verified and cached, up to a bound.
+            answer.add_done_callback(lambda late: self._late_answer(late, resource, caps))
+            self.spawn(self._give_up(answer, LATE_ANSWER_FACTOR * self.options.caps_timeout))
             return None
+        return self._features_of(answer.result(), resource, caps)
+
+    def _late_answer(self, answer: asyncio.Future[Element], resource: JID, caps: CapsRef) -> None:
+        if not answer.cancelled():
+            self._features_of(answer.result(), resource, caps)
+
+    @staticmethod
+    async def _give_up(answer: asyncio.Future[Element], seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        answer.cancel()
+
+    def _features_of(self, reply: Element, resource: JID, caps: CapsRef) -> frozenset[str] | None:
         query = reply.find("query", NS_DISCO_INFO)
         if reply.get("type") != "result" or query is None:
             return None
