@@ -250,9 +250,13 @@ class Pep(Module[PepOptions]):
         """A ver was verified: the resources that waited for it get their interest."""
         waiting = self._unresolved.pop((caps.hash, caps.ver), {})
         self._waiting -= len(waiting)
-        nodes = notify_nodes(features)
+        if waiting:
+            self.spawn(self._resolve_all(list(waiting), notify_nodes(features)))
+
+    async def _resolve_all(self, waiting: list[tuple[JID, JID]], nodes: frozenset[str]) -> None:
+        """One after the other: thousands may wait for one ver (everyone's client)."""
         for owner, resource in waiting:
-            self.spawn(self._interested(owner, resource, nodes))
+            await self._interested(owner, resource, nodes)
 
     def _forget_unresolved(self, owner: JID, resource: JID) -> None:
         for waiting in self._unresolved.values():
