@@ -30,7 +30,7 @@ from bench.scenarios import SCENARIOS, Plan, Result, pinned_to_generator_cpu
 from bench.servers import Forwarder, installed, make_server, stop_all
 
 ALL_SERVERS = ("salon", "prosody", "ejabberd")
-ALL_SCENARIOS = ("login", "idle", "messages", "presence", "groupchat", "limit")
+ALL_SCENARIOS = ("login", "idle", "messages", "presence", "groupchat", "pep", "limit")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -206,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="run scenarios against servers and write a report")
     r.add_argument("--server", default="all", help="salon|prosody|ejabberd|all, or a,b")
     r.add_argument(
-        "--scenario", default="all", help="login|idle|messages|presence|groupchat|limit|all, or a,b"
+        "--scenario",
+        default="all",
+        help="login|idle|messages|presence|groupchat|pep|limit|all, or a,b",
     )
     r.add_argument("--quick", action="store_true", help="small sizes and short steps (smoke run)")
     r.add_argument("--workdir", help="configs, data and accounts (kept for the next run)")

@@ -887,12 +887,19 @@ async def scenario_groupchat(server: ServerUnderTest, plan: Plan) -> Result:
     return await run(server, plan)
 
 
+async def scenario_pep(server: ServerUnderTest, plan: Plan) -> Result:
+    from bench.pep import scenario_pep as pep  # bench.pep builds on this module
+
+    return await pep(server, plan)
+
+
 SCENARIOS: dict[str, Callable[[ServerUnderTest, Plan], Awaitable[Result]]] = {
     "login": scenario_login,
     "idle": scenario_idle,
     "messages": scenario_messages,
     "presence": scenario_presence,
     "groupchat": scenario_groupchat,
+    "pep": scenario_pep,
     "limit": scenario_limit,
 }
 

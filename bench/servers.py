@@ -358,6 +358,7 @@ class Prosody(ServerUnderTest):
         "blocklist",
         "offline",
         "server_contact_info",
+        "pep",
     )
 
     def __init__(self, workdir: Path, port: int = 25222) -> None:
@@ -554,6 +555,8 @@ modules:
   mod_ping: {{}}
   mod_privacy: {{}}
   mod_private: {{}}
+  mod_pubsub:
+    plugins: ["flat", "pep"]
   mod_roster: {{}}
   mod_time: {{}}
   mod_vcard: {{}}

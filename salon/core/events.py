@@ -190,3 +190,47 @@ class SessionResumed(Notification):
     """A hibernated session continues on a new connection (XEP-0198 resumption)."""
 
     session: C2SSession
+
+
+@dataclass(slots=True)
+class PrivateXmlStored(Notification):
+    """Private XML (XEP-0049) of ``user`` was stored: ``fragments`` replaced what was kept
+    in their namespaces. ``source`` is the module that wrote on the server's behalf, None
+    when the user did (salon.core.personal)."""
+
+    user: JID
+    fragments: tuple[Element, ...]
+    source: str | None = None
+
+
+@dataclass(slots=True)
+class PepItemPublished(Notification):
+    """An item was published to ``node`` of ``owner``'s PEP service (XEP-0163)."""
+
+    owner: JID
+    node: str
+    item_id: str
+    payload: Element | None
+    publisher: JID
+    source: str | None = None
+
+
+@dataclass(slots=True)
+class PepItemsRemoved(Notification):
+    """Items left ``node`` of ``owner``'s PEP service: ``item_ids`` were retracted, or, when
+    ``every_item``, the node was purged or deleted."""
+
+    owner: JID
+    node: str
+    item_ids: tuple[str, ...] = ()
+    every_item: bool = False
+    source: str | None = None
+
+
+@dataclass(slots=True)
+class VCardStored(Notification):
+    """``user``'s vCard (XEP-0054) was stored; ``vcard`` is None when it was emptied."""
+
+    user: JID
+    vcard: Element | None
+    source: str | None = None

@@ -18,11 +18,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
+from collections.abc import Mapping
 
 from pydantic import Field
 
 from salon.core.events import (
     AccountDeleted,
+    PepItemPublished,
+    PepItemsRemoved,
     PresenceBroadcast,
     PresenceToBare,
     PresenceToFull,
@@ -31,17 +35,25 @@ from salon.core.events import (
 )
 from salon.core.iq import IqRequest, Target
 from salon.core.module import Module, ModuleOptions, Spec
+from salon.core.personal import PepItem, PersonalEventing
 from salon.core.roster_cache import RosterCache
 from salon.errors import StanzaError, StanzaErrorCondition
-from salon.jid import JID
+from salon.jid import JID, parse_jid
 from salon.modules.caps import HASHES, verification_string
 from salon.modules.pubsub import protocol
 from salon.modules.pubsub.config import NodeConfig
 from salon.modules.pubsub.interest import CapsCache, CapsRef, Interests, caps_of, notify_nodes
-from salon.modules.pubsub.service import Limits, NodeEvent, PubSubService, ServicePolicy
+from salon.modules.pubsub.service import (
+    Limits,
+    NodeEvent,
+    PubSubError,
+    PubSubService,
+    ServicePolicy,
+)
 from salon.namespaces import NS_CLIENT, NS_DISCO_INFO, NS_PUBSUB, NS_PUBSUB_OWNER
 from salon.storage.interfaces import RosterItem
 from salon.xml.element import Element
+from salon.xml.fragment import parse_element
 
 
 class PepOptions(ModuleOptions):
@@ -51,9 +63,16 @@ class PepOptions(ModuleOptions):
     default_max_items: int = Field(1, ge=1, description="max_items of a node made by publish")
     caps_cache_size: int = Field(10_000, ge=1, description="Entity capabilities remembered")
     caps_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a disco#info")
+    caps_waiting: int = Field(
+        100_000, ge=1, description="(account, resource) pairs kept waiting for a caps lookup"
+    )
     resources_per_account: int = Field(
         1000, ge=1, description="Most interested resources tracked per account"
     )
+
+
+#: A caps answer later than ``caps_timeout`` still counts up to this many timeouts after.
+LATE_ANSWER_FACTOR = 6
 
 
 class _Rosters:
@@ -84,6 +103,12 @@ class Pep(Module[PepOptions]):
         self.caps = CapsCache(opts.caps_cache_size)
         self.interests = Interests(opts.resources_per_account)
         self._lookups: dict[tuple[str, str], asyncio.Future[frozenset[str] | None]] = {}
+        # resources whose caps could not be learned yet (the lookup timed out or failed):
+        # they get their interest when any later lookup of the same ver succeeds
+        self._unresolved: OrderedDict[tuple[str, str], dict[tuple[JID, JID], CapsRef]] = (
+            OrderedDict()
+        )
+        self._waiting = 0
         for feature in protocol.features(pep=True):
             self.add_account_feature(feature)
         self.add_identity("pubsub", "pep")
@@ -96,13 +121,19 @@ class Pep(Module[PepOptions]):
         self.hook(PresenceBroadcast, self.own_presence, 10)
         self.hook(ResourceUnbound, self.session_ended)
         self.hook(AccountDeleted, self.account_deleted)
+        self.provide(PersonalEventing, _Personal(self))
 
-    def service(self, owner: JID) -> PubSubService:
+    def service(self, owner: JID, source: str | None = None) -> PubSubService:
+        """``owner``'s service; ``source`` names the module acting through it, if any."""
+
+        async def broadcast(event: NodeEvent) -> None:
+            await self.broadcast(event, source)
+
         return PubSubService(
             self.storage.pubsub,
             str(owner),
             self.policy,
-            self.broadcast,
+            broadcast,
             self.rosters,
             owner=owner,
             now=self.clock.time,
@@ -121,9 +152,32 @@ class Pep(Module[PepOptions]):
         return await self.storage.accounts.get(user.domain, user.local or "") is not None
 
     # ------------------------------------------------------------------ notifications
-    async def broadcast(self, event: NodeEvent) -> None:
+    async def broadcast(self, event: NodeEvent, source: str | None = None) -> None:
         owner = event.owner
         assert owner is not None
+        await self._deliver(event, owner)
+        if not event.last_item:
+            await self._announce(event, owner, source)
+
+    async def _announce(self, event: NodeEvent, owner: JID, source: str | None) -> None:
+        """Tell the host's modules what changed (bookmarks and avatar conversions)."""
+        if event.kind == "items":
+            for item in event.items:
+                payload = parse_element(item.payload) if item.payload else None
+                publisher = parse_jid(item.publisher) or owner
+                await self.host.hooks.fire(
+                    PepItemPublished(owner, event.node, item.id, payload, publisher, source)
+                )
+        elif event.kind == "retract":
+            await self.host.hooks.fire(
+                PepItemsRemoved(owner, event.node, event.retracted, source=source)
+            )
+        else:  # purge, delete
+            await self.host.hooks.fire(
+                PepItemsRemoved(owner, event.node, every_item=True, source=source)
+            )
+
+    async def _deliver(self, event: NodeEvent, owner: JID) -> None:
         recipients = dict.fromkeys(event.recipients)
         if not event.last_item:
             service = self.service(owner)
@@ -145,6 +199,7 @@ class Pep(Module[PepOptions]):
             self._observe(session.jid.bare, session.jid, event.stanza)
         elif stype == "unavailable":
             self.interests.remove(session.jid.bare, session.jid)
+            self._forget_unresolved(session.jid.bare, session.jid)
 
     async def inbound_presence(self, event: RoutedStanza) -> None:
         owner, contact = event.to.bare, event.sender
@@ -153,6 +208,7 @@ class Pep(Module[PepOptions]):
         stype = event.stanza.get("type")
         if stype == "unavailable":
             self.interests.remove(owner, contact)
+            self._forget_unresolved(owner, contact)
             return
         if stype is not None or contact.bare == owner:
             return  # own resources are seen through their broadcast
@@ -176,6 +232,36 @@ class Pep(Module[PepOptions]):
         features = await self._features(resource, caps)
         if features is not None:
             await self._interested(owner, resource, notify_nodes(features))
+            return
+        key = (caps.hash, caps.ver)
+        waiting = self._unresolved.setdefault(key, {})
+        retry = not waiting  # the first to wait asks once more (a busy peer answers late)
+        if (owner, resource) not in waiting:
+            self._waiting += 1
+        waiting[(owner, resource)] = caps
+        self._unresolved.move_to_end(key)
+        while self._waiting > self.options.caps_waiting and self._unresolved:
+            _key, dropped = self._unresolved.popitem(last=False)
+            self._waiting -= len(dropped)
+        if retry and key not in self._lookups:
+            await self._features(resource, caps)
+
+    def _resolve(self, caps: CapsRef, features: frozenset[str]) -> None:
+        """A ver was verified: the resources that waited for it get their interest."""
+        waiting = self._unresolved.pop((caps.hash, caps.ver), {})
+        self._waiting -= len(waiting)
+        if waiting:
+            self.spawn(self._resolve_all(list(waiting), notify_nodes(features)))
+
+    async def _resolve_all(self, waiting: list[tuple[JID, JID]], nodes: frozenset[str]) -> None:
+        """One after the other: thousands may wait for one ver (everyone's client)."""
+        for owner, resource in waiting:
+            await self._interested(owner, resource, nodes)
+
+    def _forget_unresolved(self, owner: JID, resource: JID) -> None:
+        for waiting in self._unresolved.values():
+            if waiting.pop((owner, resource), None) is not None:
+                self._waiting -= 1
 
     async def _interested(self, owner: JID, resource: JID, nodes: frozenset[str]) -> None:
         """Record the interest; send the last items of the nodes newly wanted."""
@@ -215,16 +301,32 @@ class Pep(Module[PepOptions]):
         iq.add("query", NS_DISCO_INFO, {"node": f"{caps.node}#{caps.ver}"})
         answer = self.pending_iqs.expect(iq_id, str(resource))
         await self.router.route(iq, None, JID.make(None, self.domain), resource)
-        try:
-            reply = await asyncio.wait_for(answer, self.options.caps_timeout)
-        except TimeoutError:
+        done, _ = await asyncio.wait({answer}, timeout=self.options.caps_timeout)
+        if not done:
+            # Too slow for those waiting now (they wait on for the ver, see _resolve); an
+            # answer that comes later is still verified and cached, up to a bound.
+            answer.add_done_callback(lambda late: self._late_answer(late, resource, caps))
+            self.spawn(self._give_up(answer, LATE_ANSWER_FACTOR * self.options.caps_timeout))
             return None
+        return self._features_of(answer.result(), resource, caps)
+
+    def _late_answer(self, answer: asyncio.Future[Element], resource: JID, caps: CapsRef) -> None:
+        if not answer.cancelled():
+            self._features_of(answer.result(), resource, caps)
+
+    @staticmethod
+    async def _give_up(answer: asyncio.Future[Element], seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        answer.cancel()
+
+    def _features_of(self, reply: Element, resource: JID, caps: CapsRef) -> frozenset[str] | None:
         query = reply.find("query", NS_DISCO_INFO)
         if reply.get("type") != "result" or query is None:
             return None
         features = frozenset(f.get("var") or "" for f in query.find_all("feature", NS_DISCO_INFO))
         if caps.hash in HASHES and verification_string(query, caps.hash) == caps.ver:
             self.caps.put(caps, features)  # verified: good for every entity with this ver
+            self._resolve(caps, features)
         else:
             self.log.info("caps of %s do not match their hash; not cached", resource)
         return features
@@ -232,9 +334,47 @@ class Pep(Module[PepOptions]):
     async def session_ended(self, event: ResourceUnbound) -> None:
         jid = event.session.jid
         self.interests.remove(jid.bare, jid)
+        self._forget_unresolved(jid.bare, jid)
         if not self.sessions.is_online(jid.bare):
             self.interests.forget_owner(jid.bare)
 
     async def account_deleted(self, event: AccountDeleted) -> None:
         self.interests.forget_owner(event.jid.bare)
         await self.storage.pubsub.delete_service(str(event.jid.bare))
+
+
+class _Personal(PersonalEventing):
+    """The account's PEP service for other modules, acting as the account."""
+
+    def __init__(self, pep: Pep) -> None:
+        self.pep = pep
+
+    async def publish(
+        self,
+        owner: JID,
+        node: str,
+        item_id: str,
+        payload: Element,
+        options: Mapping[str, list[str]] | None = None,
+        *,
+        source: str,
+    ) -> None:
+        await self.pep.service(owner, source).publish(owner, node, item_id, payload, options)
+
+    async def retract(self, owner: JID, node: str, item_id: str, *, source: str) -> bool:
+        try:
+            await self.pep.service(owner, source).retract(owner, node, item_id, notify=True)
+        except PubSubError as err:
+            if err.condition is StanzaErrorCondition.ITEM_NOT_FOUND:
+                return False
+            raise
+        return True
+
+    async def items(self, owner: JID, node: str) -> list[PepItem] | None:
+        try:
+            found = await self.pep.service(owner).items(owner, node)
+        except PubSubError as err:
+            if err.condition is StanzaErrorCondition.ITEM_NOT_FOUND:
+                return None
+            raise
+        return [PepItem(i.id, parse_element(i.payload) if i.payload else None) for i in found]

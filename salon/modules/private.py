@@ -18,9 +18,11 @@ from contextlib import asynccontextmanager
 
 from pydantic import Field
 
+from salon.core.events import PrivateXmlStored
 from salon.core.iq import IqRequest, Target
 from salon.core.locks import UserLocks
 from salon.core.module import Module, ModuleOptions, Spec
+from salon.core.personal import PrivateXml
 from salon.errors import StanzaError, StanzaErrorCondition
 from salon.jid import JID
 from salon.namespaces import NS_CLIENT, NS_PRIVATE, NS_SERVER
@@ -59,6 +61,7 @@ class PrivateStorage(Module[PrivateStorageOptions]):
         self.add_feature(NS_PRIVATE)
         self.on_iq("get", NS_PRIVATE, "query", self.get, to=Target.ACCOUNT)
         self.on_iq("set", NS_PRIVATE, "query", self.set, to=Target.ACCOUNT)
+        self.provide(PrivateXml, _Private(self))
 
     async def get(self, request: IqRequest) -> Element:
         wanted = fragments(self._own_query(request))
@@ -72,8 +75,12 @@ class PrivateStorage(Module[PrivateStorageOptions]):
 
     async def set(self, request: IqRequest) -> None:
         given = fragments(self._own_query(request))
+        await self.store_fragments(request.to.local or "", given, None)
+
+    async def store_fragments(
+        self, username: str, given: list[Element], source: str | None
+    ) -> None:
         namespaces = {child.ns for child in given}
-        username = request.to.local or ""
         async with self._user_lock(username):
             stored = await self._load(username)
             kept = [child for child in stored.elements() if child.ns not in namespaces]
@@ -85,6 +92,8 @@ class PrivateStorage(Module[PrivateStorageOptions]):
                     f"private storage is limited to {self.max_bytes} bytes",
                 )
             await self.store.set(self.domain, username, text)
+        user = JID.make(username, self.domain)
+        await self.host.hooks.fire(PrivateXmlStored(user, tuple(given), source))
 
     # ------------------------------------------------------------------ helpers
     def _own_query(self, request: IqRequest) -> Element:
@@ -101,3 +110,15 @@ class PrivateStorage(Module[PrivateStorageOptions]):
         """One set at a time per user, so concurrent sets cannot lose each other's data."""
         async with self.locks.hold(JID.make(username, self.domain)):
             yield
+
+
+class _Private(PrivateXml):
+    def __init__(self, module: PrivateStorage) -> None:
+        self.module = module
+
+    async def get(self, user: JID, namespace: str) -> Element | None:
+        stored = await self.module._load(user.local or "")
+        return next((c for c in stored.elements() if c.ns == namespace), None)
+
+    async def put(self, user: JID, fragment: Element, *, source: str) -> None:
+        await self.module.store_fragments(user.local or "", [fragment], source)

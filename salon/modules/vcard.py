@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from salon.core.events import VCardStored
 from salon.core.iq import IqRequest, Target
 from salon.core.module import Module, ModuleOptions, Spec
+from salon.core.personal import VCards
 from salon.errors import StanzaError, StanzaErrorCondition
+from salon.jid import JID
 from salon.namespaces import NS_VCARD
 from salon.xml.element import Element
 from salon.xml.fragment import parse_element
@@ -37,6 +40,7 @@ class VCardTemp(Module[VCardTempOptions]):
         self.add_account_feature(NS_VCARD)
         self.on_iq("get", NS_VCARD, "vCard", self.get, to=Target.ACCOUNT)
         self.on_iq("set", NS_VCARD, "vCard", self.set, to=Target.ACCOUNT)
+        self.provide(VCards, _VCards(self))
 
     async def get(self, request: IqRequest) -> Element:
         username = request.to.local or ""
@@ -52,11 +56,27 @@ class VCardTemp(Module[VCardTempOptions]):
     async def set(self, request: IqRequest) -> None:
         if request.target is not Target.SELF:
             raise StanzaError(StanzaErrorCondition.FORBIDDEN, "only your own vCard")
-        vcard = request.payload
+        await self.store_vcard(request.to.local or "", request.payload, None)
+
+    async def store_vcard(self, username: str, vcard: Element, source: str | None) -> None:
         text = serialize_str(vcard)
         if len(text.encode()) > self.max_bytes:
             raise StanzaError(
                 StanzaErrorCondition.NOT_ACCEPTABLE, f"a vCard may be {self.max_bytes} bytes"
             )
         is_empty = not list(vcard.elements()) and not vcard.text.strip()
-        await self.store.set(self.domain, request.to.local or "", None if is_empty else text)
+        await self.store.set(self.domain, username, None if is_empty else text)
+        user = JID.make(username, self.domain)
+        await self.host.hooks.fire(VCardStored(user, None if is_empty else vcard, source))
+
+
+class _VCards(VCards):
+    def __init__(self, module: VCardTemp) -> None:
+        self.module = module
+
+    async def get(self, user: JID) -> Element | None:
+        stored = await self.module.store.get(self.module.domain, user.local or "")
+        return None if stored is None else parse_element(stored)
+
+    async def put(self, user: JID, vcard: Element, *, source: str) -> None:
+        await self.module.store_vcard(user.local or "", vcard, source)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import slixmpp
 
 from tests.integration.harness import RunningServer, SlixClient, connect_slixmpp
@@ -244,3 +245,59 @@ async def _until_interested(srv: RunningServer, owner: str, resource: str, node:
             return
         await asyncio.sleep(0.025)
     raise AssertionError("the server never learned the resource's +notify")
+
+
+@pytest.mark.parametrize("answered", ["retry", "first, late"])
+async def test_interest_survives_a_caps_lookup_that_timed_out(
+    server_factory: Any, answered: str
+) -> None:
+    """A busy client that misses the first disco#info (the lookup times out) is asked once
+    more; whether it answers that or, late, the first, its +notify counts. (The second
+    request is the sign that the first timed out: nothing here waits on a sleep.)"""
+    import base64
+    import hashlib
+    import xml.etree.ElementTree as ET
+
+    from tests.integration.harness import NS_CLIENT, q, raw_session
+
+    srv = await server_factory(module_options={"pep": {"caps_timeout": 3.0}})
+    juliet, romeo = await srv.add_user(), await srv.add_user()
+    await befriend(srv, juliet, romeo)
+    j = await pep_client(srv, juliet)
+    r, romeo_full = await raw_session(srv, romeo)
+    features = sorted((NS_DISCO_INFO, "http://jabber.org/protocol/caps", f"{TUNE}+notify"))
+    text = "client/pc//late<" + "".join(f"{f}<" for f in features)
+    ver = base64.b64encode(hashlib.sha1(text.encode()).digest()).decode()
+    await r.send(
+        "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' "
+        f"node='https://example.org/late' ver='{ver}'/></presence>"
+    )
+
+    async def disco_request() -> ET.Element:
+        """The server's next caps lookup (juliet's client asks too: not that one)."""
+        while True:
+            element = await r.next()
+            if (
+                element.tag == q(NS_CLIENT, "iq")
+                and element.get("from") == "localhost"
+                and element.find(q(NS_DISCO_INFO, "query")) is not None
+            ):
+                return element
+
+    first = await disco_request()  # not answered in time: the server's lookup times out
+    second = await disco_request()  # asked once more
+    chosen = second if answered == "retry" else first
+    answer = "".join(f"<feature var='{f}'/>" for f in features)
+    await r.send(
+        f"<iq type='result' id='{chosen.get('id')}' to='{chosen.get('from')}'>"
+        f"<query xmlns='{NS_DISCO_INFO}' node='https://example.org/late#{ver}'>"
+        f"<identity category='client' type='pc' name='late'/>{answer}</query></iq>"
+    )
+    await _until_interested(srv, juliet, romeo_full, TUNE)
+    await publish(j, TUNE, "song", tune("late but heard"))
+    while True:
+        element = await r.next()
+        if element.tag == q(NS_CLIENT, "message") and b"late but heard" in ET.tostring(element):
+            break
+    await r.close()
+    await j.disconnect()

@@ -123,6 +123,7 @@ async def start_prosody(
     salon_port: int,
     salon_domains: tuple[str, ...] = (CAPULET,),
     extra_config: str = "",
+    extra_modules: tuple[str, ...] = (),
 ) -> Prosody:
     """Prosody for montague.example on 127.0.0.4; ``trust`` is the CA file it validates
     peers' certificates with (None: the system's, where the test CA is unknown). It reaches
@@ -160,6 +161,7 @@ http_ports = {{ }}
 https_ports = {{ }}
 modules_enabled = {{
     "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "salon_test_routes";
+    {"".join(f'"{m}"; ' for m in extra_modules)}
 }}
 modules_disabled = {{ "admin_shell"; "posix" }}
 authentication = "internal_hashed"
@@ -227,9 +229,14 @@ SetupFactory = Callable[..., Awaitable[Setup]]
 async def interop(tmp_path: Path, ca: trustme.CA) -> AsyncIterator[SetupFactory]:
     running: list[Any] = []
 
-    async def make(mode: str, salon_domains: tuple[str, ...] = (CAPULET,)) -> Setup:
+    async def make(
+        mode: str,
+        salon_domains: tuple[str, ...] = (CAPULET,),
+        prosody_modules: tuple[str, ...] = (),
+    ) -> Setup:
         """mode 'external': both trust the test CA; 'dialback': neither trusts the other.
-        Salon serves ``salon_domains`` (capulet.example first)."""
+        Salon serves ``salon_domains`` (capulet.example first); Prosody loads
+        ``prosody_modules`` besides its usual ones."""
         trusted = tmp_path / "trusted-ca.pem"
         ca.cert_pem.write_to_path(str(trusted))
         untrusted = tmp_path / "untrusted-ca.pem"
@@ -241,6 +248,7 @@ async def interop(tmp_path: Path, ca: trustme.CA) -> AsyncIterator[SetupFactory]
             trust=trusted if mode == "external" else None,
             salon_port=salon_port,
             salon_domains=salon_domains,
+            extra_modules=prosody_modules,
         )
         running.append(prosody)
         data_dir = tmp_path / "salon"
