@@ -93,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         plan.profile_seconds = args.profile_seconds
     if args.idle_sizes:
         plan.idle_sizes = tuple(int(x) for x in args.idle_sizes.split(","))
+    if args.idle_tls_sizes is not None:
+        plan.idle_tls_sizes = tuple(int(x) for x in args.idle_tls_sizes.split(",") if x)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(parents=True, exist_ok=True)
     plan.profile_dir = None if args.no_profile else RESULTS / f"{stamp}-profile"
@@ -229,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", help="report path (default bench/results/<timestamp>.md)")
     r.add_argument("--no-profile", action="store_true", help="skip py-spy on Salon")
     r.add_argument("--idle-sizes", help="comma-separated session counts for idle")
+    r.add_argument("--idle-tls-sizes", help="the same over STARTTLS ('' for none)")
     r.add_argument(
         "--profile-seconds", type=float, help="py-spy time on Salon per profiled scenario"
     )
