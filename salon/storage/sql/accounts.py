@@ -1,8 +1,29 @@
-"""SQL implementation of :class:`~salon.storage.interfaces.AccountStore`."""
+"""SQL implementation of :class:`~salon.storage.interfaces.AccountStore`, with a credential
+cache for returning users.
+
+Every login reads the account's SCRAM credentials; through SQLAlchemy and aiosqlite that read
+cost more server CPU than the rest of the login together. So :meth:`SqlAccountStore.get` keeps
+what it read in a bounded cache: a user who logs in again soon (a reconnect after a network
+blip, a mobile client coming back, a restart storm's second wave) costs no query.
+
+* Entries live at most ``cache_ttl`` seconds and the cache holds at most ``cache_size`` of
+  them, oldest out first: memory is bounded by the logins of the last minute, not by the
+  number of accounts.
+* Every write through this store (``create``, ``set_credentials``, ``delete``: in-band
+  registration, password change and cancellation, the admin tools when they run in this
+  process) drops the user's entry before it commits, and a read that overlapped any write is
+  returned but not kept, so this process never serves credentials older than its own writes.
+* A write by another process (``salon passwd`` / ``salon deluser`` against the same database,
+  another cluster node) reaches this one when the entry expires: at most ``cache_ttl``
+  seconds. ``cache_ttl=0`` turns the cache off.
+* Only existing accounts are cached: an account created elsewhere can log in at once.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,21 +39,50 @@ from salon.storage.interfaces import (
 )
 from salon.storage.sql.schema import PER_USER_TABLES, account_credentials, accounts
 
-__all__ = ["SqlAccountStore"]
+__all__ = ["CACHE_SIZE", "CACHE_TTL", "SqlAccountStore"]
+
+CACHE_SIZE = 10_000  # accounts whose credentials are kept ...
+CACHE_TTL = 60.0  # ... for at most this many seconds
 
 
 class SqlAccountStore:
     """Accounts in the ``accounts`` and ``account_credentials`` tables."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        """Use ``engine``; each method runs in its own transaction."""
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        cache_size: int = CACHE_SIZE,
+        cache_ttl: float = CACHE_TTL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Use ``engine``; each method runs in its own transaction. Accounts read are kept
+        for ``cache_ttl`` seconds, ``cache_size`` at most (see the module's docstring)."""
         self._engine = engine
+        self._cache_size = cache_size if cache_ttl > 0 else 0
+        self._cache_ttl = cache_ttl
+        self._clock = clock
+        # (host, username) -> (expiry, account), in order of expiry
+        self._cache: OrderedDict[tuple[str, str], tuple[float, Account]] = OrderedDict()
+        self._writes = 0  # writes begun so far: a read that overlapped one is not kept
+
+    def _forget(self, host: str, username: str) -> None:
+        self._writes += 1
+        self._cache.pop((host, username), None)
+
+    def _keep(self, account: Account) -> None:
+        cache, now = self._cache, self._clock()
+        while cache and (len(cache) >= self._cache_size or next(iter(cache.values()))[0] <= now):
+            cache.popitem(last=False)
+        if self._cache_size:
+            cache[(account.host, account.username)] = (now + self._cache_ttl, account)
 
     async def create(
         self, host: str, username: str, credentials: Sequence[ScramCredential]
     ) -> None:
         """Create an account; raise :class:`AccountExists` on a duplicate."""
         rows = _credential_rows(host, username, credentials)
+        self._forget(host, username)
         async with self._engine.begin() as conn:
             try:
                 await conn.execute(
@@ -46,7 +96,21 @@ class SqlAccountStore:
             await _insert_credentials(conn, rows)
 
     async def get(self, host: str, username: str) -> Account | None:
-        """Return the account and its credentials, or ``None``."""
+        """Return the account and its credentials, or ``None`` (from the cache when this
+        account was read in the last ``cache_ttl`` seconds and not written since)."""
+        key = (host, username)
+        hit = self._cache.get(key)
+        if hit is not None:
+            if hit[0] > self._clock():
+                return hit[1]
+            del self._cache[key]
+        writes = self._writes
+        account = await self._read(host, username)
+        if account is not None and writes == self._writes:
+            self._keep(account)
+        return account
+
+    async def _read(self, host: str, username: str) -> Account | None:
         async with self._engine.begin() as conn:
             created_at = await conn.scalar(
                 select(accounts.c.created_at).where(
@@ -84,6 +148,13 @@ class SqlAccountStore:
     ) -> None:
         """Replace all credentials; raise :class:`AccountNotFound` if no account."""
         rows = _credential_rows(host, username, credentials)
+        self._forget(host, username)
+        try:
+            await self._set_credentials(host, username, rows)
+        finally:
+            self._forget(host, username)  # a read that began meanwhile may have kept the old
+
+    async def _set_credentials(self, host: str, username: str, rows: list[dict[str, Any]]) -> None:
         async with self._engine.begin() as conn:
             # FOR UPDATE (PostgreSQL) keeps a concurrent delete() out until we
             # commit; SQLite already holds the database write lock.
@@ -104,6 +175,13 @@ class SqlAccountStore:
 
     async def delete(self, host: str, username: str) -> bool:
         """Delete the account, its credentials and all its per-user rows."""
+        self._forget(host, username)
+        try:
+            return await self._delete(host, username)
+        finally:
+            self._forget(host, username)
+
+    async def _delete(self, host: str, username: str) -> bool:
         async with self._engine.begin() as conn:
             for table in PER_USER_TABLES:
                 await conn.execute(
