@@ -22,6 +22,7 @@ from salon.core.events import (
 )
 from salon.core.hosts import VirtualHost
 from salon.core.iq import PendingIqs
+from salon.core.memory import ChurnRelease
 from salon.core.passwords import PasswordPool
 from salon.core.ports import FederationSender, NoFederation
 from salon.core.router import Router
@@ -55,6 +56,8 @@ class Server:
         self.pending_iqs = PendingIqs()
         self.federation: FederationSender = NoFederation()
         self.passwords = PasswordPool()  # PBKDF2 off the event loop
+        # after a mass disconnect: collect and give the freed heap back (salon/core/memory.py)
+        self.churn = ChurnRelease(self.clock)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -78,6 +81,7 @@ class Server:
                     log.exception("stopping module %s failed", module.name)
             host.unload_modules()
         self.passwords.close()
+        self.churn.cancel()
 
     @property
     def is_busy(self) -> bool:
@@ -137,6 +141,7 @@ class Server:
         host = self.hosts.get(session.host)
         if host is not None:
             await host.hooks.fire(ResourceUnbound(session, error))
+        self.churn.session_ended()
 
     async def connection_lost(
         self, session: C2SSession, conn: Connection, reason: str | None, *, stream_ended: bool
