@@ -138,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
                 general.append(f"{name}: not installed, skipped (`python -m bench setup`)")
                 continue
             server = make_server(name, workdir)
+            server.port += args.port_offset
             versions[name] = server.version()
             setup_notes[name] = server.notes
             print(f"== {versions[name]}", flush=True)
@@ -231,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", help="report path (default bench/results/<timestamp>.md)")
     r.add_argument("--no-profile", action="store_true", help="skip py-spy on Salon")
     r.add_argument("--idle-sizes", help="comma-separated session counts for idle")
+    r.add_argument(
+        "--port-offset", type=int, default=0, help="added to every server's port (two runs at once)"
+    )
     r.add_argument("--idle-tls-sizes", help="the same over STARTTLS ('' for none)")
     r.add_argument(
         "--profile-seconds", type=float, help="py-spy time on Salon per profiled scenario"

@@ -4,8 +4,9 @@ When thousands of sessions end at once (a network outage, a load balancer failin
 they held goes back to Python's and the C library's allocators, which keep it: the cyclic
 collector's oldest generation runs rarely, and glibc's malloc returns freed heap to the system
 only from the top of the heap. The process then stays as big as it was at its peak, or bigger,
-since tearing the sessions down allocates too. :class:`ChurnRelease` counts ended sessions and,
-shortly after many have ended, runs a full collection and ``malloc_trim(0)`` once.
+since tearing the sessions down allocates too. :class:`ChurnRelease` watches the number of
+sessions and, shortly after it has fallen far below its peak, runs a full collection and
+``malloc_trim(0)`` once. Steady churn (as many logins as logouts) never triggers it.
 """
 
 from __future__ import annotations
@@ -48,18 +49,22 @@ def release_memory() -> None:
 
 
 class ChurnRelease:
-    """Calls ``release`` ``delay`` seconds after ``threshold`` sessions have ended since the
-    last time (the delay lets the rest of a burst end first); at most once per ``delay``."""
+    """Calls ``release`` ``delay`` seconds after the number of sessions (``online()``) fell
+    ``threshold`` below its peak since the last release (the delay lets the rest of a burst
+    end first)."""
 
     def __init__(
         self,
         clock: Clock,
+        online: Callable[[], int],
         *,
         threshold: int = 1000,
         delay: float = 2.0,
         release: Callable[[], None] = release_memory,
     ) -> None:
         self.clock = clock
+        self.online = online
+        self.peak = 0
         self.threshold = threshold
         self.delay = delay
         self.release = release
@@ -68,13 +73,18 @@ class ChurnRelease:
         self._timer: Timer | None = None
 
     def session_ended(self) -> None:
+        """Call after each session has gone (``online()`` no longer counts it)."""
         self.ended += 1
-        if self.ended >= self.threshold and self._timer is None:
+        now = self.online()
+        # the count only falls here, so its highest value came just before some end
+        self.peak = max(self.peak, now + 1)
+        if self.peak - now >= self.threshold and self._timer is None:
             self._timer = self.clock.call_later(self.delay, self._run)
 
     def _run(self) -> None:
         self._timer = None
         ended, self.ended = self.ended, 0
+        self.peak = self.online()
         self.runs += 1
         try:
             self.release()

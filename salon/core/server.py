@@ -57,7 +57,8 @@ class Server:
         self.federation: FederationSender = NoFederation()
         self.passwords = PasswordPool()  # PBKDF2 off the event loop
         # after a mass disconnect: collect and give the freed heap back (salon/core/memory.py)
-        self.churn = ChurnRelease(self.clock)
+        self.bound = 0  # sessions bound and not yet unbound
+        self.churn = ChurnRelease(self.clock, lambda: self.bound)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -128,6 +129,7 @@ class Server:
             await self.unbind(replaced, "conflict")
         session = C2SSession(bare.with_resource(resource), conn)
         self.sessions.add(session)
+        self.bound += 1
         await self.hosts[domain].hooks.fire(ResourceBound(session))
         return session
 
@@ -138,6 +140,7 @@ class Server:
         session.is_unbound = True
         session.is_closed = True
         self.sessions.remove(session)
+        self.bound -= 1
         host = self.hosts.get(session.host)
         if host is not None:
             await host.hooks.fire(ResourceUnbound(session, error))

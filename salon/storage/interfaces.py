@@ -9,7 +9,7 @@ This module deliberately imports nothing from SQLAlchemy.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -133,6 +133,10 @@ class KeyValueStore(Protocol):
 
     async def set(self, host: str, username: str, value: str | None) -> None:
         """Store ``value``, replacing any previous one; ``None`` deletes it."""
+        ...
+
+    async def set_many(self, host: str, values: Mapping[str, str]) -> None:
+        """Store many users' documents (username -> document) at once, in one transaction."""
         ...
 
 
