@@ -79,6 +79,11 @@ class AccountNotFound(Exception):
 class AccountStore(Protocol):
     """Accounts and their SCRAM credentials, per virtual host."""
 
+    def cached(self, host: str, username: str) -> Account | None:
+        """The account if the store holds it in memory right now (no I/O), else ``None``:
+        the login path then skips a task and a round trip. Always ``None`` is correct."""
+        ...
+
     async def create(
         self, host: str, username: str, credentials: Sequence[ScramCredential]
     ) -> None:

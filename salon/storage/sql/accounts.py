@@ -95,6 +95,13 @@ class SqlAccountStore:
                 raise AccountExists(f"{username}@{host}") from exc
             await _insert_credentials(conn, rows)
 
+    def cached(self, host: str, username: str) -> Account | None:
+        """The account if its cache entry is fresh, else ``None`` (no I/O)."""
+        hit = self._cache.get((host, username))
+        if hit is not None and hit[0] > self._clock():
+            return hit[1]
+        return None
+
     async def get(self, host: str, username: str) -> Account | None:
         """Return the account and its credentials, or ``None`` (from the cache when this
         account was read in the last ``cache_ttl`` seconds and not written since)."""
