@@ -56,7 +56,7 @@ class Plan:
     idle_sizes: tuple[int, ...] = (1000, 10000, 50000)
     idle_tls_sizes: tuple[int, ...] = (10000,)
     idle_concurrency: int = 100
-    idle_settle: float = 3.0
+    idle_settle: float = 12.0  # > Salon's 10 s: idle streams have hibernated their parsers
     msg_users: int = 1000
     step_seconds: float = 6.0
     grace_seconds: float = 1.0
