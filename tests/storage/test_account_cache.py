@@ -53,11 +53,29 @@ async def test_a_returning_user_is_served_from_the_cache_until_the_ttl(backend: 
         # another process changes the password: this one keeps its copy until the TTL ...
         await storage.accounts.set_credentials(HOST, "juliet", [cred(5)])
         clock.now += 59.0
-        assert await store.get(HOST, "juliet") is first
+        assert await store.get(HOST, "juliet") == first  # the old credentials, no query
         # ... and no longer
         clock.now += 2.0
         again = await store.get(HOST, "juliet")
         assert again is not None and again.credentials["SHA-1"] == cred(5)
+    finally:
+        await storage.close()
+
+
+async def test_a_cached_account_is_exactly_the_stored_one(backend: Backend) -> None:
+    storage, store, _clock = await _stores(backend)
+    try:
+        three = [
+            ScramCredential("SHA-1", b"s" * 16, 4096, b"a" * 20, b"b" * 20),
+            ScramCredential("SHA-256", b"\x00\xff" * 12, 10_000, b"c" * 32, b"d" * 32),
+            ScramCredential("SHA-512", b"t" * 40, 4096, b"e" * 64, b"f" * 64),
+        ]
+        await store.create(HOST, "juliet", three)
+        fresh = await storage.accounts.get(HOST, "juliet")
+        assert store.cached(HOST, "juliet") is None
+        assert await store.get(HOST, "juliet") == fresh
+        assert store.cached(HOST, "juliet") == fresh
+        assert await store.get(HOST, "juliet") == fresh
     finally:
         await storage.close()
 

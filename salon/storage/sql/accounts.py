@@ -21,6 +21,7 @@ blip, a mobile client coming back, a restart storm's second wave) costs no query
 
 from __future__ import annotations
 
+import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -63,7 +64,8 @@ class SqlAccountStore:
         self._cache_ttl = cache_ttl
         self._clock = clock
         # (host, username) -> (expiry, account), in order of expiry
-        self._cache: OrderedDict[tuple[str, str], tuple[float, Account]] = OrderedDict()
+        # (host, username) -> (expiry, packed account: see _pack), in order of expiry
+        self._cache: OrderedDict[tuple[str, str], tuple[float, bytes]] = OrderedDict()
         self._writes = 0  # writes begun so far: a read that overlapped one is not kept
 
     def _forget(self, host: str, username: str) -> None:
@@ -71,11 +73,15 @@ class SqlAccountStore:
         self._cache.pop((host, username), None)
 
     def _keep(self, account: Account) -> None:
+        try:
+            packed = _pack(account)
+        except (ValueError, OverflowError, struct.error):
+            return  # not cacheable: read from the database each time
         cache, now = self._cache, self._clock()
         while cache and (len(cache) >= self._cache_size or next(iter(cache.values()))[0] <= now):
             cache.popitem(last=False)
         if self._cache_size:
-            cache[(account.host, account.username)] = (now + self._cache_ttl, account)
+            cache[(account.host, account.username)] = (now + self._cache_ttl, packed)
 
     async def create(
         self, host: str, username: str, credentials: Sequence[ScramCredential]
@@ -99,7 +105,7 @@ class SqlAccountStore:
         """The account if its cache entry is fresh, else ``None`` (no I/O)."""
         hit = self._cache.get((host, username))
         if hit is not None and hit[0] > self._clock():
-            return hit[1]
+            return _unpack(host, username, hit[1])
         return None
 
     async def get(self, host: str, username: str) -> Account | None:
@@ -109,7 +115,7 @@ class SqlAccountStore:
         hit = self._cache.get(key)
         if hit is not None:
             if hit[0] > self._clock():
-                return hit[1]
+                return _unpack(host, username, hit[1])
             del self._cache[key]
         writes = self._writes
         account = await self._read(host, username)
@@ -214,6 +220,53 @@ class SqlAccountStore:
                 select(func.count()).select_from(accounts).where(accounts.c.host == host)
             )
             return int(total or 0)
+
+
+# A cached account is one bytes object (about 300 bytes for the three usual credentials,
+# where the Account with its dict and dataclasses took 1.5 KB): its creation time, then per
+# credential its hash name, iteration count and the three byte strings, length-prefixed.
+_HEAD = struct.Struct("<dB")  # created_at (POSIX seconds), number of credentials
+_CRED = struct.Struct("<BIBBB")  # hash-name length, iterations, salt/stored/server lengths
+
+
+def _pack(account: Account) -> bytes:
+    out = [_HEAD.pack(account.created_at.timestamp(), len(account.credentials))]
+    for cred in account.credentials.values():
+        name = cred.hash_name.encode()
+        if max(len(name), len(cred.salt), len(cred.stored_key), len(cred.server_key)) > 255:
+            raise ValueError("credential too long to cache")  # never with real SCRAM data
+        out.append(
+            _CRED.pack(
+                len(name), cred.iterations, len(cred.salt), len(cred.stored_key),
+                len(cred.server_key),
+            )
+        )  # fmt: skip
+        out += (name, cred.salt, cred.stored_key, cred.server_key)
+    return b"".join(out)
+
+
+def _unpack(host: str, username: str, data: bytes) -> Account:
+    created, count = _HEAD.unpack_from(data)
+    pos = _HEAD.size
+    credentials = {}
+    for _ in range(count):
+        name_len, iterations, salt_len, stored_len, server_len = _CRED.unpack_from(data, pos)
+        pos += _CRED.size
+        name = data[pos : pos + name_len].decode()
+        pos += name_len
+        salt = data[pos : pos + salt_len]
+        pos += salt_len
+        stored = data[pos : pos + stored_len]
+        pos += stored_len
+        server = data[pos : pos + server_len]
+        pos += server_len
+        credentials[name] = ScramCredential(name, salt, iterations, stored, server)
+    return Account(
+        host=host,
+        username=username,
+        credentials=credentials,
+        created_at=datetime.fromtimestamp(created, UTC),
+    )
 
 
 def _credential_rows(
