@@ -124,36 +124,42 @@ class SqlAccountStore:
         return account
 
     async def _read(self, host: str, username: str) -> Account | None:
+        # One statement (the account LEFT JOIN its credentials): every round trip through
+        # the async driver costs more than the query itself.
+        creds = account_credentials.c
+        query = (
+            select(
+                accounts.c.created_at,
+                creds.hash_name,
+                creds.salt,
+                creds.iterations,
+                creds.stored_key,
+                creds.server_key,
+            )
+            .select_from(
+                accounts.outerjoin(
+                    account_credentials,
+                    (creds.host == accounts.c.host) & (creds.username == accounts.c.username),
+                )
+            )
+            .where(accounts.c.host == host, accounts.c.username == username)
+        )
         async with self._engine.begin() as conn:
-            created_at = await conn.scalar(
-                select(accounts.c.created_at).where(
-                    accounts.c.host == host, accounts.c.username == username
-                )
+            rows = (await conn.execute(query)).all()
+        if not rows:
+            return None
+        credentials = {
+            row.hash_name: ScramCredential(
+                hash_name=row.hash_name,
+                salt=bytes(row.salt),
+                iterations=row.iterations,
+                stored_key=bytes(row.stored_key),
+                server_key=bytes(row.server_key),
             )
-            if created_at is None:
-                return None
-            result = await conn.execute(
-                select(
-                    account_credentials.c.hash_name,
-                    account_credentials.c.salt,
-                    account_credentials.c.iterations,
-                    account_credentials.c.stored_key,
-                    account_credentials.c.server_key,
-                ).where(
-                    account_credentials.c.host == host,
-                    account_credentials.c.username == username,
-                )
-            )
-            credentials = {
-                row.hash_name: ScramCredential(
-                    hash_name=row.hash_name,
-                    salt=bytes(row.salt),
-                    iterations=row.iterations,
-                    stored_key=bytes(row.stored_key),
-                    server_key=bytes(row.server_key),
-                )
-                for row in result
-            }
+            for row in rows
+            if row.hash_name is not None
+        }
+        created_at = rows[0].created_at
         return Account(host=host, username=username, credentials=credentials, created_at=created_at)
 
     async def set_credentials(
