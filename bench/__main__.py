@@ -30,7 +30,7 @@ from bench.scenarios import SCENARIOS, Plan, Result, pinned_to_generator_cpu
 from bench.servers import Forwarder, installed, make_server, stop_all
 
 ALL_SERVERS = ("salon", "prosody", "ejabberd")
-ALL_SCENARIOS = ("login", "idle", "messages", "presence", "groupchat", "pep", "limit")
+ALL_SCENARIOS = ("login", "idle", "messages", "presence", "storm", "groupchat", "pep", "limit")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -93,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         plan.profile_seconds = args.profile_seconds
     if args.idle_sizes:
         plan.idle_sizes = tuple(int(x) for x in args.idle_sizes.split(","))
+    if args.idle_tls_sizes is not None:
+        plan.idle_tls_sizes = tuple(int(x) for x in args.idle_tls_sizes.split(",") if x)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(parents=True, exist_ok=True)
     plan.profile_dir = None if args.no_profile else RESULTS / f"{stamp}-profile"
@@ -128,14 +130,15 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, interrupted)
     started = time.monotonic()
     todo = [s for s in scenarios if s != "limit"]
+    rounds: dict[str, dict[str, list[Result]]] = {}
     with pinned_to_generator_cpu():
-        for name in servers:
-            if not todo:
-                break
+        ready = []
+        for name in servers if todo else ():
             if not installed(name):
                 general.append(f"{name}: not installed, skipped (`python -m bench setup`)")
                 continue
             server = make_server(name, workdir)
+            server.port += args.port_offset
             versions[name] = server.version()
             setup_notes[name] = server.notes
             print(f"== {versions[name]}", flush=True)
@@ -146,16 +149,26 @@ def run(args: argparse.Namespace) -> int:
                 server.stop()
                 general.append(f"{name}: could not create accounts: {str(exc)[:300]}")
                 continue
+            ready.append(server)
+        # interleaved: each scenario runs on every server in turn, and again each round, so
+        # that a noisy minute on this shared machine hits all servers alike
+        for k in range(args.rounds):
             for scenario in todo:
-                print(f"  {name}: {scenario}", flush=True)
-                results.setdefault(name, {})[scenario] = _one(server, scenario, plan)
+                for server in ready:
+                    print(f"  round {k + 1}/{args.rounds} {server.name}: {scenario}", flush=True)
+                    res = _one(server, scenario, plan)
+                    rounds.setdefault(server.name, {}).setdefault(scenario, []).append(res)
         if "limit" in scenarios:
             forwarder = Forwarder(workdir)
             versions["forwarder"] = forwarder.version()
             setup_notes["forwarder"] = forwarder.notes
             print(f"== {versions['forwarder']}", flush=True)
             forwarder.ensure_population(plan.population())
-            results.setdefault("forwarder", {})["limit"] = _one(forwarder, "limit", plan)
+            rounds.setdefault("forwarder", {})["limit"] = [_one(forwarder, "limit", plan)]
+    results = {
+        server: {sc: report.combine(runs) for sc, runs in by.items()}
+        for server, by in rounds.items()
+    }
     elapsed = time.monotonic() - started
     text = report.render(
         results, servers, versions, setup_notes, _plan_text(plan, args.quick),
@@ -195,7 +208,8 @@ def _plan_text(plan: Plan, quick: bool) -> str:
         f"{', '.join(map(str, plan.idle_tls_sizes))}); messages {plan.msg_users} users, "
         f"{plan.step_seconds:g}s steps from {plan.start_rate:,.0f}/s, x{plan.rate_factor:g}; "
         f"presence {plan.presence_users} users x {plan.roster_size} contacts, "
-        f"{plan.presence_rounds} round(s)"
+        f"{plan.presence_rounds} round(s); storm {plan.presence_users} users logging in at "
+        f"once while {plan.storm_chatters} send {plan.storm_msg_rate:g} messages/s"
     )
 
 
@@ -208,14 +222,22 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument(
         "--scenario",
         default="all",
-        help="login|idle|messages|presence|groupchat|pep|limit|all, or a,b",
+        help="login|idle|messages|presence|storm|groupchat|pep|limit|all, or a,b",
     )
+    r.add_argument(
+        "--rounds", type=int, default=1,
+        help="repeat every scenario on every server, interleaved; figures are the medians",
+    )  # fmt: skip
     r.add_argument("--quick", action="store_true", help="small sizes and short steps (smoke run)")
     r.add_argument("--workdir", help="configs, data and accounts (kept for the next run)")
     r.add_argument("--fresh", action="store_true", help="delete the work directory first")
     r.add_argument("--out", help="report path (default bench/results/<timestamp>.md)")
     r.add_argument("--no-profile", action="store_true", help="skip py-spy on Salon")
     r.add_argument("--idle-sizes", help="comma-separated session counts for idle")
+    r.add_argument(
+        "--port-offset", type=int, default=0, help="added to every server's port (two runs at once)"
+    )
+    r.add_argument("--idle-tls-sizes", help="the same over STARTTLS ('' for none)")
     r.add_argument(
         "--profile-seconds", type=float, help="py-spy time on Salon per profiled scenario"
     )

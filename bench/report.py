@@ -28,6 +28,56 @@ def _ratio(a: Figure | None, b: Figure | None) -> str:
     return f"{a.value / b.value:.2f}{TIMES}"
 
 
+def combine(runs: list[Result]) -> Result:
+    """One result from the rounds of a scenario: each figure is the median over the rounds
+    (every round's value is kept in ``details["rounds"]``)."""
+    if len(runs) == 1:
+        return runs[0]
+    out = Result(details=dict(runs[-1].details))
+    keys = list(dict.fromkeys(k for r in runs for k in r.figures))
+    per_round: dict[str, list[float]] = {}
+    for key in keys:
+        figs = [r.figures[key] for r in runs if key in r.figures]
+        values = sorted(f.value for f in figs)
+        mid = len(values) // 2
+        median = values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+        first = figs[0]
+        out.figures[key] = Figure(first.label, median, first.higher_is_better, first.fmt)
+        per_round[key] = [f.value for f in figs]
+    out.details["rounds"] = per_round
+    for k, r in enumerate(runs, 1):
+        out.notes += [f"round {k}: {n}" for n in r.notes]
+    return out
+
+
+def rounds_section(results: dict[str, dict[str, Result]]) -> list[str]:
+    """Salon's figures and its ratio to each other server, round by round."""
+    salon = results.get("salon", {})
+    lines: list[str] = []
+    for scenario, res in salon.items():
+        per_round = res.details.get("rounds")
+        if not per_round:
+            continue
+        others = [s for s in ("prosody", "ejabberd") if scenario in results.get(s, {})]
+        for key, values in per_round.items():
+            label = res.figures[key].label
+            fmt = res.figures[key].fmt
+            cells = [" / ".join(fmt.format(v) for v in values)]
+            for other in others:
+                theirs = results[other][scenario].details.get("rounds", {}).get(key, [])
+                cells.append(
+                    " / ".join(
+                        f"{a / b:.2f}{TIMES}" if b else DASH
+                        for a, b in zip(values, theirs, strict=False)
+                    )
+                )
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        if lines and not lines[0].startswith("| Figure"):
+            head = ["Figure", "Salon, each round", *(f"Salon/{TITLES[o]}" for o in others)]
+            lines[:0] = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return lines
+
+
 def merged(results: dict[str, dict[str, Result]]) -> dict[str, dict[str, Figure]]:
     """server -> key -> figure, over all scenarios."""
     out: dict[str, dict[str, Figure]] = {}
@@ -97,6 +147,17 @@ def targets(figs: dict[str, dict[str, Figure]]) -> list[str]:
           e.get("login.scram_tls.per_core"), 1.0, True)  # fmt: skip
     check("presence deliveries/s ≥ ejabberd's", s.get("presence.rate"), e.get("presence.rate"),
           1.0, True)  # fmt: skip
+    check("storm: presences delivered ≤ ejabberd's", s.get("storm.delivered"),
+          e.get("storm.delivered"), 1.0, False)  # fmt: skip
+    check(f"storm: deliveries/s ≥ 1.5{TIMES} ejabberd's", s.get("storm.rate"), e.get("storm.rate"),
+          1.5, True)  # fmt: skip
+    msg_p99 = s.get("storm.msg_p99")
+    check("storm: online users' message p99 < 50 ms", msg_p99,
+          None if msg_p99 is None else Figure("", 50.0, False), 1.0, False)  # fmt: skip
+    for key in sorted(k for k in s if k.endswith(".rss_closed")):
+        held = s.get(key.replace(".rss_closed", ".rss_held"))
+        check(f"{s[key].label.split(':')[0]}: RSS after closing ≤ RSS held", s.get(key), held,
+              1.0, False)  # fmt: skip
     check("message throughput ≥ 25% of the limit forwarder's", s.get("messages.max"),
           f.get("messages.max"), 0.25, True)  # fmt: skip
     check("… per core ≥ 25% of the limit forwarder's", s.get("messages.per_core"),
@@ -174,7 +235,7 @@ def render(
         "",
         *table(figs, servers),
         "",
-        "## Targets (issue 6)",
+        "## Targets (issues 6 and 10)",
         "",
         *targets(figs),
         "",
@@ -183,6 +244,9 @@ def render(
     ]
     for notes in setup_notes.values():
         lines += [f"- {n}" for n in notes]
+    per_round = rounds_section(results)
+    if per_round:
+        lines += ["", "## Round by round (stability)", "", *per_round]
     lines += ["", "## Notes per run", ""]
     for server, by_scenario in results.items():
         for res in by_scenario.values():

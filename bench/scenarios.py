@@ -47,7 +47,7 @@ PASS_P50_MS = 50.0  # ... and a median under this (above it, messages are queuei
 class Plan:
     """Sizes and durations. ``full()`` is the real comparison, ``quick()`` a smoke run."""
 
-    login_concurrency: int = 32
+    login_concurrency: int = 50
     login_seconds: float = 8.0
     login_pool: int = 1000
     login_warmup: float = 1.0
@@ -56,7 +56,7 @@ class Plan:
     idle_sizes: tuple[int, ...] = (1000, 10000, 50000)
     idle_tls_sizes: tuple[int, ...] = (10000,)
     idle_concurrency: int = 100
-    idle_settle: float = 3.0
+    idle_settle: float = 12.0  # > Salon's 10 s: idle streams have hibernated their parsers
     msg_users: int = 1000
     step_seconds: float = 6.0
     grace_seconds: float = 1.0
@@ -67,6 +67,9 @@ class Plan:
     presence_users: int = 1000
     roster_size: int = 50
     presence_rounds: int = 3
+    storm_chatters: int = 100  # already online, chatting while the storm's users log in
+    storm_msg_rate: float = 100.0  # their messages/s
+    storm_baseline: float = 3.0  # seconds of chat measured before the storm
     profile_seconds: float = 10.0
     profile_dir: Path | None = None
     native_profile: bool = False  # py-spy --native: C frames too (GC, syscalls); pauses Salon
@@ -98,6 +101,9 @@ class Plan:
             presence_users=100,
             roster_size=50,
             presence_rounds=1,
+            storm_chatters=50,
+            storm_msg_rate=50.0,
+            storm_baseline=1.0,
             profile_seconds=0.0,
             groupchat_sizes=(10, 100),
             groupchat_max_steps=4,
@@ -126,6 +132,9 @@ class Plan:
             presence_users=6,
             roster_size=4,
             presence_rounds=1,
+            storm_chatters=4,
+            storm_msg_rate=50.0,
+            storm_baseline=0.3,
             profile_seconds=0.0,
             groupchat_sizes=(3,),
             groupchat_start_rate=100.0,
@@ -138,6 +147,7 @@ class Plan:
                 self.login_pool,
                 self.msg_users,
                 self.login_concurrency,
+                self.storm_chatters,
                 *self.idle_sizes,
                 *self.idle_tls_sizes,
                 *self.groupchat_sizes,
@@ -200,6 +210,18 @@ async def login_many(
     return [c for c in conns if c is not None]
 
 
+async def close_all(conns: list[Conn], concurrency: int) -> None:
+    """End every stream (``</stream:stream>``) and wait for the server to close each one,
+    ``concurrency`` at a time."""
+    todo = iter(conns)
+
+    async def closer() -> None:
+        for c in todo:
+            await client.close(c, timeout=30.0)
+
+    await asyncio.gather(*(closer() for _ in range(concurrency)))
+
+
 def abort_all(conns: list[Conn]) -> None:
     for c in conns:
         c.mode = client.MODE_DISCARD
@@ -228,10 +250,10 @@ async def _login_variant(server: ServerUnderTest, plan: Plan, mech: str, tls: bo
     pool = max(plan.login_pool, plan.login_concurrency)
     closing: list[asyncio.Future[None]] = []
 
-    async def worker(w: int, stop_at: float, record: bool) -> None:
+    async def worker(w: int, stop_at: float, record: bool, at_least: int = 0) -> None:
         nonlocal done
         k = 0
-        while time.perf_counter() < stop_at and k < 200_000:
+        while (time.perf_counter() < stop_at or k < at_least) and k < 200_000:
             name = user((w + k * plan.login_concurrency) % pool)
             k += 1
             try:
@@ -247,10 +269,13 @@ async def _login_variant(server: ServerUnderTest, plan: Plan, mech: str, tls: bo
                 times.append(r.bound - r.started)
                 done += 1
 
-    # warm-up: code paths, caches and (for TLS) the generator's context
+    # warm-up: code paths, caches, (for TLS) the generator's context, and one login per
+    # account of the pool, so that the generator has every account's SaltedPassword (one
+    # PBKDF2 per salt, as a client caches it) before anything is measured
+    rounds = -(-pool // plan.login_concurrency)
     await asyncio.gather(
         *(
-            worker(w, time.perf_counter() + plan.login_warmup, False)
+            worker(w, time.perf_counter() + plan.login_warmup, False, rounds)
             for w in range(plan.login_concurrency)
         )
     )
@@ -377,6 +402,21 @@ async def _idle_series(
                 f"{out[-1]['kib_per_session']:.1f} KiB each",
                 flush=True,
             )
+        if out:
+            # mass disconnect: every client ends its stream and the server closes; then how
+            # much of what the sessions took does the process keep?
+            t0 = time.perf_counter()
+            await close_all(conns, plan.idle_concurrency * 5)
+            closed_in = time.perf_counter() - t0
+            conns = []
+            await asyncio.sleep(plan.idle_settle)
+            out[-1]["rss_closed_kib"] = server.rss_kib()
+            out[-1]["close_seconds"] = closed_in
+            print(
+                f"    {server.name}: RSS {rss_before:,} KiB before, {out[-1]['rss_after_kib']:,} "
+                f"held, {out[-1]['rss_closed_kib']:,} after closing them all",
+                flush=True,
+            )
     finally:
         abort_all(conns)
         await asyncio.sleep(0.2)
@@ -404,9 +444,28 @@ async def scenario_idle(server: ServerUnderTest, plan: Plan) -> Result:
             f"{key}.cpu", f"idle {tag}{kind}: server CPU ms per session logged in", d["cpu_ms"],
             False, "{:,.2f}",
         )  # fmt: skip
+        if "rss_closed_kib" in d:
+            result.add(
+                f"{key}.rss_before", f"idle {tag}{kind}: server RSS MiB before login",
+                d["rss_before_kib"] / 1024, False, "{:,.1f}",
+            )  # fmt: skip
+            result.add(
+                f"{key}.rss_held", f"idle {tag}{kind}: server RSS MiB with the sessions held",
+                d["rss_after_kib"] / 1024, False, "{:,.1f}",
+            )  # fmt: skip
+            result.add(
+                f"{key}.rss_closed", f"idle {tag}{kind}: server RSS MiB after all closed",
+                d["rss_closed_kib"] / 1024, False, "{:,.1f}",
+            )  # fmt: skip
         result.notes.append(
-            f"idle {tag}{kind}: RSS {d['rss_before_kib']:,} -> {d['rss_after_kib']:,} KiB, "
-            f"logged in at {d['login_rate']:,.0f}/s, {_noise(d['others'])}"
+            f"idle {tag}{kind}: RSS {d['rss_before_kib']:,} -> {d['rss_after_kib']:,} KiB"
+            + (
+                f" -> {d['rss_closed_kib']:,} KiB after closing all (in {d['close_seconds']:.1f}s)"
+                if "rss_closed_kib" in d
+                else ""
+            )
+            + ", "
+            + f"logged in at {d['login_rate']:,.0f}/s, {_noise(d['others'])}"
             + (" (generator saturated)" if d["generator_share"] >= GENERATOR_SATURATED else "")
         )
     return result
@@ -893,6 +952,161 @@ async def scenario_pep(server: ServerUnderTest, plan: Plan) -> Result:
     return await pep(server, plan)
 
 
+# ------------------------------------------------------------------------------------------
+# storm: every presence user logs in at once while others chat
+
+
+async def _storm_login(
+    spec: LoginSpec, name: str, counters: Counters, i: int, failures: list[str]
+) -> float | None:
+    """One storm login (roster fetched, initial presence sent); then the connection counts
+    presences. Returns the time to bound from the first attempt, or None when five attempts
+    failed (a server whose accept queue overflows resets connections)."""
+    started = time.perf_counter()
+    for attempt in range(5):
+        try:
+            r = await client.login(spec, name, counters, i)
+            break
+        except (OSError, TimeoutError, client.LoginFailed) as exc:
+            failures.append(f"{type(exc).__name__}: {str(exc)[:120]}")
+            if attempt == 4:
+                return None
+            await asyncio.sleep(0.2 * (attempt + 1))
+    conn = r.conn
+    early = conn.buf.count(client.PRESENCE_TAG)
+    if early:
+        counters.presences += early
+        counters.last_delivery = time.perf_counter()
+    conn.buf.clear()
+    conn.mode = client.MODE_PRESENCE
+    _STORM_CONNS.append(conn)
+    return r.bound - started
+
+
+_STORM_CONNS: list[Conn] = []
+
+
+async def scenario_storm(server: ServerUnderTest, plan: Plan) -> Result:
+    """A reconnect storm: ``presence_users`` users with ring rosters (subscription both) log
+    in all at once (connect, auth, bind, roster, initial presence) while ``storm_chatters``
+    users who are already online send each other messages; the presences delivered, their
+    rate and CPU, and the chatters' message latency before and during the storm."""
+    result = Result()
+    server.start()
+    chatters: list[Conn] = []
+    _STORM_CONNS.clear()
+    try:
+        n = plan.presence_users
+        names = [presence_user(i) for i in range(n)]
+        counters = Counters()
+        spec = LoginSpec(port=server.port, source_ips=SOURCE_IPS, timeout=120)
+        chatters = await login_many(
+            spec, [user(i) for i in range(plan.storm_chatters)], counters, 50
+        )
+        await asyncio.sleep(plan.settle)
+        for c in chatters:
+            c.buf.clear()
+            c.mode = client.MODE_MESSAGES
+        load = MessageLoad(chatters, counters, None)
+        meter = CpuMeter(server.pid)
+        # the chat alone: its latency, and its CPU per message sent
+        counters.latencies = []
+        before = meter.sample()
+        sent_before = load.total_sent
+        await load.offer(plan.storm_msg_rate, plan.storm_baseline, plan.tick)
+        await load.drain(quiet=plan.quiet)
+        after = meter.sample()
+        calm = sorted(counters.latencies)
+        calm_sent = load.total_sent - sent_before
+        chat_cpu = (after.server - before.server) / calm_sent if calm_sent else 0.0
+        counters.latencies = None
+        # The storm's users log in and out once, just before: the generator then has every
+        # salt's SaltedPassword (a client's cache), so the storm costs it a few HMACs per
+        # login, and the server sees users who were online a moment ago (a network blip).
+        warm_spec = LoginSpec(port=server.port, source_ips=SOURCE_IPS, presence=False, timeout=120)
+        warm = await login_many(warm_spec, names, Counters(), 50)
+        await close_all(warm, 200)
+        await asyncio.sleep(plan.settle)
+        # the storm
+        storm_spec = LoginSpec(
+            port=server.port, source_ips=SOURCE_IPS, roster=True, presence=True, timeout=120
+        )
+        counters.latencies = []
+        base_msgs = counters.messages
+        sent_before = load.total_sent
+        base_presences = counters.presences
+        before = meter.sample()
+        t0 = time.perf_counter()
+        failures: list[str] = []
+        storm = asyncio.gather(
+            *(_storm_login(storm_spec, name, counters, i, failures) for i, name in enumerate(names))
+        )
+        while not storm.done():
+            await load.offer(plan.storm_msg_rate, 0.25, plan.tick)
+        bound = sorted(t for t in await storm if t is not None)
+        if failures:
+            result.notes.append(
+                f"storm: {len(failures)} login attempts failed and were retried, "
+                f"{n - len(bound)} users never got in (e.g. {failures[0]})"
+            )
+        logged_in = time.perf_counter() - t0
+        await _wait_quiet(counters, counters.presences, plan.quiet, 120)
+        after = meter.sample()
+        await load.drain(quiet=plan.quiet)
+        during = sorted(counters.latencies)
+        counters.latencies = None
+        delivered = counters.presences - base_presences
+        storm_msgs = counters.messages - base_msgs
+        storm_sent = load.total_sent - sent_before
+        span = max(counters.last_delivery - t0, 1e-6)
+        cpu = max((after.server - before.server) - storm_sent * chat_cpu, 0.0)
+        contacts = sum(len(ring_contacts(i, n, plan.roster_size)) for i in range(n))
+        result.details.update(
+            delivered=delivered, span=span, logged_in=logged_in, cpu=cpu, chat_cpu=chat_cpu,
+            calm_p99=percentile(calm, 0.99) / 1000, storm_msgs=storm_msgs,
+        )  # fmt: skip
+        result.add("storm.delivered", "storm: presence stanzas delivered", delivered, False)
+        result.add("storm.rate", "storm: presences delivered/s", delivered / span, True)
+        result.add(
+            "storm.cpu", "storm: server CPU µs per delivered presence (logins included)",
+            cpu / delivered * 1e6 if delivered else float("nan"), False, "{:,.1f}",
+        )  # fmt: skip
+        result.add(
+            "storm.login_seconds", f"storm: seconds until all {n} users are online", logged_in,
+            False, "{:,.2f}",
+        )  # fmt: skip
+        result.add(
+            "storm.bound_p99", "storm: time-to-bound p99 (ms)", percentile(bound, 0.99) * 1000,
+            False, "{:,.0f}",
+        )  # fmt: skip
+        result.add(
+            "storm.msg_p50", "storm: online users' message latency p50 during it (ms)",
+            percentile(during, 0.50) / 1000, False, "{:,.1f}",
+        )  # fmt: skip
+        result.add(
+            "storm.msg_p99", "storm: online users' message latency p99 during it (ms)",
+            percentile(during, 0.99) / 1000, False, "{:,.1f}",
+        )  # fmt: skip
+        result.notes.append(
+            f"storm: {n} users with {plan.roster_size}-contact rosters (subscription both) log "
+            f"in at once (roster, initial presence) right after one earlier login each; "
+            f"{delivered:,} presences delivered ({(delivered - n) / contacts:.2f} per roster "
+            f"entry besides each user's own; the minimum is 1) in {span:.1f}s; meanwhile "
+            f"{plan.storm_chatters} online users sent {plan.storm_msg_rate:,.0f} messages/s "
+            f"({storm_msgs:,} delivered; p99 {percentile(during, 0.99) / 1000:.1f} ms against "
+            f"{percentile(calm, 0.99) / 1000:.1f} ms before the storm; their CPU, "
+            f"{chat_cpu * 1e6:.0f} µs a message sent, is taken out of the per-presence figure); "
+            f"{_noise(others_share(before, after))}"
+        )
+    finally:
+        abort_all(chatters)
+        abort_all(_STORM_CONNS)
+        _STORM_CONNS.clear()
+        await asyncio.sleep(0.2)
+        server.stop()
+    return result
+
+
 SCENARIOS: dict[str, Callable[[ServerUnderTest, Plan], Awaitable[Result]]] = {
     "login": scenario_login,
     "idle": scenario_idle,
@@ -900,6 +1114,7 @@ SCENARIOS: dict[str, Callable[[ServerUnderTest, Plan], Awaitable[Result]]] = {
     "presence": scenario_presence,
     "groupchat": scenario_groupchat,
     "pep": scenario_pep,
+    "storm": scenario_storm,
     "limit": scenario_limit,
 }
 

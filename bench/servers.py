@@ -29,7 +29,9 @@ HOST = "localhost"
 MUC = f"conference.{HOST}"  # the chat service of every server (the groupchat scenario)
 PASSWORD = "pw"
 ITERATIONS = 4096  # SCRAM iteration count stored for every account on every server
-SALT = b"salon-bench-salt"  # one salt for all accounts: the generator caches SaltedPassword
+# Every account gets its own random salt (as a real server's accounts do); the generator
+# caches SaltedPassword per salt, as clients do, after one warm-up login per account.
+SALT_SCHEME = "random-per-account"
 SERVER_CPU = "0"
 GENERATOR_CPU = 1
 
@@ -50,6 +52,11 @@ def ring_contacts(i: int, users: int, size: int) -> list[int]:
         out.append((i + d) % users)
         out.append((i - d) % users)
     return sorted(set(out) - {i})
+
+
+def random_salt() -> bytes:
+    """16 random bytes, printable (Prosody's files keep the salt as a string)."""
+    return os.urandom(12).hex().encode()
 
 
 def scram_sha1_keys(password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
@@ -150,6 +157,11 @@ class ServerUnderTest:
         """Create whatever accounts and rosters are missing (remembered in population.json)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         state = self._state()
+        if state and state.get("salts") != SALT_SCHEME:
+            raise RuntimeError(
+                f"{self.name}: the work directory's accounts share one salt; run with --fresh "
+                "to rebuild them with a random salt per account"
+            )
         have_users = state.get("users", 0)
         have_p = state.get("presence_users", 0)
         roster = state.get("roster_size", 0)
@@ -171,6 +183,7 @@ class ServerUnderTest:
             pop if need_p else Population(0, 0, 0),
         )
         state = {
+            "salts": SALT_SCHEME,
             "users": max(pop.users, have_users),
             "presence_users": pop.presence_users if need_p else have_p,
             "roster_size": pop.roster_size if need_p else roster,
@@ -297,12 +310,11 @@ message_burst = 1000000
 
         settings = load_settings(self.config)
         storage = await open_storage(settings.storage_url(), base_dir=settings.data_path())
-        creds = make_credentials(PASSWORD, ITERATIONS)  # derived once, shared by all accounts
+        names = users + [presence_user(i) for i in range(pop.presence_users)]
         try:
-            for name in users:
+            for name in names:  # make_credentials draws a random salt per account and hash
+                creds = make_credentials(PASSWORD, ITERATIONS)
                 await storage.accounts.create(HOST, name, creds)
-            for i in range(pop.presence_users):
-                await storage.accounts.create(HOST, presence_user(i), creds)
             for i in range(pop.presence_users):
                 for j in ring_contacts(i, pop.presence_users, pop.roster_size):
                     item = RosterItem(jid=f"{presence_user(j)}@{HOST}", subscription="both")
@@ -424,19 +436,20 @@ Component "{MUC}" "muc"
     def create_accounts(self, users: list[str], pop: Population) -> None:
         """Writes Prosody's account and roster files directly (prosodyctl takes ~1 s a user)."""
         self.write_config()
-        stored, server = scram_sha1_keys(PASSWORD, SALT, ITERATIONS)
         accounts = self.data / HOST / "accounts"
         accounts.mkdir(parents=True, exist_ok=True)
-        body = (
-            "return {\n"
-            f'\t["iteration_count"] = {ITERATIONS};\n'
-            f'\t["stored_key"] = "{stored.hex()}";\n'
-            f'\t["server_key"] = "{server.hex()}";\n'
-            f'\t["salt"] = "{SALT.decode()}";\n'
-            "};\n"
-        )
         names = users + [presence_user(i) for i in range(pop.presence_users)]
         for name in names:
+            salt = random_salt()
+            stored, server = scram_sha1_keys(PASSWORD, salt, ITERATIONS)
+            body = (
+                "return {\n"
+                f'\t["iteration_count"] = {ITERATIONS};\n'
+                f'\t["stored_key"] = "{stored.hex()}";\n'
+                f'\t["server_key"] = "{server.hex()}";\n'
+                f'\t["salt"] = "{salt.decode()}";\n'
+                "};\n"
+            )
             (accounts / f"{name}.dat").write_text(body)
         if pop.presence_users:
             rosters = self.data / HOST / "roster"

@@ -21,6 +21,11 @@ subscription requests) goes through it: it writes to storage and then updates it
 
 Pending requests are kept the same way, and beyond the session a bounded memory of users
 known to have none, so a user with no waiting request costs no query to come online.
+
+A user whose last session ended keeps the entry for ``recent_ttl`` seconds more (at most
+``recent_size`` such users, the least recently gone out first): a client that reconnects (a
+mobile network blip, a restart storm's second wave) finds its roster without a query. Writes go
+through the cache whether the user is online or not, so the kept copy stays exact.
 """
 
 from __future__ import annotations
@@ -65,8 +70,18 @@ class _Entry:
 class RosterCache:
     """Rosters and pending requests of the online users of one host, read through to storage."""
 
-    def __init__(self, host: VirtualHost, no_pending_size: int = 10_000) -> None:
+    def __init__(
+        self,
+        host: VirtualHost,
+        no_pending_size: int = 10_000,
+        recent_size: int = 2_000,
+        recent_ttl: float = 60.0,
+    ) -> None:
         self.host = host
+        self.recent_size = recent_size if recent_ttl > 0 else 0
+        self.recent_ttl = recent_ttl
+        # Users gone offline whose entry is still kept, with its expiry, oldest first.
+        self._recent: OrderedDict[JID, float] = OrderedDict()
         # One writer per user's roster at a time (roster sets, subscription changes).
         self.locks = UserLocks()
         self.no_pending_size = no_pending_size
@@ -267,6 +282,21 @@ class RosterCache:
             self._ending[user] = ending
         if self._in_use(user):
             return
+        if self.recent_size and user in self._entries:
+            self._recent.pop(user, None)
+            self._recent[user] = self.host.clock.monotonic() + self.recent_ttl
+        else:
+            self._drop(user)
+        self._expire_recent()
+
+    def _expire_recent(self) -> None:
+        recent, now = self._recent, self.host.clock.monotonic()
+        while recent and (len(recent) > self.recent_size or next(iter(recent.values())) <= now):
+            user, _expiry = recent.popitem(last=False)
+            if not self._in_use(user):
+                self._drop(user)
+
+    def _drop(self, user: JID) -> None:
         entry = self._entries.pop(user, None)
         if entry is not None and entry.pending == ():
             self._remember_no_pending(user)
@@ -274,6 +304,7 @@ class RosterCache:
     def account_deleted(self, event: AccountDeleted) -> None:
         user = event.jid.bare
         self._entries.pop(user, None)
+        self._recent.pop(user, None)
         self._loading.pop((user, _ROSTER), None)
         self._loading.pop((user, _PENDING), None)
         self._no_pending.pop(user, None)

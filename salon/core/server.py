@@ -22,6 +22,7 @@ from salon.core.events import (
 )
 from salon.core.hosts import VirtualHost
 from salon.core.iq import PendingIqs
+from salon.core.memory import ChurnRelease
 from salon.core.metrics import CoreMetrics
 from salon.core.passwords import PasswordPool
 from salon.core.ports import FederationSender, NoFederation
@@ -59,6 +60,9 @@ class Server:
         self.federation: FederationSender = NoFederation()
         self.passwords = PasswordPool()  # PBKDF2 off the event loop
         self.metrics = CoreMetrics()  # counters /metrics exports (salon.core.metrics)
+        # after a mass disconnect: collect and give the freed heap back (salon/core/memory.py)
+        self.bound = 0  # sessions bound and not yet unbound
+        self.churn = ChurnRelease(self.clock, lambda: self.bound)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -84,6 +88,7 @@ class Server:
             if cancelled:  # a timer cut short mid-query finishes before storage closes
                 await asyncio.wait(cancelled, timeout=STOP_GRACE)
         self.passwords.close()
+        self.churn.cancel()
 
     async def drain_tasks(self) -> None:
         """Let background work finish (bounded), then cancel what is left and wait for it,
@@ -143,6 +148,7 @@ class Server:
             await self.unbind(replaced, "conflict")
         session = C2SSession(bare.with_resource(resource), conn)
         self.sessions.add(session)
+        self.bound += 1
         await self.hosts[domain].hooks.fire(ResourceBound(session))
         return session
 
@@ -153,9 +159,11 @@ class Server:
         session.is_unbound = True
         session.is_closed = True
         self.sessions.remove(session)
+        self.bound -= 1
         host = self.hosts.get(session.host)
         if host is not None:
             await host.hooks.fire(ResourceUnbound(session, error))
+        self.churn.session_ended()
 
     async def connection_lost(
         self, session: C2SSession, conn: Connection, reason: str | None, *, stream_ended: bool

@@ -102,11 +102,9 @@ class LastActivity(Module[ModuleOptions]):
         batch, self.unwritten = self.unwritten, {}
         self.writing = batch
         try:
-            for username, record in batch.items():
-                try:
-                    await self.store.set(self.domain, username, record)
-                except Exception:
-                    self.log.exception("could not record the last logout of %s", username)
+            await self.store.set_many(self.domain, batch)  # one transaction for the batch
+        except Exception:
+            self.log.exception("could not record the last logout of %d users", len(batch))
         finally:
             self.writing = {}
 

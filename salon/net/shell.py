@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 from collections import deque
 from collections.abc import Iterable
@@ -196,7 +195,13 @@ class ClientShell:
             elif isinstance(action, StartTls):
                 self._start_tls_requested()
             elif isinstance(action, LookupAccount):
-                self.server.spawn(self._lookup(action.username))
+                assert self.stream.host is not None
+                accounts = self.server.core.storage.accounts
+                known = accounts.cached(self.stream.host, action.username)
+                if known is not None:  # a returning user: no task, no round trip
+                    self._execute(self.stream.account_loaded(known))
+                else:
+                    self.server.spawn(self._lookup(action.username))
             elif isinstance(action, VerifyPassword):
                 self.server.spawn(self._verify_password(action))
             elif isinstance(action, Authenticated):
@@ -446,10 +451,9 @@ class TcpShell(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.transport.set_write_buffer_limits(high=send_buffer)
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            # Small writes (handshake records, short stanzas) must not wait for delayed ACKs.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Small writes (handshake records, short stanzas) must not wait for delayed ACKs:
+        # asyncio (3.7+) and uvloop set TCP_NODELAY on every TCP transport themselves, so
+        # there is no system call to make here.
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self._clock.monotonic()

@@ -9,7 +9,7 @@ This module deliberately imports nothing from SQLAlchemy.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -79,6 +79,11 @@ class AccountNotFound(Exception):
 class AccountStore(Protocol):
     """Accounts and their SCRAM credentials, per virtual host."""
 
+    def cached(self, host: str, username: str) -> Account | None:
+        """The account if the store holds it in memory right now (no I/O), else ``None``:
+        the login path then skips a task and a round trip. Always ``None`` is correct."""
+        ...
+
     async def create(
         self, host: str, username: str, credentials: Sequence[ScramCredential]
     ) -> None:
@@ -133,6 +138,10 @@ class KeyValueStore(Protocol):
 
     async def set(self, host: str, username: str, value: str | None) -> None:
         """Store ``value``, replacing any previous one; ``None`` deletes it."""
+        ...
+
+    async def set_many(self, host: str, values: Mapping[str, str]) -> None:
+        """Store many users' documents (username -> document) at once, in one transaction."""
         ...
 
 

@@ -149,6 +149,15 @@ def _resume_header(declarations: dict[str, str], ns: str, tag: str) -> bytes | N
     return "".join(parts).encode()
 
 
+def _ends_root(data: bytes, resume_header: bytes | None) -> bool:
+    """Whether ``data`` is only the end tag of the root whose start tag ``resume_header``
+    repeats (whitespace around it allowed); anything else is left to expat."""
+    if resume_header is None or not data.lstrip(b" \t\r\n").startswith(b"</"):
+        return False
+    qname = resume_header[1:].split(b" ", 1)[0].rstrip(b">")
+    return data.strip(b" \t\r\n") == b"</" + qname + b">"
+
+
 class XmlStreamParser:
     """Turns the bytes of one XMPP stream into :data:`ParserEvent` objects.
 
@@ -222,7 +231,14 @@ class XmlStreamParser:
             return []
         if len(self._head) < 2:
             self._check_head(data)
-        parser = self._parser or self._wake()
+        parser = self._parser
+        if parser is None:
+            if _ends_root(data, self._resume_header):
+                # A hibernated stream that is closing: no parser is woken only to be freed
+                # (after a mass disconnect that churned the allocator, and the process kept it)
+                self._closed = True
+                return [StreamClosed()]
+            parser = self._wake()
         self._fed += len(data)
         try:
             parser.Parse(data, False)

@@ -23,13 +23,21 @@ def test_every_scenario_runs_against_salon(tmp_path: Path) -> None:
     salon.port = _free_port()
     salon.ensure_population(plan.population())
     results = {"salon": {}, "forwarder": {}}
-    for name in ("login", "idle", "messages", "presence"):
+    for name in ("login", "idle", "messages", "presence", "storm"):
         results["salon"][name] = asyncio.run(SCENARIOS[name](salon, plan))
     forwarder = Forwarder(tmp_path, port=_free_port())
     results["forwarder"]["limit"] = asyncio.run(SCENARIOS["limit"](forwarder, plan))
 
     figures = report.merged(results)
-    for key in ("login.scram.rate", "login.plain_tls.cpu", "idle.5.rss", "presence.rate"):
+    for key in (
+        "login.scram.rate",
+        "login.plain_tls.cpu",
+        "idle.5.rss",
+        "idle.5.rss_closed",
+        "presence.rate",
+        "storm.delivered",
+        "storm.msg_p99",
+    ):
         assert key in figures["salon"], (key, results["salon"])
     assert figures["salon"]["login.scram.rate"].value > 0
     assert figures["salon"]["presence.rate"].value > 0

@@ -91,3 +91,15 @@ async def test_concurrent_writes_to_one_document_leave_one_of_them(storage: Stor
 async def test_invalid_store_names_are_rejected(storage: Storage, name: str) -> None:
     with pytest.raises(ValueError):
         storage.keyvalue(name)
+
+
+async def test_set_many_inserts_and_replaces_in_one_go(storage: Storage) -> None:
+    store = storage.keyvalue("last")
+    await store.set("example.org", "juliet", "old")
+    await store.set_many("example.org", {"juliet": "new", "romeo": "r", "nurse": "n"})
+    await store.set_many("example.org", {})
+    assert await store.get("example.org", "juliet") == "new"
+    assert await store.get("example.org", "romeo") == "r"
+    assert await store.get("example.org", "nurse") == "n"
+    assert await store.get("example.net", "romeo") is None
+    assert await storage.keyvalue("vcard").get("example.org", "romeo") is None

@@ -7,6 +7,7 @@ from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any, cast
 
+from salon.core.clock import ManualClock
 from salon.core.events import AccountDeleted, ResourceUnbound
 from salon.core.roster_cache import RosterCache
 from salon.core.session import C2SSession
@@ -14,6 +15,7 @@ from salon.jid import JID
 from salon.storage.interfaces import PendingSubscription, Roster, RosterItem
 
 JULIET = JID.make("juliet", "localhost")
+ROMEO_BARE = JID.make("romeo", "localhost")
 ROMEO = RosterItem("romeo@localhost", subscription="both")
 NURSE = RosterItem("nurse@localhost", subscription="from")
 
@@ -83,10 +85,15 @@ class Online:
         return bare in self.users
 
 
-def make_cache() -> tuple[RosterCache, MemoryRosters, Online]:
+def make_cache(
+    recent_ttl: float = 0.0, clock: ManualClock | None = None
+) -> tuple[RosterCache, MemoryRosters, Online]:
+    """By default a user's entry goes with the last session (``recent_ttl`` 0)."""
     store, online = MemoryRosters(), Online()
-    server = SimpleNamespace(storage=SimpleNamespace(roster=store), sessions=online)
-    return RosterCache(cast(Any, server)), store, online
+    server = SimpleNamespace(
+        storage=SimpleNamespace(roster=store), sessions=online, clock=clock or ManualClock()
+    )
+    return RosterCache(cast(Any, server), recent_ttl=recent_ttl), store, online
 
 
 def unbound(user: JID) -> ResourceUnbound:
@@ -172,6 +179,33 @@ async def test_the_roster_stays_while_the_last_session_ends_then_goes() -> None:
     cache.session_ended(unbound(JULIET))
     assert len(cache) == 0
     assert await cache.item(JULIET, ROMEO.jid) == ROMEO
+    assert store.reads == 2
+
+
+async def test_a_returning_user_finds_the_roster_kept_for_the_ttl() -> None:
+    clock = ManualClock()
+    cache, store, online = make_cache(recent_ttl=60.0, clock=clock)
+    await store.put_item("localhost", "juliet", ROMEO)
+    online.users.add(JULIET)
+    assert (await cache.roster(JULIET)).items == {ROMEO.jid: ROMEO}
+    online.users.discard(JULIET)
+    cache.session_ending(unbound(JULIET))
+    cache.session_ended(unbound(JULIET))
+    # gone, but back within the minute: no query
+    assert (await cache.roster(JULIET)).items == {ROMEO.jid: ROMEO}
+    assert store.reads == 1
+    # a write while offline goes through the cache: the kept copy stays exact
+    await cache.put_item(JULIET, NURSE)
+    assert (await cache.roster(JULIET)).items == {ROMEO.jid: ROMEO, NURSE.jid: NURSE}
+    assert store.reads == 1
+    # past the TTL the next session end lets it go
+    await clock.advance(61.0)
+    online.users.add(ROMEO_BARE)
+    online.users.discard(ROMEO_BARE)
+    cache.session_ending(unbound(ROMEO_BARE))
+    cache.session_ended(unbound(ROMEO_BARE))
+    assert len(cache) == 0
+    assert (await cache.roster(JULIET)).items == {ROMEO.jid: ROMEO, NURSE.jid: NURSE}
     assert store.reads == 2
 
 

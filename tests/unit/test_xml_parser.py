@@ -647,6 +647,24 @@ def test_hibernated_parser_parses_the_next_stanzas_as_before() -> None:
     assert sleepy.feed(b"</stream:stream>") == awake.feed(b"</stream:stream>") == [StreamClosed()]
 
 
+def test_a_hibernated_stream_closes_without_waking_a_parser() -> None:
+    parser = XmlStreamParser()
+    parser.feed(HIBERNATE_HEADER)
+    assert parser.hibernate()
+    assert parser.feed(b"\n </stream:stream> ") == [StreamClosed()]
+    assert parser._parser is None  # nothing allocated only to be freed
+    assert parser.feed(b"<message/>") == []  # closed: nothing more is parsed
+
+
+def test_a_wrong_end_tag_on_a_hibernated_stream_is_still_an_error() -> None:
+    parser = XmlStreamParser()
+    parser.feed(HIBERNATE_HEADER)
+    assert parser.hibernate()
+    with pytest.raises(StreamError) as err:
+        parser.feed(b"</x:stream>")
+    assert err.value.condition is StreamErrorCondition.NOT_WELL_FORMED
+
+
 def test_prefixes_declared_on_the_root_still_resolve_after_waking() -> None:
     parser = XmlStreamParser()
     parser.feed(HIBERNATE_HEADER)

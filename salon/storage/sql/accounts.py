@@ -1,8 +1,30 @@
-"""SQL implementation of :class:`~salon.storage.interfaces.AccountStore`."""
+"""SQL implementation of :class:`~salon.storage.interfaces.AccountStore`, with a credential
+cache for returning users.
+
+Every login reads the account's SCRAM credentials; through SQLAlchemy and aiosqlite that read
+cost more server CPU than the rest of the login together. So :meth:`SqlAccountStore.get` keeps
+what it read in a bounded cache: a user who logs in again soon (a reconnect after a network
+blip, a mobile client coming back, a restart storm's second wave) costs no query.
+
+* Entries live at most ``cache_ttl`` seconds and the cache holds at most ``cache_size`` of
+  them, oldest out first: memory is bounded by the logins of the last minute, not by the
+  number of accounts.
+* Every write through this store (``create``, ``set_credentials``, ``delete``: in-band
+  registration, password change and cancellation, the admin tools when they run in this
+  process) drops the user's entry before it commits, and a read that overlapped any write is
+  returned but not kept, so this process never serves credentials older than its own writes.
+* A write by another process (``salon passwd`` / ``salon deluser`` against the same database,
+  another cluster node) reaches this one when the entry expires: at most ``cache_ttl``
+  seconds. ``cache_ttl=0`` turns the cache off.
+* Only existing accounts are cached: an account created elsewhere can log in at once.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import struct
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,21 +40,55 @@ from salon.storage.interfaces import (
 )
 from salon.storage.sql.schema import PER_USER_TABLES, account_credentials, accounts
 
-__all__ = ["SqlAccountStore"]
+__all__ = ["CACHE_SIZE", "CACHE_TTL", "SqlAccountStore"]
+
+CACHE_SIZE = 10_000  # accounts whose credentials are kept ...
+CACHE_TTL = 60.0  # ... for at most this many seconds
 
 
 class SqlAccountStore:
     """Accounts in the ``accounts`` and ``account_credentials`` tables."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        """Use ``engine``; each method runs in its own transaction."""
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        cache_size: int = CACHE_SIZE,
+        cache_ttl: float = CACHE_TTL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Use ``engine``; each method runs in its own transaction. Accounts read are kept
+        for ``cache_ttl`` seconds, ``cache_size`` at most (see the module's docstring)."""
         self._engine = engine
+        self._cache_size = cache_size if cache_ttl > 0 else 0
+        self._cache_ttl = cache_ttl
+        self._clock = clock
+        # (host, username) -> (expiry, account), in order of expiry
+        # (host, username) -> (expiry, packed account: see _pack), in order of expiry
+        self._cache: OrderedDict[tuple[str, str], tuple[float, bytes]] = OrderedDict()
+        self._writes = 0  # writes begun so far: a read that overlapped one is not kept
+
+    def _forget(self, host: str, username: str) -> None:
+        self._writes += 1
+        self._cache.pop((host, username), None)
+
+    def _keep(self, account: Account) -> None:
+        try:
+            packed = _pack(account)
+        except (ValueError, OverflowError, struct.error):
+            return  # not cacheable: read from the database each time
+        cache, now = self._cache, self._clock()
+        while cache and (len(cache) >= self._cache_size or next(iter(cache.values()))[0] <= now):
+            cache.popitem(last=False)
+        if self._cache_size:
+            cache[(account.host, account.username)] = (now + self._cache_ttl, packed)
 
     async def create(
         self, host: str, username: str, credentials: Sequence[ScramCredential]
     ) -> None:
         """Create an account; raise :class:`AccountExists` on a duplicate."""
         rows = _credential_rows(host, username, credentials)
+        self._forget(host, username)
         async with self._engine.begin() as conn:
             try:
                 await conn.execute(
@@ -45,38 +101,65 @@ class SqlAccountStore:
                 raise AccountExists(f"{username}@{host}") from exc
             await _insert_credentials(conn, rows)
 
+    def cached(self, host: str, username: str) -> Account | None:
+        """The account if its cache entry is fresh, else ``None`` (no I/O)."""
+        hit = self._cache.get((host, username))
+        if hit is not None and hit[0] > self._clock():
+            return _unpack(host, username, hit[1])
+        return None
+
     async def get(self, host: str, username: str) -> Account | None:
-        """Return the account and its credentials, or ``None``."""
+        """Return the account and its credentials, or ``None`` (from the cache when this
+        account was read in the last ``cache_ttl`` seconds and not written since)."""
+        key = (host, username)
+        hit = self._cache.get(key)
+        if hit is not None:
+            if hit[0] > self._clock():
+                return _unpack(host, username, hit[1])
+            del self._cache[key]
+        writes = self._writes
+        account = await self._read(host, username)
+        if account is not None and writes == self._writes:
+            self._keep(account)
+        return account
+
+    async def _read(self, host: str, username: str) -> Account | None:
+        # One statement (the account LEFT JOIN its credentials): every round trip through
+        # the async driver costs more than the query itself.
+        creds = account_credentials.c
+        query = (
+            select(
+                accounts.c.created_at,
+                creds.hash_name,
+                creds.salt,
+                creds.iterations,
+                creds.stored_key,
+                creds.server_key,
+            )
+            .select_from(
+                accounts.outerjoin(
+                    account_credentials,
+                    (creds.host == accounts.c.host) & (creds.username == accounts.c.username),
+                )
+            )
+            .where(accounts.c.host == host, accounts.c.username == username)
+        )
         async with self._engine.begin() as conn:
-            created_at = await conn.scalar(
-                select(accounts.c.created_at).where(
-                    accounts.c.host == host, accounts.c.username == username
-                )
+            rows = (await conn.execute(query)).all()
+        if not rows:
+            return None
+        credentials = {
+            row.hash_name: ScramCredential(
+                hash_name=row.hash_name,
+                salt=bytes(row.salt),
+                iterations=row.iterations,
+                stored_key=bytes(row.stored_key),
+                server_key=bytes(row.server_key),
             )
-            if created_at is None:
-                return None
-            result = await conn.execute(
-                select(
-                    account_credentials.c.hash_name,
-                    account_credentials.c.salt,
-                    account_credentials.c.iterations,
-                    account_credentials.c.stored_key,
-                    account_credentials.c.server_key,
-                ).where(
-                    account_credentials.c.host == host,
-                    account_credentials.c.username == username,
-                )
-            )
-            credentials = {
-                row.hash_name: ScramCredential(
-                    hash_name=row.hash_name,
-                    salt=bytes(row.salt),
-                    iterations=row.iterations,
-                    stored_key=bytes(row.stored_key),
-                    server_key=bytes(row.server_key),
-                )
-                for row in result
-            }
+            for row in rows
+            if row.hash_name is not None
+        }
+        created_at = rows[0].created_at
         return Account(host=host, username=username, credentials=credentials, created_at=created_at)
 
     async def set_credentials(
@@ -84,6 +167,13 @@ class SqlAccountStore:
     ) -> None:
         """Replace all credentials; raise :class:`AccountNotFound` if no account."""
         rows = _credential_rows(host, username, credentials)
+        self._forget(host, username)
+        try:
+            await self._set_credentials(host, username, rows)
+        finally:
+            self._forget(host, username)  # a read that began meanwhile may have kept the old
+
+    async def _set_credentials(self, host: str, username: str, rows: list[dict[str, Any]]) -> None:
         async with self._engine.begin() as conn:
             # FOR UPDATE (PostgreSQL) keeps a concurrent delete() out until we
             # commit; SQLite already holds the database write lock.
@@ -104,6 +194,13 @@ class SqlAccountStore:
 
     async def delete(self, host: str, username: str) -> bool:
         """Delete the account, its credentials and all its per-user rows."""
+        self._forget(host, username)
+        try:
+            return await self._delete(host, username)
+        finally:
+            self._forget(host, username)
+
+    async def _delete(self, host: str, username: str) -> bool:
         async with self._engine.begin() as conn:
             for table in PER_USER_TABLES:
                 await conn.execute(
@@ -129,6 +226,53 @@ class SqlAccountStore:
                 select(func.count()).select_from(accounts).where(accounts.c.host == host)
             )
             return int(total or 0)
+
+
+# A cached account is one bytes object (about 300 bytes for the three usual credentials,
+# where the Account with its dict and dataclasses took 1.5 KB): its creation time, then per
+# credential its hash name, iteration count and the three byte strings, length-prefixed.
+_HEAD = struct.Struct("<dB")  # created_at (POSIX seconds), number of credentials
+_CRED = struct.Struct("<BIBBB")  # hash-name length, iterations, salt/stored/server lengths
+
+
+def _pack(account: Account) -> bytes:
+    out = [_HEAD.pack(account.created_at.timestamp(), len(account.credentials))]
+    for cred in account.credentials.values():
+        name = cred.hash_name.encode()
+        if max(len(name), len(cred.salt), len(cred.stored_key), len(cred.server_key)) > 255:
+            raise ValueError("credential too long to cache")  # never with real SCRAM data
+        out.append(
+            _CRED.pack(
+                len(name), cred.iterations, len(cred.salt), len(cred.stored_key),
+                len(cred.server_key),
+            )
+        )  # fmt: skip
+        out += (name, cred.salt, cred.stored_key, cred.server_key)
+    return b"".join(out)
+
+
+def _unpack(host: str, username: str, data: bytes) -> Account:
+    created, count = _HEAD.unpack_from(data)
+    pos = _HEAD.size
+    credentials = {}
+    for _ in range(count):
+        name_len, iterations, salt_len, stored_len, server_len = _CRED.unpack_from(data, pos)
+        pos += _CRED.size
+        name = data[pos : pos + name_len].decode()
+        pos += name_len
+        salt = data[pos : pos + salt_len]
+        pos += salt_len
+        stored = data[pos : pos + stored_len]
+        pos += stored_len
+        server = data[pos : pos + server_len]
+        pos += server_len
+        credentials[name] = ScramCredential(name, salt, iterations, stored, server)
+    return Account(
+        host=host,
+        username=username,
+        credentials=credentials,
+        created_at=datetime.fromtimestamp(created, UTC),
+    )
 
 
 def _credential_rows(

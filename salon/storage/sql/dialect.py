@@ -13,7 +13,7 @@ from sqlalchemy import Table, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["increment", "lock_user", "upsert"]
+__all__ = ["increment", "lock_user", "upsert", "upsert_many"]
 
 
 async def upsert(
@@ -36,6 +36,22 @@ async def upsert(
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=list(key))
     await conn.execute(stmt)
+
+
+async def upsert_many(
+    conn: AsyncConnection,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    key: Sequence[str],
+) -> None:
+    """:func:`upsert` for many rows with the same columns, in one statement (executemany)."""
+    if not rows:
+        return
+    stmt = _insert(conn, table)
+    updates = {col: stmt.excluded[col] for col in rows[0] if col not in key}
+    stmt = stmt.on_conflict_do_update(index_elements=list(key), set_=updates)
+    await conn.execute(stmt, [dict(row) for row in rows])
 
 
 async def increment(

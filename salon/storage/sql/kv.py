@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from salon.storage.sql.dialect import upsert
+from salon.storage.sql.dialect import upsert, upsert_many
 from salon.storage.sql.schema import kv
 
 __all__ = ["SqlKeyValueStore"]
@@ -57,3 +58,16 @@ class SqlKeyValueStore:
                 },
                 key=_KEY,
             )
+
+    async def set_many(self, host: str, values: Mapping[str, str]) -> None:
+        """Insert or replace the documents of many users (username -> document) in one
+        transaction: one commit (one fsync with SQLite) for the lot."""
+        if not values:
+            return
+        now = datetime.now(UTC)
+        rows = [
+            {"host": host, "username": u, "store": self.store, "value": v, "updated_at": now}
+            for u, v in values.items()
+        ]
+        async with self._engine.begin() as conn:
+            await upsert_many(conn, kv, rows, key=_KEY)
