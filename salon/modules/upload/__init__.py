@@ -7,7 +7,9 @@ and an HMAC over the slot's id, name, size, type and expiry (``rules.slot_mac``)
 server refuses any PUT whose URL, length or type does not match (403, 413, 400). Files stream
 to disk under ``<data_dir>/<path>/<service domain>/`` and expire after ``expire_after``
 seconds of the host's clock. Each user has a ``quota`` of bytes stored plus bytes promised
-to open slots; past it a slot request gets ``resource-constraint`` (type wait).
+to open slots; past it a slot request gets ``resource-constraint`` (type wait). Each user
+may also be granted at most ``daily_quota`` bytes of slots per UTC day of the host's clock;
+past it the error also carries ``<retry stamp=.../>`` naming the next midnight (XEP-0363 §4).
 
 The module serves HTTP through the ``HTTP_ROUTE`` item (``salon.core.web``): it never
 imports the web server, and the web server publishes its base URL as ``HTTP_BASE_URL``.
@@ -29,12 +31,21 @@ from salon.errors import StanzaError, StanzaErrorCondition
 from salon.jid import JID
 from salon.modules.disco import info_query
 from salon.modules.upload.files import FileStore, PendingSlot
+from salon.modules.upload.quota import next_day_stamp
 from salon.modules.upload.rules import check_filename, normalise_content_type, slot_mac
 from salon.namespaces import NS_DATA_FORMS, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_HTTP_UPLOAD
 from salon.xml.element import Element
 from salon.xml.stanza import error_reply, iq_result
 
 MAX_PENDING_SLOTS = 32  # open slots per user
+
+
+class DailyQuotaReached(Exception):
+    """The user has been granted the day's bytes; ``now`` is when the request came."""
+
+    def __init__(self, now: float) -> None:
+        super().__init__(now)
+        self.now = now
 
 
 class UploadOptions(ModuleOptions):
@@ -56,6 +67,11 @@ class UploadOptions(ModuleOptions):
         1073741824,
         ge=1,
         description="Bytes each user may have stored at once (files not yet expired).",
+    )
+    daily_quota: int = Field(
+        524288000,
+        ge=0,
+        description="Bytes each user may be granted slots for per day (UTC); 0: no daily limit.",
     )
     expire_after: float = Field(
         604800.0, gt=0, description="Seconds an uploaded file is kept (default one week)."
@@ -82,7 +98,13 @@ class Upload(Module[UploadOptions]):
         self.service = self.options.domain or f"upload.{self.domain}"
         self.prefix = f"{self.options.url_path}/{self.service}/"
         root = self.host.data_path / self.options.path / self.service
-        self.store = FileStore(root, secrets.token_bytes(32), self.clock, self.options.expire_after)
+        self.store = FileStore(
+            root,
+            secrets.token_bytes(32),
+            self.clock,
+            self.options.expire_after,
+            self.options.daily_quota,
+        )
         self.serve_domain(self.service, self)
         self.add_item(DISCO_ITEM, DiscoItem(jid=self.service, name="HTTP File Upload"))
         self.add_item(HTTP_ROUTE, HttpRoute(self.prefix, self.store.handle, self.name))
@@ -111,7 +133,10 @@ class Upload(Module[UploadOptions]):
         elif iq_type == "get" and payload.ns == NS_DISCO_ITEMS and payload.tag == "query":
             reply = iq_result(stanza, Element("query", NS_DISCO_ITEMS))
         elif iq_type == "get" and payload.ns == NS_HTTP_UPLOAD and payload.tag == "request":
-            reply = self._slot(stanza, payload, sender)
+            try:
+                reply = self._slot(stanza, payload, sender)
+            except DailyQuotaReached as reached:
+                reply = self._daily_quota_reached(stanza, reached.now)
         else:
             raise StanzaError(StanzaErrorCondition.SERVICE_UNAVAILABLE)
         self.router.deliver_reply(origin, reply)
@@ -152,20 +177,19 @@ class Upload(Module[UploadOptions]):
         if size > self.options.max_file_size:
             return self._too_large(stanza)
         owner = str(sender.bare)
-        if self.store.usage.get(owner, 0) + size > self.options.quota:
-            raise StanzaError(
-                StanzaErrorCondition.RESOURCE_CONSTRAINT, "upload quota reached", "wait"
-            )
-        if self.store.pending_count(owner) >= MAX_PENDING_SLOTS:
-            raise StanzaError(
-                StanzaErrorCondition.RESOURCE_CONSTRAINT, "too many open slots", "wait"
-            )
+        now = self.clock.time()
+        refusal = self._refusal(owner, size, now)
+        if refusal is not None:
+            self.store.forget_lapsed_slots()  # their bytes count no more, swept yet or not
+            refusal = self._refusal(owner, size, now)
+        if refusal is not None:
+            raise refusal
         bases = self.host.items.get(HTTP_BASE_URL)
         if not bases:
             raise StanzaError(StanzaErrorCondition.SERVICE_UNAVAILABLE, "no web server")
         slot = secrets.token_urlsafe(24)
-        expires = int(self.clock.time() + self.options.slot_lifetime)
-        self.store.reserve(slot, PendingSlot(filename, size, content_type, owner, expires))
+        expires = int(now + self.options.slot_lifetime)
+        self.store.reserve(slot, PendingSlot(filename, size, content_type, owner, expires, now))
         get_url = f"{bases[0]}{self.prefix}{slot}/{quote(filename, safe='')}"
         mac = slot_mac(self.store.secret, slot, filename, size, content_type, expires)
         put_url = f"{get_url}?expires={expires}&token={mac}"
@@ -173,6 +197,35 @@ class Upload(Module[UploadOptions]):
         element.add("put", attrs={"url": put_url})
         element.add("get", attrs={"url": get_url})
         return iq_result(stanza, element)
+
+    def _refusal(self, owner: str, size: int, now: float) -> Exception | None:
+        """Why ``owner`` may not have a slot of ``size`` bytes now (a quota), or None."""
+        if self.store.usage.get(owner, 0) + size > self.options.quota:
+            return StanzaError(
+                StanzaErrorCondition.RESOURCE_CONSTRAINT, "upload quota reached", "wait"
+            )
+        if not self.store.daily.allows(owner, size, now):
+            return DailyQuotaReached(now)
+        if self.store.pending_count(owner) >= MAX_PENDING_SLOTS:
+            return StanzaError(
+                StanzaErrorCondition.RESOURCE_CONSTRAINT, "too many open slots", "wait"
+            )
+        return None
+
+    def _daily_quota_reached(self, stanza: Element, now: float) -> Element:
+        """XEP-0363 §4: resource-constraint (wait) with the time a new day's quota opens."""
+        reply = error_reply(
+            stanza,
+            StanzaError(
+                StanzaErrorCondition.RESOURCE_CONSTRAINT,
+                f"daily upload quota reached: {self.options.daily_quota} bytes a day",
+                "wait",
+            ),
+        )
+        error = reply.find("error", stanza.ns)
+        assert error is not None
+        error.add("retry", NS_HTTP_UPLOAD, {"stamp": next_day_stamp(now)})
+        return reply
 
     def _too_large(self, stanza: Element) -> Element:
         reply = error_reply(
