@@ -406,3 +406,24 @@ async def test_daily_quota_resets_by_the_clock(start: Factory) -> None:
     finally:
         await client.disconnect()
         await other.disconnect()
+
+
+async def test_quota_retry_stamp_names_when_bytes_come_back(start: Factory) -> None:
+    clock = ManualClock()  # 2023-11-14T22:13:20Z
+    srv = await start(clock=clock, max_file_size=1000, quota=2000, daily_quota=0, slot_lifetime=60)
+    client = await login(srv)
+    connector = aiohttp.TCPConnector(ssl=srv.client_ssl_context())
+    try:
+        async with aiohttp.ClientSession(connector=connector) as http:
+            put, _ = await get_slot(client, "kept.bin", 1000)
+            headers = {"Content-Type": "application/octet-stream"}
+            async with http.put(put, data=b"k" * 1000, headers=headers) as resp:
+                assert resp.status == 201  # kept a week
+            await clock.advance(10)
+            await get_slot(client, "unused.bin", 1000)  # its PUT URL lapses 60 s from now
+            error = await slot_error(client, slot_request("one-more.bin", 1))
+            assert quota_retry_stamp(error) == "2023-11-14T22:14:31Z"  # the slot lapses
+            await clock.advance(61)
+            await get_slot(client, "now-it-fits.bin", 1000)
+    finally:
+        await client.disconnect()

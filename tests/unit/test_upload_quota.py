@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from salon.modules.upload.quota import DAY, DailyQuota, day_of, next_day_stamp
+from salon.modules.upload.quota import DAY, DailyQuota, day_of, next_day, xep0082_stamp
 
 NOON = 1_700_049_600.0  # 2023-11-15T12:00:00Z
 
 
-def test_next_day_stamp_is_the_following_utc_midnight() -> None:
-    assert next_day_stamp(NOON) == "2023-11-16T00:00:00Z"
-    assert next_day_stamp(day_of(NOON) * DAY) == "2023-11-16T00:00:00Z"  # midnight itself
-    assert next_day_stamp(day_of(NOON) * DAY - 0.5) == "2023-11-15T00:00:00Z"
+def test_retry_at_the_next_utc_midnight() -> None:
+    assert xep0082_stamp(next_day(NOON)) == "2023-11-16T00:00:00Z"
+    assert xep0082_stamp(next_day(day_of(NOON) * DAY)) == "2023-11-16T00:00:00Z"  # midnight
+    assert xep0082_stamp(next_day(day_of(NOON) * DAY - 0.5)) == "2023-11-15T00:00:00Z"
+    assert xep0082_stamp(NOON + 0.25) == "2023-11-15T12:00:01Z"  # rounded up, never early
 
 
 def test_charges_add_up_per_owner_until_the_limit() -> None:

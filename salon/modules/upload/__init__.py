@@ -7,9 +7,10 @@ and an HMAC over the slot's id, name, size, type and expiry (``rules.slot_mac``)
 server refuses any PUT whose URL, length or type does not match (403, 413, 400). Files stream
 to disk under ``<data_dir>/<path>/<service domain>/`` and expire after ``expire_after``
 seconds of the host's clock. Each user has a ``quota`` of bytes stored plus bytes promised
-to open slots; past it a slot request gets ``resource-constraint`` (type wait). Each user
-may also be granted at most ``daily_quota`` bytes of slots per UTC day of the host's clock;
-past it the error also carries ``<retry stamp=.../>`` naming the next midnight (XEP-0363 §4).
+to open slots; past it a slot request gets ``resource-constraint`` (type wait) with a
+``<retry stamp=.../>`` naming when bytes come back (XEP-0363 §4). Each user may also be
+granted at most ``daily_quota`` bytes of slots per UTC day of the host's clock; past it the
+retry stamp names the next midnight.
 
 The module serves HTTP through the ``HTTP_ROUTE`` item (``salon.core.web``): it never
 imports the web server, and the web server publishes its base URL as ``HTTP_BASE_URL``.
@@ -31,7 +32,7 @@ from salon.errors import StanzaError, StanzaErrorCondition
 from salon.jid import JID
 from salon.modules.disco import info_query
 from salon.modules.upload.files import FileStore, PendingSlot
-from salon.modules.upload.quota import next_day_stamp
+from salon.modules.upload.quota import next_day, xep0082_stamp
 from salon.modules.upload.rules import check_filename, normalise_content_type, slot_mac
 from salon.namespaces import NS_DATA_FORMS, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_HTTP_UPLOAD
 from salon.xml.element import Element
@@ -40,12 +41,13 @@ from salon.xml.stanza import error_reply, iq_result
 MAX_PENDING_SLOTS = 32  # open slots per user
 
 
-class DailyQuotaReached(Exception):
-    """The user has been granted the day's bytes; ``now`` is when the request came."""
+class QuotaReached(Exception):
+    """A quota refuses the slot; ``retry_at`` is the clock time it may allow it again."""
 
-    def __init__(self, now: float) -> None:
-        super().__init__(now)
-        self.now = now
+    def __init__(self, text: str, retry_at: float | None) -> None:
+        super().__init__(text)
+        self.text = text
+        self.retry_at = retry_at
 
 
 class UploadOptions(ModuleOptions):
@@ -135,8 +137,8 @@ class Upload(Module[UploadOptions]):
         elif iq_type == "get" and payload.ns == NS_HTTP_UPLOAD and payload.tag == "request":
             try:
                 reply = self._slot(stanza, payload, sender)
-            except DailyQuotaReached as reached:
-                reply = self._daily_quota_reached(stanza, reached.now)
+            except QuotaReached as reached:
+                reply = self._quota_reached(stanza, reached)
         else:
             raise StanzaError(StanzaErrorCondition.SERVICE_UNAVAILABLE)
         self.router.deliver_reply(origin, reply)
@@ -198,33 +200,33 @@ class Upload(Module[UploadOptions]):
         element.add("get", attrs={"url": get_url})
         return iq_result(stanza, element)
 
-    def _refusal(self, owner: str, size: int, now: float) -> Exception | None:
+    def _refusal(self, owner: str, size: int, now: float) -> QuotaReached | None:
         """Why ``owner`` may not have a slot of ``size`` bytes now (a quota), or None."""
         if self.store.usage.get(owner, 0) + size > self.options.quota:
-            return StanzaError(
-                StanzaErrorCondition.RESOURCE_CONSTRAINT, "upload quota reached", "wait"
+            return QuotaReached(
+                f"upload quota reached: {self.options.quota} bytes stored at once",
+                self.store.next_release(owner),
             )
         if not self.store.daily.allows(owner, size, now):
-            return DailyQuotaReached(now)
-        if self.store.pending_count(owner) >= MAX_PENDING_SLOTS:
-            return StanzaError(
-                StanzaErrorCondition.RESOURCE_CONSTRAINT, "too many open slots", "wait"
+            return QuotaReached(
+                f"daily upload quota reached: {self.options.daily_quota} bytes a day",
+                next_day(now),
             )
+        if self.store.pending_count(owner) >= MAX_PENDING_SLOTS:
+            return QuotaReached("too many open slots", self.store.next_release(owner))
         return None
 
-    def _daily_quota_reached(self, stanza: Element, now: float) -> Element:
-        """XEP-0363 §4: resource-constraint (wait) with the time a new day's quota opens."""
+    def _quota_reached(self, stanza: Element, reached: QuotaReached) -> Element:
+        """XEP-0363 §4: resource-constraint (wait), with a retry stamp when the service knows
+        when the quota will allow the request (a file expires, a slot lapses, a day begins)."""
         reply = error_reply(
             stanza,
-            StanzaError(
-                StanzaErrorCondition.RESOURCE_CONSTRAINT,
-                f"daily upload quota reached: {self.options.daily_quota} bytes a day",
-                "wait",
-            ),
+            StanzaError(StanzaErrorCondition.RESOURCE_CONSTRAINT, reached.text, "wait"),
         )
-        error = reply.find("error", stanza.ns)
-        assert error is not None
-        error.add("retry", NS_HTTP_UPLOAD, {"stamp": next_day_stamp(now)})
+        if reached.retry_at is not None:
+            error = reply.find("error", stanza.ns)
+            assert error is not None
+            error.add("retry", NS_HTTP_UPLOAD, {"stamp": xep0082_stamp(reached.retry_at)})
         return reply
 
     def _too_large(self, stanza: Element) -> Element:

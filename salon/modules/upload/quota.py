@@ -8,6 +8,7 @@ today's counters are kept, so memory is bounded by the users who uploaded today.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 DAY = 86400
@@ -18,10 +19,14 @@ def day_of(when: float) -> int:
     return int(when // DAY)
 
 
-def next_day_stamp(when: float) -> str:
-    """The XEP-0082 stamp of the midnight (UTC) after ``when``: when a new day's quota opens."""
-    midnight = (day_of(when) + 1) * DAY
-    return datetime.fromtimestamp(midnight, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def next_day(when: float) -> float:
+    """The midnight (UTC) after ``when``: when a new day's quota opens."""
+    return float((day_of(when) + 1) * DAY)
+
+
+def xep0082_stamp(when: float) -> str:
+    """A XEP-0082 date-time in UTC, rounded up to the whole second (never too early)."""
+    return datetime.fromtimestamp(math.ceil(when), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class DailyQuota:
