@@ -213,7 +213,7 @@ class Upload(Module[UploadOptions]):
                 next_day(now),
             )
         if self.store.pending_count(owner) >= MAX_PENDING_SLOTS:
-            return QuotaReached("too many open slots", self.store.next_release(owner))
+            return QuotaReached("too many open slots", self.store.next_release(owner, files=False))
         return None
 
     def _quota_reached(self, stanza: Element, reached: QuotaReached) -> Element:

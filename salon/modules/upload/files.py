@@ -113,10 +113,14 @@ class FileStore:
     def pending_count(self, owner: str) -> int:
         return sum(1 for p in self.pending.values() if p.owner == owner)
 
-    def next_release(self, owner: str) -> float | None:
+    def next_release(self, owner: str, *, files: bool = True) -> float | None:
         """The clock time ``owner``'s next file expires or open slot lapses (bytes come back),
-        or None when the owner has neither."""
-        times = [m.created + self.expire_after for m in self.files.values() if m.owner == owner]
+        or None when the owner has neither. ``files=False``: the next slot only."""
+        times = [
+            m.created + self.expire_after
+            for m in (self.files.values() if files else ())
+            if m.owner == owner
+        ]
         # A slot lapses once the clock is past its expiry (see forget_lapsed_slots).
         times += [p.expires + 1 for s, p in self.pending.items() if p.owner == owner]
         return min(times, default=None)
