@@ -46,7 +46,7 @@ async def serve(data_dir: Path, size: int) -> None:
             "c2s": {"port": 0, "direct_tls_port": 0, "direct_tls_enabled": False},
             "s2s": {"enabled": False},
             "http": {"port": 0, "tls_enabled": False},
-            "modules": {"upload": {"max_file_size": size, "quota": size}},
+            "modules": {"upload": {"max_file_size": size, "quota": size, "daily_quota": size}},
         }
     )
     app = App(settings)

@@ -358,3 +358,72 @@ async def test_slot_and_file_expire_on_the_clock(start: Factory) -> None:
             assert not (folders[0] / "data").exists()  # deleted from disk
     finally:
         await client.disconnect()
+
+
+def quota_retry_stamp(error: ET.Element) -> str | None:
+    """The XEP-0363 §4 'quota reached' error's retry stamp, after checking the rest of it."""
+    assert error.get("type") == "wait"
+    assert stanza_error_condition(_wrap(error)) == "resource-constraint"
+    retry = error.find(f"{{{NS_UPLOAD}}}retry")
+    assert retry is not None
+    return retry.get("stamp")
+
+
+async def test_daily_quota_resets_by_the_clock(start: Factory) -> None:
+    clock = ManualClock()  # 2023-11-14T22:13:20Z
+    srv = await start(
+        clock=clock, max_file_size=1000, daily_quota=2500, slot_lifetime=60, expire_after=259200
+    )
+    client = await login(srv)
+    other = await login(srv)
+    connector = aiohttp.TCPConnector(ssl=srv.client_ssl_context())
+    try:
+        async with aiohttp.ClientSession(connector=connector) as http:
+            put, get = await get_slot(client, "kept.bin", 1000)
+            headers = {"Content-Type": "application/octet-stream"}
+            async with http.put(put, data=b"k" * 1000, headers=headers) as resp:
+                assert resp.status == 201
+            await get_slot(client, "unused.bin", 1000)
+            await get_slot(client, "last.bin", 500)  # 2500 bytes granted today: the quota
+            error = await slot_error(client, slot_request("one-more.bin", 1))
+            assert quota_retry_stamp(error) == "2023-11-15T00:00:00Z"  # the next midnight
+            await get_slot(other, "mine.bin", 1000)  # the daily quota is per user
+
+            await clock.advance(61)  # the two unused slots lapse: their bytes come back
+            await get_slot(client, "again.bin", 1000)
+            error = await slot_error(client, slot_request("one-more.bin", 501))
+            assert quota_retry_stamp(error) == "2023-11-15T00:00:00Z"
+
+            await clock.advance(6400)  # past midnight: a new day, a new quota
+            for n in range(2):
+                await get_slot(client, f"day2-{n}.bin", 1000)
+            await get_slot(client, "day2-last.bin", 500)
+            error = await slot_error(client, slot_request("one-more.bin", 1))
+            assert quota_retry_stamp(error) == "2023-11-16T00:00:00Z"
+            async with http.get(get) as resp:  # yesterday's file is still served
+                assert resp.status == 200
+                assert await resp.read() == b"k" * 1000
+    finally:
+        await client.disconnect()
+        await other.disconnect()
+
+
+async def test_quota_retry_stamp_names_when_bytes_come_back(start: Factory) -> None:
+    clock = ManualClock()  # 2023-11-14T22:13:20Z
+    srv = await start(clock=clock, max_file_size=1000, quota=2000, daily_quota=0, slot_lifetime=60)
+    client = await login(srv)
+    connector = aiohttp.TCPConnector(ssl=srv.client_ssl_context())
+    try:
+        async with aiohttp.ClientSession(connector=connector) as http:
+            put, _ = await get_slot(client, "kept.bin", 1000)
+            headers = {"Content-Type": "application/octet-stream"}
+            async with http.put(put, data=b"k" * 1000, headers=headers) as resp:
+                assert resp.status == 201  # kept a week
+            await clock.advance(10)
+            await get_slot(client, "unused.bin", 1000)  # its PUT URL lapses 60 s from now
+            error = await slot_error(client, slot_request("one-more.bin", 1))
+            assert quota_retry_stamp(error) == "2023-11-14T22:14:31Z"  # the slot lapses
+            await clock.advance(61)
+            await get_slot(client, "now-it-fits.bin", 1000)
+    finally:
+        await client.disconnect()

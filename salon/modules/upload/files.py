@@ -21,6 +21,7 @@ from urllib.parse import unquote
 
 from salon.core.clock import Clock
 from salon.core.web import HttpRequest, HttpResponse
+from salon.modules.upload.quota import DailyQuota, day_of
 from salon.modules.upload.rules import (
     SLOT_ID,
     RangeNotSatisfiable,
@@ -60,6 +61,7 @@ class PendingSlot:
     content_type: str
     owner: str
     expires: int  # clock time after which the PUT URL is refused
+    granted: float  # clock time the slot was given (the day it is charged to)
 
 
 def _text(status: int, text: str, extra: dict[str, str] | None = None) -> HttpResponse:
@@ -71,7 +73,9 @@ class FileStore:
     """The files of one upload service, their owners' usage, the slots given out, and the
     HTTP handler for PUT, GET, HEAD and OPTIONS under the service's path prefix."""
 
-    def __init__(self, root: Path, secret: bytes, clock: Clock, expire_after: float) -> None:
+    def __init__(
+        self, root: Path, secret: bytes, clock: Clock, expire_after: float, daily_limit: int = 0
+    ) -> None:
         self.root = root
         self.secret = secret
         self.clock = clock
@@ -79,12 +83,14 @@ class FileStore:
         self.files: dict[str, FileMeta] = {}
         self.pending: dict[str, PendingSlot] = {}
         self.usage: dict[str, int] = {}  # owner → bytes stored or reserved by open slots
+        self.daily = DailyQuota(daily_limit)  # owner → bytes granted today
         self._uploading: set[str] = set()
 
     # ------------------------------------------------------------------ bookkeeping
     def load(self) -> None:
         """Read what is on disk (blocking: run it in a thread); drop incomplete uploads."""
         self.root.mkdir(parents=True, exist_ok=True)
+        now = self.clock.time()
         for folder in self.root.iterdir():
             meta_path = folder / "meta.json"
             try:
@@ -96,13 +102,28 @@ class FileStore:
                 continue
             self.files[folder.name] = meta
             self.usage[meta.owner] = self.usage.get(meta.owner, 0) + meta.size
+            if day_of(meta.created) == day_of(now):  # uploaded today: counts for today
+                self.daily.charge(meta.owner, meta.size, now)
 
     def reserve(self, slot: str, pending: PendingSlot) -> None:
         self.pending[slot] = pending
         self.usage[pending.owner] = self.usage.get(pending.owner, 0) + pending.size
+        self.daily.charge(pending.owner, pending.size, pending.granted)
 
     def pending_count(self, owner: str) -> int:
         return sum(1 for p in self.pending.values() if p.owner == owner)
+
+    def next_release(self, owner: str, *, files: bool = True) -> float | None:
+        """The clock time ``owner``'s next file expires or open slot lapses (bytes come back),
+        or None when the owner has neither. ``files=False``: the next slot only."""
+        times = [
+            m.created + self.expire_after
+            for m in (self.files.values() if files else ())
+            if m.owner == owner
+        ]
+        # A slot lapses once the clock is past its expiry (see forget_lapsed_slots).
+        times += [p.expires + 1 for s, p in self.pending.items() if p.owner == owner]
+        return min(times, default=None)
 
     def _release(self, owner: str, size: int) -> None:
         left = self.usage.get(owner, 0) - size
@@ -114,13 +135,18 @@ class FileStore:
     def is_expired(self, meta: FileMeta) -> bool:
         return self.clock.time() >= meta.created + self.expire_after
 
-    async def sweep(self) -> None:
-        """Forget slots nobody used and delete files past their time."""
+    def forget_lapsed_slots(self) -> None:
+        """Forget slots whose PUT URL expired unused; give their bytes back."""
         now = self.clock.time()
         for slot, pending in list(self.pending.items()):
             if now > pending.expires and slot not in self._uploading:
                 del self.pending[slot]
                 self._release(pending.owner, pending.size)
+                self.daily.refund(pending.owner, pending.size, pending.granted, now)
+
+    async def sweep(self) -> None:
+        """Forget slots nobody used and delete files past their time."""
+        self.forget_lapsed_slots()
         for slot, meta in list(self.files.items()):
             if self.is_expired(meta):
                 await self._delete(slot)
