@@ -111,6 +111,19 @@ def serve(config_path: Path) -> None:
     asyncio.run(_serve(settings, config_path))
 
 
+def _web_client_note(settings: Settings) -> None:
+    """Say where the web chat's files are, or exactly how to fetch them."""
+    from salon.net.chat_page import fetch_command
+
+    folder = settings.resolve(settings.http.web_client_dir)
+    if (folder / "converse.min.js").is_file():
+        click.echo(f"web chat: Converse.js from {folder}")
+    else:
+        click.echo(
+            f"web chat: Converse.js is not in {folder}; fetch it with: {fetch_command(folder)}"
+        )
+
+
 async def _serve(settings: Settings, config_path: Path) -> None:
     from salon.app import App
 
@@ -146,6 +159,7 @@ async def _serve(settings: Settings, config_path: Path) -> None:
     for kind, addresses in server.addresses().items():
         for address, port in addresses:
             click.echo(f"listening: {kind} on {address}:{port}")
+    _web_client_note(settings)
     await stop.wait()
     click.echo("stopping")
     await server.stop()

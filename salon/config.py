@@ -88,6 +88,7 @@ DEFAULT_MODULES: tuple[str, ...] = (
     "push",
     "adhoc",
     "admin",
+    "spam_reports",
 )
 
 #: Domain hosted when the config file has no ``[hosts]`` table.

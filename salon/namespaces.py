@@ -90,3 +90,6 @@ NS_AVATAR_DATA = "urn:xmpp:avatar:data"  # XEP-0084
 NS_AVATAR_METADATA = "urn:xmpp:avatar:metadata"  # XEP-0084
 NS_PEP_VCARD_CONVERSION = "urn:xmpp:pep-vcard-conversion:0"  # XEP-0398
 NS_EXTDISCO = "urn:xmpp:extdisco:2"  # XEP-0215
+NS_PARS = "urn:xmpp:pars:0"  # XEP-0445 pre-authenticated registration (the preauth iq)
+NS_IBR_TOKEN = "urn:xmpp:ibr-token:0"  # XEP-0445 stream feature
+NS_INVITE_CREATE_ACCOUNT = "urn:xmpp:invite#create-account"  # XEP-0401 account invitation command

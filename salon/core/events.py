@@ -156,6 +156,7 @@ class PreAuthIqRequest(Dispatch):
     stanza: Element
     address: str  # the client's IP address
     reply: Element | None = None
+    connection: object | None = None  # the client's connection, for per-connection state
 
 
 @dataclass(slots=True)

@@ -197,11 +197,13 @@ class Server:
     def host_items(self, domain: str) -> VirtualHost | None:
         return self.hosts.get(domain)
 
-    async def preauth_iq(self, domain: str, stanza: Element, address: str) -> Element:
+    async def preauth_iq(
+        self, domain: str, stanza: Element, address: str, connection: object | None = None
+    ) -> Element:
         """The reply to an iq a client sent before authenticating (XEP-0077 registration),
         from the module that opened its namespace on ``domain``."""
         host = self.hosts.get(domain)
-        event = PreAuthIqRequest(domain, stanza, address)
+        event = PreAuthIqRequest(domain, stanza, address, connection=connection)
         try:
             if host is not None and await host.hooks.fire(event) and event.reply is not None:
                 return event.reply

@@ -4,7 +4,9 @@ Admins are the bare JIDs in ``server.admins`` and the host's own ``admins``; any
 sees no command and gets ``forbidden`` when trying one. The commands: add, delete,
 disable and re-enable a user, change a password, the count and list of online users, end
 a user's sessions, announce to every online user, set and delete the message of the day
-(sent once per session at its initial presence), a user's roster and last login.
+(sent once per session at its initial presence), a user's roster and last login. Besides
+XEP-0133, ``urn:xmpp:invite#create-account`` (XEP-0401) makes a single-use registration token
+for invite-only registration (the ``register`` module keeps the tokens).
 
 A disabled account keeps its data; its sessions end and it cannot authenticate (the mark
 is a key-value document, ``disabled``, that the client shell checks at login). Login
@@ -25,7 +27,8 @@ from salon.core.session import SessionSlot
 from salon.errors import StanzaError, StanzaErrorCondition, StreamErrorCondition
 from salon.jid import JID, JIDError
 from salon.modules.adhoc import Command, Commands, Outcome
-from salon.namespaces import NS_ADMIN, NS_CLIENT, NS_ROSTER
+from salon.modules.register import Invites
+from salon.namespaces import NS_ADMIN, NS_CLIENT, NS_INVITE_CREATE_ACCOUNT, NS_ROSTER
 from salon.storage.interfaces import AccountExists, AccountNotFound
 from salon.xml.dataforms import DataForm, Field
 from salon.xml.element import Element
@@ -67,6 +70,14 @@ class Admin(Module[ModuleOptions]):
         self.motd: tuple[str | None, str] | None = None  # (subject, body), loaded at start
         for node, name, form, run in self._table():
             self._command(node, name, form, run)
+        invite = Command(
+            NS_INVITE_CREATE_ACCOUNT,
+            "Create new account invite",
+            self.create_invite,
+            None,
+            self.is_admin,
+        )
+        self._undo.append(self.commands.add(invite))
         self.hook(ResourceBound, self.logged_in)
         self.hook(AvailablePresence, self.send_motd)
         self.hook(AccountDeleted, self.forget)
@@ -273,6 +284,27 @@ class Admin(Module[ModuleOptions]):
                 Field("lastlogin", "text-single", (text,), "Last login time"),
             )
         )
+
+    async def create_invite(self, admin: JID, form: DataForm) -> Outcome:
+        """XEP-0401: a registration token; its URI, the token and the expiry come back."""
+        invites = self.host.services.find(Invites)
+        if invites is None:
+            raise StanzaError(
+                StanzaErrorCondition.SERVICE_UNAVAILABLE, "in-band registration is not loaded"
+            )
+        token, expires = await invites.create(admin)
+        when = datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
+        self.log.info("%s created an invitation expiring %s", admin.bare, when)
+        result = DataForm(
+            "result",
+            (
+                Field("uri", "text-single", (invites.uri(token),), "Invite URI"),
+                Field("token", "text-single", (token,), "Invitation token"),
+                Field("expire", "text-single", (when,), "Invite valid until"),
+            ),
+            "New invite",
+        )
+        return Outcome(form=result)
 
     # ------------------------------------------------------------------ sessions
     def _online(self) -> list[str]:

@@ -34,6 +34,10 @@ The blocklists of users in use are cached in memory (bounded, least recently use
 every change goes through this module, which updates the copy): the hot path reads no database.
 A list stays after its user's last resource goes, so logging in again, or a probe or message to
 a user who is offline, does not read it again either.
+
+XEP-0377 reports: an ``<item/>`` of a block may carry a ``<report/>``. The block is done as
+if it had none; once it succeeded, each report is handed on as a :class:`BlockReported` event
+(the ``spam_reports`` module logs and counts them).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field
@@ -52,7 +57,7 @@ from salon.core.events import (
     PreStanza,
     RoutedStanza,
 )
-from salon.core.hooks import HANDLED, Priority
+from salon.core.hooks import HANDLED, Notification, Priority
 from salon.core.iq import IqRequest, Target
 from salon.core.locks import UserLocks
 from salon.core.module import Module, ModuleOptions, Spec
@@ -60,13 +65,22 @@ from salon.core.roster_cache import RosterCache
 from salon.core.session import C2SSession, SessionSlot
 from salon.errors import StanzaError, StanzaErrorCondition
 from salon.jid import JID, parse_jid
-from salon.namespaces import NS_BLOCKING, NS_BLOCKING_ERRORS, NS_CLIENT
+from salon.namespaces import NS_BLOCKING, NS_BLOCKING_ERRORS, NS_CLIENT, NS_REPORTING
 from salon.xml.element import Element
 from salon.xml.stanza import error_reply
 
 INTERESTED = SessionSlot[bool]("blocking.interested")  # fetched the blocklist: gets pushes
 _SUBSCRIBED_FROM = frozenset(("from", "both"))  # the contact may see the user's presence
 _SUBSCRIBED_TO = frozenset(("to", "both"))  # the user sees the contact's presence
+
+
+@dataclass(slots=True)
+class BlockReported(Notification):
+    """XEP-0377: ``reporter`` blocked ``jid`` with a ``<report/>`` (the element as sent)."""
+
+    reporter: JID
+    jid: JID
+    report: Element
 
 
 def is_blocked(blocked: frozenset[JID], jid: JID) -> bool:
@@ -197,6 +211,11 @@ class Blocking(Module[BlockingOptions]):
         if added:
             await self._presence_on_block(user, frozenset(added))
         self._push_later(user, "block", items)
+        for child in request.payload.find_all("item", NS_BLOCKING):
+            report = child.find("report", NS_REPORTING)
+            jid = parse_jid(child.get("jid") or "")
+            if report is not None and jid is not None:
+                await self.host.hooks.fire(BlockReported(request.sender, jid, report))
 
     async def unblock(self, request: IqRequest) -> None:
         items = _parse_items(request.payload)

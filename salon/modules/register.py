@@ -24,10 +24,29 @@ Choices, with the text they follow:
 * Removal answers the iq, then ends every session of the account with the
   ``<not-authorized/>`` stream error and deletes the account with all its data (§3.2).
   A ``<remove/>`` before authentication gets ``<unexpected-request/>`` (§3.2 table).
+
+Invite-only registration (``invite_only``), XEP-0445 with tokens made by an admin's XEP-0401
+``urn:xmpp:invite#create-account`` command (the ``admin`` module; :class:`Invites` here):
+
+* The stream features offer ``<register xmlns='urn:xmpp:ibr-token:0'/>`` beside the
+  iq-register feature.
+* Before registering, the client sends ``<preauth xmlns='urn:xmpp:pars:0' token='…'/>`` in an
+  iq set. An unknown, used or expired token gets ``<item-not-found/>`` (cancel), as the XEP's
+  example; a missing token ``<bad-request/>``. An accepted token is remembered for that
+  connection (bounded, ``preauth_ttl`` seconds); expiry is checked only then (the XEP: later
+  steps of the session MUST NOT fail for expiry).
+* A registration set without an accepted token is refused with ``<not-allowed/>`` (the
+  service policy). A token is single-use and counts as used only once the account exists; a
+  token another connection used in between gets ``<not-allowed/>`` too.
+* Tokens live in the ``invites`` key-value store (host, token), so they survive a restart;
+  expiry is on the host's clock.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -35,14 +54,16 @@ from collections.abc import Callable
 from pydantic import Field
 
 from salon.auth.credentials import prepare_password, prepare_username
+from salon.core.clock import Clock
 from salon.core.events import AccountDeleted, PreAuthIqRequest
 from salon.core.hooks import HANDLED
 from salon.core.iq import IqRequest, Target
 from salon.core.items import PREAUTH_FEATURE, PREAUTH_IQ_NAMESPACE
 from salon.core.module import Module, ModuleOptions, Spec
 from salon.errors import StanzaError, StanzaErrorCondition, StreamErrorCondition
-from salon.namespaces import NS_FEATURE_IQREGISTER, NS_REGISTER
-from salon.storage.interfaces import AccountExists, AccountNotFound
+from salon.jid import JID
+from salon.namespaces import NS_FEATURE_IQREGISTER, NS_IBR_TOKEN, NS_PARS, NS_REGISTER
+from salon.storage.interfaces import AccountExists, AccountNotFound, KeyValueStore
 from salon.xml.element import Element
 from salon.xml.stanza import error_element, iq_result
 
@@ -92,6 +113,47 @@ class RateLimiter:
             events.pop()
 
 
+class Invites:
+    """Single-use registration tokens of one host (XEP-0401/XEP-0445), kept in a key-value
+    store, with an expiry on the host's clock."""
+
+    def __init__(self, store: KeyValueStore, domain: str, clock: Clock, lifetime: float) -> None:
+        self.store = store
+        self.domain = domain
+        self.clock = clock
+        self.lifetime = lifetime
+        self._lock = asyncio.Lock()  # a token is taken by one registration only
+
+    async def create(self, by: JID, lifetime: float | None = None) -> tuple[str, float]:
+        """A new token and when it expires (seconds since the epoch)."""
+        token = secrets.token_urlsafe(18)
+        expires = self.clock.time() + (self.lifetime if lifetime is None else lifetime)
+        record = {"expires": expires, "by": str(by.bare), "at": self.clock.time()}
+        await self.store.set(self.domain, token, json.dumps(record))
+        return token, expires
+
+    async def valid(self, token: str) -> bool:
+        """The token exists, is unused and has not expired."""
+        stored = await self.store.get(self.domain, token) if token else None
+        return stored is not None and json.loads(stored)["expires"] > self.clock.time()
+
+    async def take(self, token: str) -> str | None:
+        """Use the token up (no expiry check, the XEP checks it at preauth only); the stored
+        record to :meth:`give_back` if the registration fails after all, None if it is gone."""
+        async with self._lock:
+            stored = await self.store.get(self.domain, token)
+            if stored is not None:
+                await self.store.set(self.domain, token, None)
+            return stored
+
+    async def give_back(self, token: str, record: str) -> None:
+        await self.store.set(self.domain, token, record)
+
+    def uri(self, token: str) -> str:
+        """XEP-0401 §5: the registration URI an invitee opens."""
+        return f"xmpp:{self.domain}?register;preauth={token}"
+
+
 class RegistrationOptions(ModuleOptions):
     allow_registration: bool = Field(
         False, description="Let anyone create an account in-band before logging in"
@@ -104,6 +166,17 @@ class RegistrationOptions(ModuleOptions):
     )
     tracked_addresses: int = Field(
         10000, ge=1, description="IP addresses the registration limit remembers"
+    )
+    invite_only: bool = Field(
+        False,
+        description="Registration needs a token (XEP-0445) an admin made with the "
+        "urn:xmpp:invite#create-account command; allow_registration is then not needed",
+    )
+    invite_lifetime: float = Field(
+        7 * 86400.0, gt=0, description="Seconds an invitation token stays valid"
+    )
+    preauth_ttl: float = Field(
+        600.0, gt=0, description="Seconds an accepted token stays attached to its connection"
     )
 
 
@@ -118,10 +191,20 @@ class Registration(Module[RegistrationOptions]):
             self.options.registration_window,
             self.options.tracked_addresses,
         )
+        self.invite_only = self.options.invite_only
+        self.invites = Invites(
+            self.storage.keyvalue("invites"), self.domain, self.clock, self.options.invite_lifetime
+        )
+        self.provide(Invites, self.invites)  # the admin command makes tokens here
+        # connection -> (accepted token, until); holds the connection until expiry or eviction
+        self.preauthed: OrderedDict[object, tuple[str, float]] = OrderedDict()
         self.add_feature(NS_REGISTER)
         self.add_item(PREAUTH_IQ_NAMESPACE, NS_REGISTER)
-        if self.allow_registration:
+        if self.allow_registration or self.invite_only:
             self.add_item(PREAUTH_FEATURE, Element("register", NS_FEATURE_IQREGISTER))
+        if self.invite_only:
+            self.add_item(PREAUTH_FEATURE, Element("register", NS_IBR_TOKEN))
+            self.add_item(PREAUTH_IQ_NAMESPACE, NS_PARS)
         self.hook(PreAuthIqRequest, self.before_auth)
         self.on_iq(
             "get", NS_REGISTER, "query", self.registration_info, to=Target.HOST | Target.SELF
@@ -132,13 +215,56 @@ class Registration(Module[RegistrationOptions]):
     async def before_auth(self, event: PreAuthIqRequest) -> bool | None:
         stanza = event.stanza
         query = stanza.first_child
+        if query is not None and query.ns == NS_PARS and query.tag == "preauth":
+            event.reply = await self._preauth(stanza, query, event.connection)
+            return HANDLED
         if query is None or query.ns != NS_REGISTER or query.tag != "query":
             return None
-        event.reply = await self._register(stanza, query, event.address)
+        event.reply = await self._register(stanza, query, event.address, event.connection)
         return HANDLED
 
-    async def _register(self, stanza: Element, query: Element, address: str) -> Element:
-        if not self.allow_registration:
+    # ------------------------------------------------------------------ XEP-0445
+    async def _preauth(
+        self, stanza: Element, preauth: Element, connection: object | None
+    ) -> Element:
+        if not self.invite_only or stanza.get("type") != "set":
+            return _error(stanza, StanzaErrorCondition.BAD_REQUEST, "preauth is an iq set")
+        token = preauth.get("token") or ""
+        if not token:
+            return _error(stanza, StanzaErrorCondition.BAD_REQUEST, "the token is missing")
+        if not await self.invites.valid(token):
+            return _error(
+                stanza,
+                StanzaErrorCondition.ITEM_NOT_FOUND,
+                "The provided token is invalid or expired",
+                error_type="cancel",
+            )
+        if connection is not None:
+            self._forget_stale()
+            self.preauthed[connection] = (token, self.clock.monotonic() + self.options.preauth_ttl)
+            self.preauthed.move_to_end(connection)
+            while len(self.preauthed) > self.options.tracked_addresses:
+                self.preauthed.popitem(last=False)
+        return iq_result(stanza)
+
+    def _forget_stale(self) -> None:
+        now = self.clock.monotonic()
+        while self.preauthed:
+            connection, (_token, until) = next(iter(self.preauthed.items()))
+            if until > now:
+                break
+            del self.preauthed[connection]
+
+    def _accepted_token(self, connection: object | None) -> str | None:
+        self._forget_stale()
+        entry = self.preauthed.get(connection) if connection is not None else None
+        return entry[0] if entry is not None else None
+
+    # ------------------------------------------------------------------ XEP-0077
+    async def _register(
+        self, stanza: Element, query: Element, address: str, connection: object | None = None
+    ) -> Element:
+        if not (self.allow_registration or self.invite_only):
             return _error(stanza, StanzaErrorCondition.NOT_ALLOWED, "registration is closed")
         if stanza.get("type") == "get":
             form = Element("query", NS_REGISTER)
@@ -148,6 +274,13 @@ class Registration(Module[RegistrationOptions]):
             return iq_result(stanza, form)
         if query.find("remove") is not None:
             return _error(stanza, StanzaErrorCondition.UNEXPECTED_REQUEST, "log in first")
+        token = self._accepted_token(connection) if self.invite_only else None
+        if self.invite_only and token is None:
+            return _error(
+                stanza,
+                StanzaErrorCondition.NOT_ALLOWED,
+                "registration needs an invitation: send its token first (XEP-0445)",
+            )
         username = prepare_username((query.find_text("username") or "").strip())
         password = query.find_text("password") or ""
         if username is None or not _usable(password):
@@ -162,12 +295,27 @@ class Registration(Module[RegistrationOptions]):
                 error_type="wait",
             )
         credentials = await self.host.passwords.make_credentials(password)
+        record = await self.invites.take(token) if token is not None else None
+        if token is not None and record is None:
+            self.limiter.release(address)
+            self.preauthed.pop(connection, None)
+            return _error(stanza, StanzaErrorCondition.NOT_ALLOWED, "the invitation was used")
         try:
             await self.storage.accounts.create(self.domain, username, credentials)
         except AccountExists:
             self.limiter.release(address)
+            if token is not None and record is not None:
+                await self.invites.give_back(token, record)
             return _error(stanza, StanzaErrorCondition.CONFLICT)
-        self.log.info("registered %s@%s from %s", username, self.domain, address)
+        if token is not None:
+            self.preauthed.pop(connection, None)
+        self.log.info(
+            "registered %s@%s from %s%s",
+            username,
+            self.domain,
+            address,
+            " with an invitation" if token is not None else "",
+        )
         return iq_result(stanza)
 
     # ------------------------------------------------------------------ after auth

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import html
 import json
+import shlex
+from pathlib import Path
 
 CONVERSE_VERSION = "14.0.0"  # keep in step with the Makefile's CONVERSE_VERSION
 
@@ -57,9 +59,7 @@ _MISSING = """<!DOCTYPE html>
 <h1>The web chat is not installed</h1>
 <p>This page runs <a href="https://conversejs.org/">Converse.js</a>, which Salon serves from
 <code>{folder}</code>, but that folder has no <code>converse.min.js</code>.</p>
-<p>Install it with <code>make run</code>, or with
-<code>npm install --prefix var/web converse.js@{version}</code>, and point
-<code>[http] web_client_dir</code> at its <code>dist</code> folder.</p>
+<p>Fetch it with <code>{fetch}</code> (Node.js's npm), then restart Salon.</p>
 <p>XMPP clients can still connect over WebSocket at <code>{websocket_path}</code> and over
 BOSH at <code>{bosh_path}</code>.</p>
 </body>
@@ -88,12 +88,28 @@ def chat_page(*, domain: str, bosh_path: str, websocket_path: str) -> str:
     return _PAGE.format(title=html.escape(domain), config=config)
 
 
+def fetch_command(folder: Path) -> str:
+    """The shell command that puts Converse.js's ``dist`` files in ``folder`` (the resolved
+    ``[http] web_client_dir``)."""
+    package = f"converse.js@{CONVERSE_VERSION}"
+    if folder.parts[-3:] == ("node_modules", "converse.js", "dist"):
+        prefix = folder.parent.parent.parent
+        return f"npm install --prefix {shlex.quote(str(prefix))} {package}"
+    # any other folder: install beside it, then copy the dist folder in
+    staging = folder.parent / ".converse-npm"
+    return (
+        f"npm install --prefix {shlex.quote(str(staging))} {package} && mkdir -p "
+        f"{shlex.quote(str(folder))} && cp -R {shlex.quote(str(staging))}/node_modules/"
+        f"converse.js/dist/. {shlex.quote(str(folder))}/"
+    )
+
+
 def missing_page(*, domain: str, folder: str, bosh_path: str, websocket_path: str) -> str:
     """Said instead when Converse.js's files are not there."""
     return _MISSING.format(
         title=html.escape(domain),
         folder=html.escape(folder),
-        version=CONVERSE_VERSION,
+        fetch=html.escape(fetch_command(Path(folder))),
         bosh_path=html.escape(bosh_path),
         websocket_path=html.escape(websocket_path),
     )

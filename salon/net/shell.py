@@ -269,7 +269,7 @@ class ClientShell:
         assert self.stream.host is not None
         address = self.peer.rpartition(":")[0]  # "ip:port", IPv6 included
         try:
-            reply = await self.server.core.preauth_iq(self.stream.host, stanza, address)
+            reply = await self.server.core.preauth_iq(self.stream.host, stanza, address, self)
         except Exception:
             log.exception("pre-auth iq failed")
             reply = error_reply(stanza, StanzaErrorCondition.INTERNAL_SERVER_ERROR)

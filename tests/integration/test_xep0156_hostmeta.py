@@ -156,7 +156,7 @@ async def test_chat_page_says_when_converse_is_missing(
         assert response.status == 200
         page = await response.text()
     assert "The web chat is not installed" in page
-    assert "npm install --prefix var/web converse.js@" in page
+    assert "npm install --prefix " in page and " converse.js@" in page
 
 
 async def test_chat_page_configures_converse(server_factory: Factory, tmp_path: Path) -> None:
