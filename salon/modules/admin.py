@@ -232,6 +232,7 @@ class Admin(Module[ModuleOptions]):
         record = json.dumps({"at": self.clock.time(), "by": str(admin.bare)})
         for jid in jids:
             await self.disabled.set(self.domain, jid.local or "", record)
+            self.storage.accounts.forget(self.domain, jid.local or "")  # no cached login
             self._end([jid], StreamErrorCondition.POLICY_VIOLATION, "the account was disabled")
         return Outcome(f"Disabled: {', '.join(map(str, jids))}.")
 

@@ -251,7 +251,10 @@ class ClientShell:
             if account is not None and await storage.keyvalue("disabled").get(
                 self.stream.host, username
             ):
-                account = None  # disabled by an admin (XEP-0133): it cannot log in
+                # Disabled by an admin (XEP-0133): it cannot log in, and it must not stay in
+                # the account cache, whose hits skip this lookup.
+                storage.accounts.forget(self.stream.host, username)
+                account = None
         except Exception:
             log.exception("account lookup failed")
             account = None

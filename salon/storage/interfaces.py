@@ -84,6 +84,11 @@ class AccountStore(Protocol):
         the login path then skips a task and a round trip. Always ``None`` is correct."""
         ...
 
+    def forget(self, host: str, username: str) -> None:
+        """Drop what is held in memory for the account (it changed outside the store's own
+        writes, e.g. it was disabled): the next read goes to the database."""
+        ...
+
     async def create(
         self, host: str, username: str, credentials: Sequence[ScramCredential]
     ) -> None:

@@ -101,6 +101,9 @@ class SqlAccountStore:
                 raise AccountExists(f"{username}@{host}") from exc
             await _insert_credentials(conn, rows)
 
+    def forget(self, host: str, username: str) -> None:
+        self._forget(host, username)
+
     def cached(self, host: str, username: str) -> Account | None:
         """The account if its cache entry is fresh, else ``None`` (no I/O)."""
         hit = self._cache.get((host, username))
