@@ -240,7 +240,7 @@ async def scenario_pep(server: ServerUnderTest, plan: Plan) -> Result:
         seconds = sum(p["seconds"] for p in measured)
         cpu = sum(p["server_cpu"] for p in measured)
         gen = sum(p["generator_cpu"] for p in measured)
-        result.details["rounds"] = rounds
+        result.details["measured_rounds"] = rounds
         result.add("pep.rate", "PEP: notifications delivered/s", delivered / seconds, True)
         result.add(
             "pep.per_core", "PEP: notifications per server CPU second (per core)",

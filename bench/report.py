@@ -56,8 +56,8 @@ def rounds_section(results: dict[str, dict[str, Result]]) -> list[str]:
     lines: list[str] = []
     for scenario, res in salon.items():
         per_round = res.details.get("rounds")
-        if not per_round:
-            continue
+        if not isinstance(per_round, dict) or not per_round:
+            continue  # one round only (or a scenario's own list of measured rounds)
         others = [s for s in ("prosody", "ejabberd") if scenario in results.get(s, {})]
         for key, values in per_round.items():
             label = res.figures[key].label

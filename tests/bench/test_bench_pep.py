@@ -21,7 +21,7 @@ def test_pep_scenario_against_salon(tmp_path: Path) -> None:
     salon = Salon(tmp_path, port=_free_port())
     salon.ensure_population(plan.population())
     result = asyncio.run(SCENARIOS["pep"](salon, plan))
-    rounds = result.details["rounds"]
+    rounds = result.details["measured_rounds"]
     assert len(rounds) == plan.presence_rounds + 1
     for measured in rounds:
         assert measured["delivered"] == measured["expected"], rounds
