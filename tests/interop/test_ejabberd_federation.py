@@ -47,6 +47,17 @@ from tests.integration.harness import (
     q,
     server_settings,
 )
+from tests.interop.exchange import (
+    CAPULET,
+    MONTAGUE,
+    SALON_ADDRESS,
+    TIMEOUT,
+    available_with_roster,
+    body,
+    chat,
+    expect,
+    s2s_mechanisms,
+)
 
 ERL = shutil.which("erl")
 # Debian's package puts ejabberd's Erlang applications under /usr/lib/<multiarch triplet>.
@@ -62,11 +73,7 @@ pytestmark = [
     ),
 ]
 
-CAPULET = "capulet.example"  # Salon
-MONTAGUE = "montague.example"  # ejabberd
-SALON_ADDRESS = "127.0.0.1"
 EJABBERD_ADDRESS = "127.0.0.5"
-TIMEOUT = 10.0
 
 
 @dataclass
@@ -236,6 +243,9 @@ class Setup:
     ejabberd: Ejabberd
     mode: str
 
+    def peer_log(self) -> str:
+        return self.ejabberd.log_tail()
+
 
 SetupFactory = Callable[[str], Awaitable[Setup]]
 
@@ -319,61 +329,14 @@ async def ejabberd_login(setup: Setup, local: str) -> RawClient:
     return client
 
 
-async def expect(
-    setup: Setup,
-    client: RawClient,
-    tag: str,
-    predicate: Callable[[ET.Element], bool] = lambda e: True,
-) -> ET.Element:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + TIMEOUT
-    seen: list[str] = []
-    while True:
-        try:
-            element = await client.next(max(deadline - loop.time(), 0.01))
-        except AssertionError as exc:
-            raise AssertionError(
-                f"{exc}; received instead: {seen}\n--- ejabberd log ---\n"
-                f"{setup.ejabberd.log_tail()}"
-            ) from None
-        if element.tag == q(NS_CLIENT, tag) and predicate(element):
-            if element.get("type") == "error" and tag == "message":
-                raise AssertionError(f"bounced: {ET.tostring(element)!r}")
-            return element
-        seen.append(ET.tostring(element).decode()[:200])
-
-
-def body(element: ET.Element) -> str | None:
-    return element.findtext(q(NS_CLIENT, "body"))
-
-
-async def available_with_roster(client: RawClient) -> None:
-    await client.send("<iq type='get' id='roster0'><query xmlns='jabber:iq:roster'/></iq>")
-    await client.send("<presence/>")
-    with contextlib.suppress(AssertionError):
-        while True:
-            await client.next(0.3)
-
-
-def chat(to: str, text: str) -> str:
-    return f"<message to='{to}' type='chat' id='{text[:8]}'><body>{text}</body></message>"
-
-
 def assert_mechanisms(setup: Setup) -> None:
     """Both directions were authenticated, with certificates when both trust the CA."""
-    outgoing = [c for c in setup.salon.server.s2s.outgoing if c.remote == MONTAGUE]
-    assert outgoing and all(CAPULET in c.stream.authorized for c in outgoing)
-    incoming = {
-        mechanism
-        for conn in setup.salon.server.s2s.incoming
-        for (remote, _local), mechanism in conn.authenticated.items()
-        if remote == MONTAGUE
-    }
+    used_external, incoming = s2s_mechanisms(setup)
     if setup.mode == "external":
-        assert {c.stream._external_done for c in outgoing} == {True}
+        assert used_external == {True}
         assert incoming and incoming <= {"EXTERNAL", "dialback+PKIX"}, incoming
     else:
-        assert {c.stream._external_done for c in outgoing} == {False}
+        assert used_external == {False}
         assert incoming == {"dialback"}, incoming
 
 

@@ -17,7 +17,6 @@ import shutil
 import signal
 import ssl
 import subprocess
-import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,17 @@ from tests.integration.harness import (
     q,
     server_settings,
 )
+from tests.interop.exchange import (
+    CAPULET,
+    MONTAGUE,
+    SALON_ADDRESS,
+    TIMEOUT,
+    available_with_roster,
+    body,
+    chat,
+    expect,
+    s2s_mechanisms,
+)
 
 PROSODY = shutil.which("prosody")
 PROSODYCTL = shutil.which("prosodyctl")
@@ -50,11 +60,7 @@ pytestmark = [
     ),
 ]
 
-CAPULET = "capulet.example"  # Salon
-MONTAGUE = "montague.example"  # Prosody
-SALON_ADDRESS = "127.0.0.1"
 PROSODY_ADDRESS = "127.0.0.4"
-TIMEOUT = 10.0
 
 ROUTES_PLUGIN = """\
 -- Test only: reach the domains in salon_test_routes at fixed addresses instead of asking
@@ -221,6 +227,9 @@ class Setup:
     prosody: Prosody
     mode: str
 
+    def peer_log(self) -> str:
+        return self.prosody.log_tail()
+
 
 SetupFactory = Callable[..., Awaitable[Setup]]
 
@@ -296,57 +305,9 @@ async def prosody_login(setup: Setup, local: str) -> RawClient:
     return client
 
 
-async def expect(
-    setup: Setup,
-    client: RawClient,
-    tag: str,
-    predicate: Callable[[ET.Element], bool] = lambda e: True,
-) -> ET.Element:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + TIMEOUT
-    seen: list[str] = []
-    while True:
-        try:
-            element = await client.next(max(deadline - loop.time(), 0.01))
-        except AssertionError as exc:
-            raise AssertionError(
-                f"{exc}; received instead: {seen}\n--- Prosody log ---\n{setup.prosody.log_tail()}"
-            ) from None
-        if element.tag == q(NS_CLIENT, tag) and predicate(element):
-            if element.get("type") == "error" and tag == "message":
-                raise AssertionError(f"bounced: {ET.tostring(element)!r}")
-            return element
-        seen.append(ET.tostring(element).decode()[:200])
-
-
-def body(element: ET.Element) -> str | None:
-    return element.findtext(q(NS_CLIENT, "body"))
-
-
-async def available_with_roster(client: RawClient) -> None:
-    await client.send("<iq type='get' id='roster0'><query xmlns='jabber:iq:roster'/></iq>")
-    await client.send("<presence/>")
-    with contextlib.suppress(AssertionError):
-        while True:
-            await client.next(0.3)
-
-
-def chat(to: str, text: str) -> str:
-    return f"<message to='{to}' type='chat' id='{text[:8]}'><body>{text}</body></message>"
-
-
 def assert_mechanisms(setup: Setup) -> None:
     """Both directions used the mechanism the mode calls for."""
-    outgoing = [c for c in setup.salon.server.s2s.outgoing if c.remote == MONTAGUE]
-    assert outgoing, "Salon has no connection to Prosody"
-    assert all(CAPULET in c.stream.authorized for c in outgoing)
-    used_external = {c.stream._external_done for c in outgoing}
-    incoming = {
-        mechanism
-        for conn in setup.salon.server.s2s.incoming
-        for (remote, _local), mechanism in conn.authenticated.items()
-        if remote == MONTAGUE
-    }
+    used_external, incoming = s2s_mechanisms(setup)
     if setup.mode == "external":
         assert used_external == {True}, "Salon → Prosody did not use SASL EXTERNAL"
         assert incoming == {"EXTERNAL"}, f"Prosody → Salon authenticated with {incoming}"

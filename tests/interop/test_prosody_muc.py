@@ -29,16 +29,18 @@ from tests.integration.harness import (
     q,
     server_settings,
 )
-from tests.interop.test_prosody_federation import (
+from tests.interop.exchange import (
     CAPULET,
     MONTAGUE,
+    SALON_ADDRESS,
+    body,
+    expect,
+)
+from tests.interop.test_prosody_federation import (
     PROSODY,
     PROSODY_ADDRESS,
     PROSODYCTL,
-    SALON_ADDRESS,
     Setup,
-    body,
-    expect,
     free_port,
     prosody_login,
     salon_login,

@@ -11,14 +11,16 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 
 from tests.integration.harness import NS_CLIENT, RawClient, q
-from tests.interop.test_prosody_federation import (
+from tests.interop.exchange import (
     CAPULET,
     MONTAGUE,
     TIMEOUT,
-    Setup,
-    SetupFactory,
     available_with_roster,
     expect,
+)
+from tests.interop.test_prosody_federation import (
+    Setup,
+    SetupFactory,
     interop,
     prosody_login,
     salon_login,
