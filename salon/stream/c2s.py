@@ -38,7 +38,6 @@ from salon.namespaces import (
     NS_SASL_CB,
     NS_SESSION,
     NS_STREAM,
-    NS_STREAMS,
     NS_TLS,
 )
 from salon.storage.interfaces import Account
@@ -58,6 +57,7 @@ from salon.stream.events import (
     VerifyPassword,
 )
 from salon.stream.framing import Framing, TcpFraming
+from salon.stream.stream_errors import stream_error_element
 from salon.xml.element import Element
 from salon.xml.parser import ParserEvent, StreamClosed, StreamOpened
 from salon.xml.stanza import error_element
@@ -598,18 +598,6 @@ def _sasl_element(tag: str, data: bytes | None) -> Element:
     elif data is not None and tag == "success":
         el.text = "="
     return el
-
-
-def stream_error_element(
-    condition: StreamErrorCondition, text: str | None = None, extra: Element | None = None
-) -> Element:
-    error = Element("error", NS_STREAM)
-    error.add(condition.value, NS_STREAMS)
-    if text:
-        error.add("text", NS_STREAMS, text=text)
-    if extra is not None:
-        error.append(extra)
-    return error
 
 
 def _iq_error(iq: Element, condition: StanzaErrorCondition) -> Element:

@@ -32,8 +32,9 @@ from enum import Enum
 
 from salon.errors import StreamError, StreamErrorCondition
 from salon.jid import JID, JIDError, parse_jid, prepare_domain
-from salon.namespaces import NS_CLIENT, NS_COMPONENT, NS_STREAM, NS_STREAMS
+from salon.namespaces import NS_CLIENT, NS_COMPONENT, NS_STREAM
 from salon.stream.events import CloseConnection, Send
+from salon.stream.stream_errors import closing_bytes
 from salon.xml.element import Element
 from salon.xml.parser import StreamClosed, StreamOpened, XmlStreamParser
 from salon.xml.serializer import STREAM_CLOSE, serialize, stream_header
@@ -148,18 +149,12 @@ class ComponentStream:
         """End the stream: with a stream error when ``condition`` is given, else orderly."""
         if self.closed:
             return []
-        out: list[bytes] = []
-        if not self._header_sent:
-            out.append(self._header())
-        if condition is not None:
-            error = Element("error", NS_STREAM)
-            error.add(condition.value, NS_STREAMS)
-            if text:
-                error.add("text", NS_STREAMS, text=text)
-            out.append(serialize(error, NS_COMPONENT))
-        out.append(STREAM_CLOSE)
+        header = None if self._header_sent else self._header()
         self.state = ComponentState.CLOSED
-        return [Send(b"".join(out)), CloseConnection(condition)]
+        return [
+            Send(closing_bytes(header, condition, text, NS_COMPONENT)),
+            CloseConnection(condition),
+        ]
 
     # ------------------------------------------------------------ steps
     def _header(self) -> bytes:

@@ -54,10 +54,10 @@ from salon.namespaces import (
     NS_SERVER,
     NS_STANZAS,
     NS_STREAM,
-    NS_STREAMS,
     NS_TLS,
 )
 from salon.stream.events import CloseConnection, Send, StartTls
+from salon.stream.stream_errors import closing_bytes
 from salon.xml.element import Element
 from salon.xml.parser import StreamClosed, StreamOpened, XmlStreamParser
 from salon.xml.serializer import STREAM_CLOSE, escape_attr, escape_text, serialize, stream_header
@@ -209,18 +209,9 @@ class _S2SStream:
         """End the stream: with a stream error when ``condition`` is given, else orderly."""
         if self.closed:
             return []
-        out: list[bytes] = []
-        if not self._header_sent:
-            out.append(self._header(None))
-        if condition is not None:
-            error = Element("error", NS_STREAM)
-            error.add(condition.value, NS_STREAMS)
-            if text:
-                error.add("text", NS_STREAMS, text=text)
-            out.append(serialize(error, NS_SERVER))
-        out.append(STREAM_CLOSE)
+        header = None if self._header_sent else self._header(None)
         self._set_closed()
-        return [Send(b"".join(out)), CloseConnection(condition)]
+        return [Send(closing_bytes(header, condition, text, NS_SERVER)), CloseConnection(condition)]
 
     def _set_closed(self) -> None:
         self.closed = True
