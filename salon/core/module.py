@@ -168,6 +168,11 @@ class Module(Generic[OptionsT]):
         """The service of type ``kind`` a module this one ``depends`` on provides."""
         return self.host.services.get(kind)
 
+    def optional(self, kind: type[T]) -> T | None:
+        """The service of type ``kind`` when a loaded module provides it, else None. Look it
+        up when it is used: the providing module may load after this one, or not at all."""
+        return self.host.services.find(kind)
+
     def serve_domain(self, domain: str, service: DomainService) -> None:
         """Take every stanza addressed to ``domain`` (a MUC, PubSub or upload service)."""
         self._undo.append(self.host.serve_domain(domain, service))

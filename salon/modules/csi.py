@@ -30,6 +30,7 @@ from pydantic import Field
 from salon.core.events import ClientNonza, ResourceUnbound, SessionResumed
 from salon.core.hooks import HANDLED
 from salon.core.items import NONZA_NAMESPACE, STREAM_FEATURE
+from salon.core.mobile import ClientStates
 from salon.core.module import Module, ModuleOptions, Spec
 from salon.core.session import C2SSession, SessionSlot
 from salon.namespaces import NS_CARBONS, NS_CHATSTATES, NS_CSI, NS_FORWARD
@@ -118,11 +119,17 @@ class CsiOptions(ModuleOptions):
 QUEUE = SessionSlot[CsiQueue]("csi.queue")
 
 
+class _States(ClientStates):
+    def is_inactive(self, session: C2SSession) -> bool:
+        return session.has(QUEUE)  # the queue exists while the client is inactive
+
+
 class ClientStateIndication(Module[CsiOptions]):
     name = "csi"
     specs = (Spec("XEP-0352", "1.0.0"),)
 
     def setup(self) -> None:
+        self.provide(ClientStates, _States())
         self.add_item(STREAM_FEATURE, Element("csi", NS_CSI))
         self.add_item(NONZA_NAMESPACE, NS_CSI)
         self.hook(ClientNonza, self.nonza)

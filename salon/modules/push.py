@@ -56,12 +56,11 @@ from salon.core.events import (
 from salon.core.hooks import Priority
 from salon.core.iq import IqRequest, Target
 from salon.core.locks import UserLocks
+from salon.core.mobile import ClientStates, Hibernation
 from salon.core.module import Module, ModuleOptions, Spec
 from salon.core.session import C2SSession
 from salon.errors import StanzaError, StanzaErrorCondition
 from salon.jid import JID, parse_jid
-from salon.modules.csi import QUEUE as CSI_QUEUE
-from salon.modules.smacks import MANAGED
 from salon.namespaces import (
     NS_CLIENT,
     NS_DATA_FORMS,
@@ -439,17 +438,15 @@ class Push(Module[PushOptions]):
         session is about to hibernate. What it was sent and did not acknowledge may never
         have reached the phone, so those messages are pushed now."""
         session = event.session
-        managed = session.get(MANAGED)
-        if (
-            managed is None
-            or not managed.resumable
-            or event.stream_ended
-            or managed.connection is not event.connection
-        ):
+        hibernation = self.optional(Hibernation)
+        if hibernation is None or event.stream_ended:
+            return
+        unacked = hibernation.unacknowledged(session, event.connection)
+        if unacked is None:
             return
         user = session.jid.bare
         waiting: list[tuple[str, Element]] = []
-        for stanza in managed.state.unacked:
+        for stanza in unacked:
             stype = stanza.get("type") or ("normal" if stanza.tag == "message" else "")
             kind = classify(
                 stanza, stype, to_full=True, session_exists=True, groupchat=self.options.groupchat
@@ -486,7 +483,10 @@ class Push(Module[PushOptions]):
         in the background."""
         if session.is_closed:
             return False  # hibernated (XEP-0198): its connection is gone
-        return not (self.options.notify_inactive and session.has(CSI_QUEUE))
+        if not self.options.notify_inactive:
+            return True
+        states = self.optional(ClientStates)
+        return states is None or not states.is_inactive(session)
 
     # ------------------------------------------------------------------ publishing
     def _notify(self, key: Key) -> None:

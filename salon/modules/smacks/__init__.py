@@ -52,6 +52,7 @@ from salon.core.events import (
 )
 from salon.core.hooks import HANDLED, Priority
 from salon.core.items import NONZA_NAMESPACE, STREAM_FEATURE
+from salon.core.mobile import Hibernation
 from salon.core.module import Module, ModuleOptions, Spec
 from salon.core.session import C2SSession, Connection, SessionSlot
 from salon.errors import StanzaError, StanzaErrorCondition, StreamErrorCondition
@@ -130,6 +131,14 @@ class Managed:
 MANAGED = SessionSlot[Managed]("smacks.managed")
 
 
+class _Hibernation(Hibernation):
+    def unacknowledged(self, session: C2SSession, connection: Connection) -> list[Element] | None:
+        managed = session.get(MANAGED)
+        if managed is None or not managed.resumable or managed.connection is not connection:
+            return None
+        return list(managed.state.unacked)
+
+
 def failed(condition: StanzaErrorCondition) -> Element:
     """``<failed/>`` with a stanza error condition (XEP-0198 §6)."""
     el = Element("failed", NS_SM)
@@ -146,6 +155,7 @@ class StreamManagement(Module[SmOptions]):
         self.connected: set[Managed] = set()  # sessions with a connection attached
         self.timers: set[asyncio.Task[None]] = set()
         self.stopping = False
+        self.provide(Hibernation, _Hibernation())
         self.add_item(STREAM_FEATURE, Element("sm", NS_SM))
         self.add_item(NONZA_NAMESPACE, NS_SM)
         self.hook(ClientNonza, self.nonza)
