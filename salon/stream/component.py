@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from salon.errors import StreamError, StreamErrorCondition
-from salon.jid import JID, JIDError, parse_jid, prepare_domain
+from salon.jid import JID, parse_jid
 from salon.namespaces import NS_CLIENT, NS_COMPONENT, NS_STREAM
+from salon.stream.addressing import domain_or_none, to_client_namespace
 from salon.stream.events import CloseConnection, Send
 from salon.stream.stream_errors import closing_bytes
 from salon.xml.element import Element
@@ -174,7 +175,7 @@ class ComponentStream:
     def _on_header(self, header: StreamOpened) -> list[ComponentAction]:
         if self.state is not ComponentState.HEADER:
             raise StreamError(StreamErrorCondition.BAD_FORMAT, "unexpected stream header")
-        self.domain = _domain_or_none(header.attrs.get("to") or "")
+        self.domain = domain_or_none(header.attrs.get("to") or "")
         if header.ns != NS_STREAM:
             raise StreamError(StreamErrorCondition.INVALID_NAMESPACE, "wrong stream namespace")
         if header.tag != "stream":
@@ -228,23 +229,5 @@ class ComponentStream:
         to = parse_jid(to_text)
         if to is None:
             raise StreamError(StreamErrorCondition.IMPROPER_ADDRESSING, "malformed 'to'")
-        _to_client_namespace(el)
+        to_client_namespace(el, NS_COMPONENT)
         return [ComponentStanzaReceived(el, sender, to)]
-
-
-def _to_client_namespace(el: Element) -> None:
-    """Move a stanza from ``jabber:component:accept`` into ``jabber:client``."""
-    if el.ns == NS_COMPONENT:
-        el.ns = NS_CLIENT
-    for child in el.children:
-        if isinstance(child, Element):
-            _to_client_namespace(child)
-
-
-def _domain_or_none(text: str) -> str | None:
-    if not text:
-        return None
-    try:
-        return prepare_domain(text)
-    except JIDError:
-        return None

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from salon.errors import StanzaErrorCondition, StreamError, StreamErrorCondition
-from salon.jid import JID, JIDError, parse_jid, prepare_domain
+from salon.jid import JID, parse_jid
 from salon.namespaces import (
     NS_CLIENT,
     NS_DIALBACK,
@@ -56,6 +56,7 @@ from salon.namespaces import (
     NS_STREAM,
     NS_TLS,
 )
+from salon.stream.addressing import domain_or_none, to_client_namespace
 from salon.stream.events import CloseConnection, Send, StartTls
 from salon.stream.stream_errors import closing_bytes
 from salon.xml.element import Element
@@ -349,8 +350,8 @@ class S2SInStream(_S2SStream):
         if self.state is not S2SInState.HEADER:
             raise StreamError(StreamErrorCondition.BAD_FORMAT, "unexpected stream header")
         to = header.attrs.get("to")
-        host = _domain_or_none(to) if to else self.policy.default_host
-        peer = _domain_or_none(header.attrs.get("from") or "")
+        host = domain_or_none(to) if to else self.policy.default_host
+        peer = domain_or_none(header.attrs.get("from") or "")
         if self.host is None:
             self.host = host if host and self.policy.is_local_host(host) else None
         if self.peer is None:
@@ -433,10 +434,10 @@ class S2SInStream(_S2SStream):
         if authzid is None:
             return [Send(_sasl_failure("incorrect-encoding"))]
         peer = self.peer
-        if authzid and (peer is None or _domain_or_none(authzid) != peer):
+        if authzid and (peer is None or domain_or_none(authzid) != peer):
             if peer is not None:
                 return [Send(_sasl_failure("invalid-authzid"))]
-            peer = _domain_or_none(authzid)  # no 'from' on the header: the authzid names it
+            peer = domain_or_none(authzid)  # no 'from' on the header: the authzid names it
             self.peer = peer
         if peer is None or not self._can_external():
             return [Send(_sasl_failure("not-authorized"))]
@@ -450,8 +451,8 @@ class S2SInStream(_S2SStream):
 
     def _on_db_result(self, el: Element) -> list[S2SAction]:
         """XEP-0220 §2.1: a domain of the peer asks to send to one of ours."""
-        originating = _domain_or_none(el.get("from") or "")
-        receiving = _domain_or_none(el.get("to") or "")
+        originating = domain_or_none(el.get("from") or "")
+        receiving = domain_or_none(el.get("to") or "")
         if originating is None or receiving is None:
             raise StreamError(StreamErrorCondition.IMPROPER_ADDRESSING, "db:result addressing")
         if el.get("type") is not None:
@@ -527,7 +528,7 @@ class S2SInStream(_S2SStream):
             raise StreamError(StreamErrorCondition.HOST_UNKNOWN, "this server does not serve it")
         if (sender.domain, to.domain) not in self.pairs:
             raise StreamError(StreamErrorCondition.INVALID_FROM, "domain pair not authenticated")
-        to_client_namespace(el)
+        to_client_namespace(el, NS_SERVER)
         return [RemoteStanzaReceived(el, sender, to)]
 
 
@@ -771,8 +772,8 @@ class S2SOutStream(_S2SStream):
         return [Send(_db_element("result", {"from": local, "to": self.remote}, key))]
 
     def _on_db_result(self, el: Element) -> list[S2SAction]:
-        local = _domain_or_none(el.get("to") or "")
-        from_ = _domain_or_none(el.get("from") or "")
+        local = domain_or_none(el.get("to") or "")
+        from_ = domain_or_none(el.get("from") or "")
         if local is None or local not in self.pending or from_ != self.remote:
             raise StreamError(StreamErrorCondition.INVALID_FROM, "unexpected db:result")
         self.pending.discard(local)
@@ -793,8 +794,8 @@ class S2SOutStream(_S2SStream):
         return actions
 
     def _on_db_verify(self, el: Element) -> list[S2SAction]:
-        originating = _domain_or_none(el.get("from") or "") or ""
-        receiving = _domain_or_none(el.get("to") or "") or ""
+        originating = domain_or_none(el.get("from") or "") or ""
+        receiving = domain_or_none(el.get("to") or "") or ""
         stream_id = el.get("id") or ""
         return [KeyVerified(originating, receiving, stream_id, el.get("type") == "valid")]
 
@@ -812,23 +813,6 @@ class S2SOutStream(_S2SStream):
 
 
 # ---------------------------------------------------------------------- helpers
-def to_client_namespace(el: Element) -> None:
-    """Move a stanza received on a server stream from ``jabber:server`` into
-    ``jabber:client``, where every stanza inside Salon lives."""
-    if el.ns == NS_SERVER:
-        el.ns = NS_CLIENT
-    for child in el.children:
-        if isinstance(child, Element):
-            to_client_namespace(child)
-
-
-def _domain_or_none(text: str) -> str | None:
-    if not text:
-        return None
-    try:
-        return prepare_domain(text)
-    except JIDError:
-        return None
 
 
 def _version_supported(version: str) -> bool:
