@@ -143,19 +143,42 @@ async def _serve(settings: Settings, config_path: Path) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    def reload() -> None:
+    async def reload() -> None:
         """SIGHUP: read the config again; new certificates and options apply to new
-        connections, and no connection is dropped."""
-        try:
-            fresh = load_settings(config_path)
-        except ConfigError as exc:
-            logging.getLogger("salon").error("reload refused: %s", "; ".join(exc.problems))
-            return
-        setup_logging(fresh)
-        server.reload(fresh)
-        click.echo("reloaded", err=False)
+        connections, modules start, stop or restart with their new options, and no
+        connection is dropped. A config with a mistake is refused: the old one keeps
+        running."""
+        from salon.core.hosts import ModuleError
 
-    loop.add_signal_handler(signal.SIGHUP, reload)
+        salon_log = logging.getLogger("salon")
+        async with reload_lock:  # one reload at a time, in the order the signals came
+            try:
+                fresh = load_settings(config_path)
+                await server.reload(fresh)
+            except ConfigError as exc:
+                salon_log.error("reload refused: %s", "; ".join(exc.problems))
+                click.echo("reload refused")
+                return
+            except ModuleError as exc:
+                salon_log.error("reload refused: %s", exc)
+                click.echo("reload refused")
+                return
+            except Exception:
+                salon_log.exception("reload failed")
+                click.echo("reload failed")
+                return
+            setup_logging(fresh)
+            click.echo("reloaded")
+
+    reload_lock = asyncio.Lock()
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_sighup() -> None:
+        task = loop.create_task(reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
     for kind, addresses in server.addresses().items():
         for address, port in addresses:
             click.echo(f"listening: {kind} on {address}:{port}")
