@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import re
+import signal
 import ssl
 import sys
 from pathlib import Path
@@ -107,8 +109,8 @@ async def _read_until(reader: asyncio.StreamReader, marker: bytes) -> bytes:
     return data
 
 
-async def test_reload_swaps_certificate_keeping_sessions(tmp_path: Path, ca: trustme.CA) -> None:
-    config = write_config(tmp_path, ca)
+async def _serve(config: Path, tmp_path: Path) -> tuple[asyncio.subprocess.Process, int]:
+    """``salon serve`` as a subprocess with the account alice; its c2s port."""
     code, _ = await salon("adduser", "-c", str(config), "alice@localhost", "--password", PASSWORD,
                           cwd=tmp_path)  # fmt: skip
     assert code == 0
@@ -116,34 +118,58 @@ async def test_reload_swaps_certificate_keeping_sessions(tmp_path: Path, ca: tru
         *SALON, "serve", "-c", str(config), cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
+    assert proc.stdout is not None
+    port = 0
+    while not port:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        assert line, "the server exited"
+        if match := re.match(r"listening: c2s on 127\.0\.0\.1:(\d+)", line):
+            port = int(match.group(1))
+    return proc, port
+
+
+async def _login_alice(
+    port: int, ca: trustme.CA
+) -> tuple[int, asyncio.StreamReader, asyncio.StreamWriter]:
+    """A bound session of alice over STARTTLS; the serial of the certificate it saw."""
+    serial, reader, writer = await _peer_serial(port, ca)
+    payload = base64.b64encode(f"\0alice\0{PASSWORD}".encode()).decode()
+    writer.write(
+        (
+            f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{payload}</auth>"
+        ).encode()
+    )
+    await _read_until(reader, b"success")
+    writer.write(
+        b"<stream:stream to='localhost' version='1.0' xmlns='jabber:client' "
+        b"xmlns:stream='http://etherx.jabber.org/streams'>"
+    )
+    await _read_until(reader, b"</stream:features>")
+    writer.write(b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    await _read_until(reader, b"</iq>")
+    return serial, reader, writer
+
+
+async def _wait_for_line(proc: asyncio.subprocess.Process, *wanted: str) -> str:
+    """The first line of the server's output that is one of ``wanted``."""
+    assert proc.stdout is not None
+    while True:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        assert line, "the server exited"
+        if line.strip() in wanted:
+            return line.strip()
+
+
+async def test_reload_swaps_certificate_keeping_sessions(tmp_path: Path, ca: trustme.CA) -> None:
+    config = write_config(tmp_path, ca)
+    proc, port = await _serve(config, tmp_path)
     try:
         assert proc.stdout is not None
-        port = 0
-        while not port:
-            line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-            assert line, "the server exited"
-            if match := re.match(r"listening: c2s on 127\.0\.0\.1:(\d+)", line):
-                port = int(match.group(1))
-        old_serial, reader, writer = await _peer_serial(port, ca)
-        payload = base64.b64encode(f"\0alice\0{PASSWORD}".encode()).decode()
-        writer.write(
-            (
-                f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{payload}</auth>"
-            ).encode()
-        )
-        await _read_until(reader, b"success")
-        writer.write(
-            b"<stream:stream to='localhost' version='1.0' xmlns='jabber:client' "
-            b"xmlns:stream='http://etherx.jabber.org/streams'>"
-        )
-        await _read_until(reader, b"</stream:features>")
-        writer.write(b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
-        await _read_until(reader, b"</iq>")
+        old_serial, reader, writer = await _login_alice(port, ca)
         issue_host_certs(ca, tmp_path, ("localhost",))  # a new certificate in place
         code, out = await salon("reload", "-c", str(config), cwd=tmp_path)
         assert code == 0, out
-        while "reloaded" not in (await asyncio.wait_for(proc.stdout.readline(), 30)).decode():
-            pass
+        assert await _wait_for_line(proc, "reloaded", "reload refused") == "reloaded"
         new_serial, _r2, w2 = await _peer_serial(port, ca)
         assert new_serial != old_serial
         # the first connection is still up: its stream answers
@@ -156,3 +182,38 @@ async def test_reload_swaps_certificate_keeping_sessions(tmp_path: Path, ca: tru
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 30)
     assert not (tmp_path / "salon.pid").exists()
+
+
+async def test_reload_enables_a_module_and_refuses_a_broken_config(
+    tmp_path: Path, ca: trustme.CA
+) -> None:
+    config = write_config(tmp_path, ca)
+    base = config.read_text()
+    config.write_text(base + "[modules]\nenabled = ['disco', 'ping']\n")
+    proc, port = await _serve(config, tmp_path)
+    disco = b"<iq type='get' id='{}' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+    try:
+        _serial, reader, writer = await _login_alice(port, ca)
+        writer.write(disco.replace(b"{}", b"d1"))
+        assert b"urn:xmpp:time" not in await _read_until(reader, b"</iq>")
+        # a mistake in the file: refused, the running config stays
+        config.write_text(base + "[modules]\nenabled = ['disco', 'ping', 'no_such_module']\n")
+        code, out = await salon("reload", "-c", str(config), cwd=tmp_path)
+        assert code == 0, out
+        assert await _wait_for_line(proc, "reloaded", "reload refused") == "reload refused"
+        config.write_text(base + "[modules\nenabled = ['disco']\n")  # not even TOML
+        os.kill(proc.pid, signal.SIGHUP)
+        assert await _wait_for_line(proc, "reloaded", "reload refused") == "reload refused"
+        writer.write(b"<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+        assert b"result" in await _read_until(reader, b"p1")
+        # a good one: time starts, and the same session sees its feature
+        config.write_text(base + "[modules]\nenabled = ['disco', 'ping', 'time']\n")
+        code, out = await salon("reload", "-c", str(config), cwd=tmp_path)
+        assert code == 0, out
+        assert await _wait_for_line(proc, "reloaded", "reload refused") == "reloaded"
+        writer.write(disco.replace(b"{}", b"d2"))
+        assert b"urn:xmpp:time" in await _read_until(reader, b"</iq>")
+        writer.close()
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
