@@ -6,8 +6,8 @@ import asyncio
 import importlib
 import logging
 import pkgutil
-from dataclasses import dataclass
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 

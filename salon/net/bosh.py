@@ -127,6 +127,11 @@ class BoshManager:
             wants_acks=body.get("ack") == "1",
             first_rid=rid,
         )
+        refused = session.admit()
+        if refused is not None:
+            # Over a per-IP limit (sessions from one address, or blocked after failed
+            # logins): XEP-0124 §17.2's policy-violation ends it before it starts.
+            return error_response("policy-violation", legacy=legacy)
         self.sessions[session.sid] = session
         session.register()
         return await session.start(body)

@@ -65,6 +65,7 @@ class ClientShell:
     :meth:`_pause_input` and :meth:`_resume_input`."""
 
     __slots__ = (
+        "_admitted",
         "_clock",
         "_closing",
         "_deferred",
@@ -103,6 +104,7 @@ class ClientShell:
         limits = server.limits
         self._stanza_bucket = None if limits is None else limits.stanza_bucket()
         self.connected_at = self.last_activity = clock.monotonic()
+        self._admitted = False  # counted in the per-IP limits (released when it ends)
 
     # ------------------------------------------------------------------ transport side
     def _write(self, data: bytes) -> None:
@@ -125,9 +127,30 @@ class ClientShell:
         """The stream asked for STARTTLS: only a transport that offers it upgrades."""
         self.close_stream(StreamErrorCondition.INTERNAL_SERVER_ERROR)
 
+    def admit(self) -> str | None:
+        """Count this connection in the per-IP limits (concurrent connections, the block
+        after failed logins; ``salon.net.limits``); the reason to refuse it, if any. Every
+        client transport asks before its stream starts."""
+        limits = self.server.limits
+        if limits is None:
+            return None
+        refused = limits.admit(address_of(self.peer))
+        if refused is None:
+            self._admitted = True
+        else:
+            log.info("refused %s: %s", self.peer, refused)
+        return refused
+
+    def _release_address(self) -> None:
+        limits = self.server.limits
+        if self._admitted and limits is not None:
+            self._admitted = False
+            limits.closed(address_of(self.peer))
+
     def transport_lost(self, reason: str | None = None) -> None:
         """The transport is gone: forget the connection and tell the core, which ends its
         session or lets a module keep it (XEP-0198 hibernation)."""
+        self._release_address()
         connections = self._connections()
         if self._closing and self not in connections:
             return

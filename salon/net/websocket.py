@@ -51,6 +51,11 @@ async def serve_websocket(
         await _redirect(ws, redirect)
         return ws
     conn = WebSocketConnection(server, ws, peer=peer, is_secure=is_secure)
+    refused = conn.admit()
+    if refused is not None:
+        # Over a per-IP limit: the stream opens only to end with <policy-violation/>, the
+        # answer a TCP client gets (RFC 7395 §3.6: a stream error, then <close/>).
+        conn.close_stream(StreamErrorCondition.POLICY_VIOLATION, refused)
     await conn.run()
     return ws
 
