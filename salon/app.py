@@ -25,6 +25,7 @@ from salon.core.items import (
 from salon.core.registry import ItemKind
 from salon.core.server import Server
 from salon.errors import StreamErrorCondition
+from salon.logs import CONNECTION
 from salon.net.c2s import C2SConnection
 from salon.net.component import ComponentManager
 from salon.net.http import HttpService
@@ -243,11 +244,14 @@ class App:
             now = clock.monotonic()
             for conn in list(self.connections):
                 if conn.session is None and now - conn.connected_at > c2s.handshake_timeout:
+                    CONNECTION.set(conn.conn_id)  # what closing it logs is about it
                     conn.close_stream(StreamErrorCondition.CONNECTION_TIMEOUT, "too slow")
                 elif now - conn.last_activity > c2s.idle_timeout:
+                    CONNECTION.set(conn.conn_id)
                     conn.close_stream(StreamErrorCondition.CONNECTION_TIMEOUT, "idle")
                 elif now - conn.last_activity > HIBERNATE_AFTER:
                     conn.stream.hibernate()  # frees the idle stream's XML parser
+            CONNECTION.set(None)
 
     def _host_items(self, domain: str, kind: ItemKind[T]) -> list[T]:
         host = self.core.hosts.get(domain)

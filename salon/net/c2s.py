@@ -15,6 +15,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from salon.errors import StreamErrorCondition
+from salon.logs import CONNECTION
 from salon.namespaces import NS_CLIENT
 from salon.net.limits import ReadShaper
 from salon.net.shell import ClientShell, TcpShell
@@ -43,6 +44,13 @@ class C2SConnection(TcpShell, ClientShell):
 
     # ------------------------------------------------------------------ asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        token = CONNECTION.set(self.conn_id)
+        try:
+            self._made(transport)
+        finally:
+            CONNECTION.reset(token)
+
+    def _made(self, transport: asyncio.BaseTransport) -> None:
         self._attach(transport, self.server.settings.c2s.max_send_queue)
         refused = self.admit()
         if refused is not None:
@@ -58,10 +66,14 @@ class C2SConnection(TcpShell, ClientShell):
         self.register()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._shaper is not None:
-            self._shaper.cancel()
-        self._release_address()  # (transport_lost may return early for a closed stream)
-        self.transport_lost(None if exc is None else str(exc))
+        token = CONNECTION.set(self.conn_id)
+        try:
+            if self._shaper is not None:
+                self._shaper.cancel()
+            self._release_address()  # (transport_lost may return early for a closed stream)
+            self.transport_lost(None if exc is None else str(exc))
+        finally:
+            CONNECTION.reset(token)
 
     # ------------------------------------------------------------------ Connection API
     def send_stanza(self, stanza: Element) -> None:
