@@ -10,12 +10,13 @@ import re
 import signal
 import ssl
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trustme
 from cryptography import x509
 
-from tests.integration.harness import PASSWORD, issue_host_certs
+from tests.integration.harness import PASSWORD, RunningServer, free_port, issue_host_certs
 
 SALON = [sys.executable, "-m", "salon"]
 
@@ -217,3 +218,25 @@ async def test_reload_enables_a_module_and_refuses_a_broken_config(
     finally:
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 30)
+
+
+async def test_check_federation_against_a_live_server(
+    server_factory: Callable[..., Awaitable[RunningServer]], tmp_path: Path
+) -> None:
+    """``salon check federation`` as a subprocess: every step OK against a server that
+    federates; a FAIL with advice, and exit status 1, where nothing listens."""
+    srv = await server_factory(s2s={"enabled": True, "interfaces": ["127.0.0.1"]})
+    port = srv.server.port("s2s")
+    code, out = await salon("check", "federation", "localhost", "--from", "elsewhere.example",
+                            "--address", f"127.0.0.1:{port}", "--ca-file", str(srv.ca_path),
+                            cwd=tmp_path)  # fmt: skip
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines and all(line.startswith("OK") for line in lines), out
+    assert any("STARTTLS" in line for line in lines) and any(
+        "certificate" in line for line in lines
+    )
+    closed = free_port("127.0.0.1")
+    code, out = await salon("check", "federation", "localhost",
+                            "--address", f"127.0.0.1:{closed}", cwd=tmp_path)  # fmt: skip
+    assert code == 1 and "FAIL" in out and "->" in out, out
