@@ -20,11 +20,22 @@ NS_DIALBACK = "urn:xmpp:features:dialback"
 TIMEOUT = 10.0
 
 
-def dns_checks(domain: str) -> list[Verdict]:
+def dns_checks(domain: str, nameserver: str | None = None) -> list[Verdict]:
+    """The SRV and address records of ``domain``, from the system's resolver or from
+    ``nameserver`` (``host`` or ``host:port``, e.g. the zone's authoritative server, to see
+    a change before caches expire)."""
     import dns.exception
     import dns.resolver
 
-    resolver = dns.resolver.Resolver()
+    if nameserver:
+        host, sep, port = nameserver.rpartition(":")
+        if not sep or not port.isdigit() or (":" in host and not host.startswith("[")):
+            host, port = nameserver, "53"  # a bare name or IPv6 address
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [host.strip("[]")]
+        resolver.port = int(port)
+    else:
+        resolver = dns.resolver.Resolver()
     resolver.lifetime = TIMEOUT
     results: list[Verdict] = []
     for service, needed in (

@@ -472,11 +472,15 @@ def _verdicts(results: list[tuple[bool, str, str]]) -> None:
 
 @check.command("dns")
 @click.argument("domain")
-def check_dns(domain: str) -> None:
+@click.option(
+    "--nameserver",
+    help="Ask this DNS server (host or host:port, e.g. the zone's own) instead of the system's.",
+)
+def check_dns(domain: str, nameserver: str | None) -> None:
     """SRV and address records of DOMAIN (RFC 6120 §3.2, XEP-0368)."""
     from salon.checks import dns_checks
 
-    _verdicts(dns_checks(domain))
+    _verdicts(dns_checks(domain, nameserver))
 
 
 @check.command("certs")

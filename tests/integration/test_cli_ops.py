@@ -12,7 +12,12 @@ import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import cast
 
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
 import trustme
 from cryptography import x509
 
@@ -240,3 +245,52 @@ async def test_check_federation_against_a_live_server(
     code, out = await salon("check", "federation", "localhost",
                             "--address", f"127.0.0.1:{closed}", cwd=tmp_path)  # fmt: skip
     assert code == 1 and "FAIL" in out and "->" in out, out
+
+
+class _Zone(asyncio.DatagramProtocol):
+    """A DNS server on loopback for ``example.test``: the two required SRV records and an
+    address; every other name is NXDOMAIN."""
+
+    RECORDS = {
+        ("_xmpp-client._tcp.example.test.", "SRV"): "0 5 5222 xmpp.example.test.",
+        ("_xmpp-server._tcp.example.test.", "SRV"): "0 5 5269 xmpp.example.test.",
+        ("example.test.", "A"): "192.0.2.10",
+    }
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        query = dns.message.from_wire(data)
+        reply = dns.message.make_response(query)
+        question = query.question[0]
+        key = (question.name.to_text(), dns.rdatatype.to_text(question.rdtype))
+        if key in self.RECORDS:
+            reply.answer.append(
+                dns.rrset.from_text(question.name, 60, "IN", key[1], self.RECORDS[key])
+            )
+        elif not any(name == key[0] for name, _ in self.RECORDS):
+            reply.set_rcode(dns.rcode.NXDOMAIN)
+        self.transport.sendto(reply.to_wire(), addr)
+
+
+async def test_check_dns_reads_the_records_of_a_nameserver(tmp_path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(_Zone, local_addr=("127.0.0.1", 0))
+    try:
+        port = transport.get_extra_info("sockname")[1]
+        code, out = await salon("check", "dns", "example.test",
+                                "--nameserver", f"127.0.0.1:{port}", cwd=tmp_path)  # fmt: skip
+        assert code == 0, out
+        assert "OK   _xmpp-client._tcp.example.test SRV -> xmpp.example.test:5222" in out
+        assert "OK   _xmpp-server._tcp.example.test SRV -> xmpp.example.test:5269" in out
+        assert "OK   example.test A -> 192.0.2.10" in out
+        assert "_xmpps-client._tcp.example.test SRV missing (optional" in out  # not a failure
+        code, out = await salon("check", "dns", "nothing.test",
+                                "--nameserver", f"127.0.0.1:{port}", cwd=tmp_path)  # fmt: skip
+        assert code == 1, out
+        assert "FAIL _xmpp-client._tcp.nothing.test SRV missing" in out
+        assert "-> add '_xmpp-client._tcp.nothing.test. 3600 IN SRV 0 5 5222" in out
+        assert "FAIL nothing.test has no A or AAAA record" in out
+    finally:
+        transport.close()
