@@ -294,3 +294,54 @@ async def test_check_dns_reads_the_records_of_a_nameserver(tmp_path: Path) -> No
         assert "FAIL nothing.test has no A or AAAA record" in out
     finally:
         transport.close()
+
+
+async def test_invite_from_the_command_line_registers_its_username_only(
+    tmp_path: Path, ca: trustme.CA
+) -> None:
+    config = write_config(tmp_path, ca)
+    config.write_text(
+        config.read_text()
+        + "[modules]\nenabled = ['disco', 'register']\n[modules.register]\ninvite_only = true\n"
+    )
+    proc, port = await _serve(config, tmp_path)
+    try:
+        # made while the server runs: it reads invitations from storage, no reload needed
+        code, out = await salon("invite", "-c", str(config), "juliet@localhost", cwd=tmp_path)
+        assert code == 0, out
+        match = re.search(r"^xmpp:juliet@localhost\?register;preauth=(\S+)$", out, re.M)
+        assert match, out
+        assert "valid until" in out
+        code, out = await salon("invite", "-c", str(config), "alice@localhost", cwd=tmp_path)
+        assert code == 1 and "already exists" in out
+        _serial, reader, writer = await _peer_serial(port, ca)
+        preauth = f"<preauth xmlns='urn:xmpp:pars:0' token='{match[1]}'/>"
+        writer.write(f"<iq type='set' id='pa1'>{preauth}</iq>".encode())
+        assert (await _iq_reply(reader, "pa1")).startswith(b"<iq type='result'")
+        for iq_id, name, expected in (("r1", "romeo", b"<forbidden "), ("r2", "juliet", None)):
+            writer.write(
+                f"<iq type='set' id='{iq_id}'><query xmlns='jabber:iq:register'>"
+                f"<username>{name}</username><password>{PASSWORD}</password></query></iq>".encode()
+            )
+            reply = await _iq_reply(reader, iq_id)
+            if expected is None:
+                assert reply.startswith(b"<iq type='result'"), reply
+            else:
+                assert b"type='error'" in reply and expected in reply, reply
+        writer.close()
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
+
+
+async def _iq_reply(reader: asyncio.StreamReader, iq_id: str) -> bytes:
+    """The server's whole <iq/> with id ``iq_id`` (Salon writes single-quoted attributes)."""
+    pattern = re.compile(
+        rb"<iq [^>]*id='" + re.escape(iq_id.encode()) + rb"'[^>]*?(/>|>.*?</iq>)", re.S
+    )
+    data = b""
+    while (found := pattern.search(data)) is None:
+        chunk = await asyncio.wait_for(reader.read(65536), 10)
+        assert chunk, data
+        data += chunk
+    return found.group(0)
