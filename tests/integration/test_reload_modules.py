@@ -14,6 +14,16 @@ import pytest
 from salon.config import Settings, settings_from_dict
 from salon.core.hosts import ModuleError
 from tests.integration.harness import RawClient, RunningServer, q, raw_session
+from tests.integration.test_xep0045_muc import (
+    MUC,
+    NS_DATA,
+    NS_OWNER,
+    enter,
+    expect,
+    instant_room,
+    statuses,
+)
+from tests.integration.test_xep0045_muc import iq as muc_iq
 
 ServerFactory = Callable[..., Awaitable[RunningServer]]
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
@@ -121,3 +131,42 @@ async def test_a_reload_with_wrong_modules_is_refused_and_changes_nothing(
     await client.ping(iq_id="p1")
     assert await version_os(client, "v1")
     assert srv.server.settings.modules.enabled == ["disco", "ping", "version"]
+
+
+async def test_restarting_muc_tells_occupants_and_lets_them_back_in(
+    server_factory: ServerFactory,
+) -> None:
+    """A reload that restarts ``muc`` (its options changed): each occupant gets its own
+    unavailable presence with status 332 (removed by a service shutdown, XEP-0045), stays
+    connected, and joins again; the persistent room came back from storage."""
+    srv = await server_factory()  # the default module set, muc included
+    alice, _ = await raw_session(srv, resource="a")
+    bob, _ = await raw_session(srv, resource="b")
+    room = f"lounge@{MUC}"
+    await instant_room(alice, "lounge", "alice")
+    config = f"<x xmlns='{NS_DATA}' type='submit'>" + (
+        "<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>"
+        "<field var='muc#roomconfig_persistentroom'><value>1</value></field></x>"
+    )
+    reply = await muc_iq(alice, "set", room, f"<query xmlns='{NS_OWNER}'>{config}</query>")
+    assert reply.get("type") == "result", ET.tostring(reply)
+    await enter(bob, "lounge", "bob")
+
+    data = srv.server.settings.model_dump(mode="json")
+    modules = {"enabled": data["modules"]["enabled"], "muc": {"max_history": 10}}
+    changes = await srv.server.reload(with_modules(srv, modules))
+    assert "muc" in changes["localhost"].restarted
+
+    for client, nick in ((alice, "alice"), (bob, "bob")):
+        own = await expect(
+            client,
+            lambda s, nick=nick: (
+                s.get("from") == f"{room}/{nick}" and s.get("type") == "unavailable"
+            ),
+        )
+        assert {"110", "332"} <= statuses(own), ET.tostring(own)
+    # still connected, and the room is there again with its configuration
+    pong = await muc_iq(alice, "get", "localhost", f"<ping xmlns='{NS_PING}'/>")
+    assert pong.get("type") == "result", ET.tostring(pong)
+    got = await enter(bob, "lounge", "bob")
+    assert any(s.get("from") == f"{room}/bob" for s in got)
