@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from salon.config import Settings
 from salon.core.bytestreams import BYTESTREAM_RELAY
 from salon.core.clock import Clock, SystemClock
+from salon.core.hosts import ModuleChanges, plan_modules
 from salon.core.items import (
     NONZA_NAMESPACE,
     PREAUTH_FEATURE,
@@ -24,6 +25,7 @@ from salon.core.items import (
 from salon.core.registry import ItemKind
 from salon.core.server import Server
 from salon.errors import StreamErrorCondition
+from salon.logs import CONNECTION
 from salon.net.c2s import C2SConnection
 from salon.net.component import ComponentManager
 from salon.net.http import HttpService
@@ -129,12 +131,18 @@ class App:
         if self.settings.components.domains:
             self.components = ComponentManager(self)
             self.listeners["component"] = await self.components.start()
+        await self._start_socks5()
+
+    async def _start_socks5(self) -> None:
+        """The XEP-0065 relay, once a host runs proxy65 (at start or after a reload)."""
         proxied = [h for h in self.core.hosts.values() if "proxy65" in h.modules]
-        if proxied:
+        if proxied and self.socks5 is None:
             self.socks5 = Socks5Relay(self.settings.socks5, self.clock)
             self.listeners["socks5"] = await self.socks5.start()
+        if self.socks5 is not None:
             for host in proxied:
-                host.items.add(BYTESTREAM_RELAY, self.socks5)
+                if self.socks5 not in host.items.get(BYTESTREAM_RELAY):
+                    host.items.add(BYTESTREAM_RELAY, self.socks5)
 
     def addresses(self) -> dict[str, list[tuple[str, int]]]:
         """The bound (address, port) pairs of each listener kind."""
@@ -175,13 +183,19 @@ class App:
         await self.core.storage.close()
         self._stopped.set()
 
-    def reload(self, settings: Settings) -> None:
+    async def reload(self, settings: Settings) -> dict[str, ModuleChanges]:
         """SIGHUP: take the hosts' certificates again (new TLS handshakes use them; open
-        connections keep theirs) and the options read per use (limits, admins, log levels,
-        timeouts). Listeners, hosts and modules stay as they are: a change there needs a
-        restart, and the log says so."""
+        connections keep theirs), the options read per use (limits, admins, log levels,
+        timeouts) and the modules: a module newly enabled starts, one no longer enabled
+        stops, one whose options changed starts again with them (per host; sessions stay
+        connected). Listeners and the set of hosted domains stay as they are: a change
+        there needs a restart, and the log says so.
+
+        A wrong module list or module options raise :class:`ModuleError` before anything
+        changed: the running configuration stays."""
+        modules_plan = plan_modules(list(settings.modules.enabled), settings.modules.options)
         old = self.settings
-        for section in ("c2s", "s2s", "http", "components", "modules"):
+        for section in ("c2s", "s2s", "http", "components"):
             if getattr(old, section) != getattr(settings, section):
                 log.warning("[%s] changed: it takes effect at the next restart", section)
         if set(old.hosts) != set(settings.hosts):
@@ -199,7 +213,21 @@ class App:
                 self.s2s.tls.add_host(domain, cert, key)
         if self.limits is not None:
             self.limits.configure(self.settings.limits)
+        changes: dict[str, ModuleChanges] = {}
+        for domain, host in self.core.hosts.items():
+            changes[domain] = await host.reconfigure(modules_plan)
+            if changes[domain]:
+                log.info(
+                    "modules of %s: started %s, stopped %s, restarted %s",
+                    domain,
+                    changes[domain].started or "none",
+                    changes[domain].stopped or "none",
+                    changes[domain].restarted or "none",
+                )
+        self.settings.modules = settings.modules
+        await self._start_socks5()
         log.info("reloaded %s", settings.config_path or "the configuration")
+        return changes
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
@@ -216,11 +244,14 @@ class App:
             now = clock.monotonic()
             for conn in list(self.connections):
                 if conn.session is None and now - conn.connected_at > c2s.handshake_timeout:
+                    CONNECTION.set(conn.conn_id)  # what closing it logs is about it
                     conn.close_stream(StreamErrorCondition.CONNECTION_TIMEOUT, "too slow")
                 elif now - conn.last_activity > c2s.idle_timeout:
+                    CONNECTION.set(conn.conn_id)
                     conn.close_stream(StreamErrorCondition.CONNECTION_TIMEOUT, "idle")
                 elif now - conn.last_activity > HIBERNATE_AFTER:
                     conn.stream.hibernate()  # frees the idle stream's XML parser
+            CONNECTION.set(None)
 
     def _host_items(self, domain: str, kind: ItemKind[T]) -> list[T]:
         host = self.core.hosts.get(domain)

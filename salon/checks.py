@@ -20,11 +20,22 @@ NS_DIALBACK = "urn:xmpp:features:dialback"
 TIMEOUT = 10.0
 
 
-def dns_checks(domain: str) -> list[Verdict]:
+def dns_checks(domain: str, nameserver: str | None = None) -> list[Verdict]:
+    """The SRV and address records of ``domain``, from the system's resolver or from
+    ``nameserver`` (``host`` or ``host:port``, e.g. the zone's authoritative server, to see
+    a change before caches expire)."""
     import dns.exception
     import dns.resolver
 
-    resolver = dns.resolver.Resolver()
+    if nameserver:
+        host, sep, port = nameserver.rpartition(":")
+        if not sep or not port.isdigit() or (":" in host and not host.startswith("[")):
+            host, port = nameserver, "53"  # a bare name or IPv6 address
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [host.strip("[]")]
+        resolver.port = int(port)
+    else:
+        resolver = dns.resolver.Resolver()
     resolver.lifetime = TIMEOUT
     results: list[Verdict] = []
     for service, needed in (
@@ -83,24 +94,43 @@ def cert_checks(settings: Settings, domain: str | None) -> list[Verdict]:
     return results
 
 
-async def _read_features(reader: asyncio.StreamReader) -> ET.Element:
-    parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start", "end"))
-    depth = 0
+class _Stream:
+    """The elements of one XML stream, read one top-level element at a time: the parser
+    lives as long as the stream (a new one for the stream opened after STARTTLS), so an
+    element that arrives after the features is still read at depth 1."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self.reader = reader
+        self.parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start", "end"))
+        self.depth = 0
+        self.ready: list[ET.Element] = []
+
+    async def next(self) -> ET.Element:
+        """The next top-level element; a stream error raises ConnectionError."""
+        while not self.ready:
+            data = await asyncio.wait_for(self.reader.read(65536), TIMEOUT)
+            if not data:
+                raise ConnectionError("the server closed the connection")
+            self.parser.feed(data)
+            for event, elem in cast("list[tuple[str, ET.Element]]", self.parser.read_events()):
+                if event == "start":
+                    self.depth += 1
+                else:
+                    self.depth -= 1
+                    if self.depth == 1:
+                        self.ready.append(elem)
+        elem = self.ready.pop(0)
+        if elem.tag == f"{{{NS_STREAM}}}error":
+            raise ConnectionError(f"stream error: {[c.tag for c in elem]}")
+        return elem
+
+
+async def _read_features(stream: _Stream) -> ET.Element:
+    """The stream's features (or, after ``<starttls/>``, its ``<proceed/>``)."""
     while True:
-        data = await asyncio.wait_for(reader.read(65536), TIMEOUT)
-        if not data:
-            raise ConnectionError("the server closed the connection")
-        parser.feed(data)
-        for event, item in cast("list[tuple[str, ET.Element]]", list(parser.read_events())):
-            elem = item
-            depth += 1 if event == "start" else -1
-            if event == "end" and depth == 1:
-                if elem.tag == f"{{{NS_STREAM}}}features":
-                    return elem
-                if elem.tag == f"{{{NS_STREAM}}}error":
-                    raise ConnectionError(f"stream error: {[c.tag for c in elem]}")
-                if elem.tag == f"{{{NS_TLS}}}proceed":
-                    return elem
+        elem = await stream.next()
+        if elem.tag in (f"{{{NS_STREAM}}}features", f"{{{NS_TLS}}}proceed"):
+            return elem
 
 
 def _header(domain: str, local: str) -> bytes:
@@ -140,13 +170,16 @@ async def federation_checks(
         return results
     try:
         writer.write(_header(domain, local))
-        features = await _read_features(reader)
+        stream = _Stream(reader)
+        features = await _read_features(stream)
         if features.find(f"{{{NS_TLS}}}starttls") is None:
             results.append((False, "no STARTTLS offered", "enable TLS for server connections"))
             return results
         results.append((True, "STARTTLS offered", ""))
         writer.write(f"<starttls xmlns='{NS_TLS}'/>".encode())
-        await _read_features(reader)
+        proceed = await _read_features(stream)
+        if proceed.tag != f"{{{NS_TLS}}}proceed":
+            raise ConnectionError("the server did not answer <starttls/> with <proceed/>")
         ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
         try:
             await asyncio.wait_for(writer.start_tls(ctx, server_hostname=domain), TIMEOUT)
@@ -160,7 +193,7 @@ async def federation_checks(
             verified = False
         if verified:
             writer.write(_header(domain, local))
-            features = await _read_features(reader)
+            features = await _read_features(_Stream(reader))  # a new stream over TLS
             mechanisms = [m.text for m in features.iter(f"{{{NS_SASL}}}mechanism")]
             dialback = features.find(f"{{{NS_DIALBACK}}}dialback") is not None
             if "EXTERNAL" in mechanisms or dialback:

@@ -10,6 +10,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,6 +22,7 @@ from salon.certs import check_certificate, generate_self_signed, is_warning
 from salon.config import ConfigError, Settings, default_config_text, load_settings
 from salon.jid import JID, JIDError
 from salon.storage import AccountExists, AccountNotFound, AccountStore, open_storage
+from salon.storage.interfaces import Storage
 
 T = TypeVar("T")
 
@@ -143,19 +145,42 @@ async def _serve(settings: Settings, config_path: Path) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    def reload() -> None:
+    async def reload() -> None:
         """SIGHUP: read the config again; new certificates and options apply to new
-        connections, and no connection is dropped."""
-        try:
-            fresh = load_settings(config_path)
-        except ConfigError as exc:
-            logging.getLogger("salon").error("reload refused: %s", "; ".join(exc.problems))
-            return
-        setup_logging(fresh)
-        server.reload(fresh)
-        click.echo("reloaded", err=False)
+        connections, modules start, stop or restart with their new options, and no
+        connection is dropped. A config with a mistake is refused: the old one keeps
+        running."""
+        from salon.core.hosts import ModuleError
 
-    loop.add_signal_handler(signal.SIGHUP, reload)
+        salon_log = logging.getLogger("salon")
+        async with reload_lock:  # one reload at a time, in the order the signals came
+            try:
+                fresh = load_settings(config_path)
+                await server.reload(fresh)
+            except ConfigError as exc:
+                salon_log.error("reload refused: %s", "; ".join(exc.problems))
+                click.echo("reload refused")
+                return
+            except ModuleError as exc:
+                salon_log.error("reload refused: %s", exc)
+                click.echo("reload refused")
+                return
+            except Exception:
+                salon_log.exception("reload failed")
+                click.echo("reload failed")
+                return
+            setup_logging(fresh)
+            click.echo("reloaded")
+
+    reload_lock = asyncio.Lock()
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_sighup() -> None:
+        task = loop.create_task(reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
     for kind, addresses in server.addresses().items():
         for address, port in addresses:
             click.echo(f"listening: {kind} on {address}:{port}")
@@ -176,11 +201,16 @@ def setup_logging(settings: Settings) -> None:
 
 def _with_accounts(settings: Settings, action: Callable[[AccountStore], Awaitable[T]]) -> T:
     """Open the storage, run ``action`` on its accounts and close it again."""
+    return _with_storage(settings, lambda storage: action(storage.accounts))
+
+
+def _with_storage(settings: Settings, action: Callable[[Storage], Awaitable[T]]) -> T:
+    """Open the storage, run ``action`` on it and close it again."""
 
     async def run() -> T:
         storage = await open_storage(settings.storage_url(), base_dir=settings.data_path())
         try:
-            return await action(storage.accounts)
+            return await action(storage)
         finally:
             await storage.close()
 
@@ -249,6 +279,57 @@ def deluser(config_path: Path, jid: str) -> None:
         click.echo(f"{account} does not exist.", err=True)
         sys.exit(1)
     click.echo(f"deleted {account}")
+
+
+@main.command()
+@config_option
+@click.argument("target")
+@click.option("--lifetime", type=float, help="Seconds the invitation stays valid "
+              "(default: [modules.register] invite_lifetime).")  # fmt: skip
+def invite(config_path: Path, target: str, lifetime: float | None) -> None:
+    """Make a single-use registration invitation for DOMAIN, or for the one account
+    USER@DOMAIN (XEP-0401/XEP-0445); prints its URI. The server accepts it when
+    [modules.register] invite_only is on; a running server needs no reload."""
+    from salon.core.clock import SystemClock
+    from salon.modules.register import Invites, RegistrationOptions
+
+    settings = _load(config_path)
+    username: str | None = None
+    if "@" in target:
+        jid = _account_jid(settings, target)
+        domain, username = jid.domain, jid.local
+    else:
+        domain = target.lower().rstrip(".")
+        if domain not in settings.hosts:
+            hosted = ", ".join(settings.hosts)
+            raise click.BadParameter(f"{domain} is not hosted here (hosted: {hosted})")
+    options = RegistrationOptions.model_validate(settings.modules.options_for("register"))
+    if lifetime is not None and lifetime <= 0:
+        raise click.BadParameter("--lifetime must be more than 0 seconds")
+
+    async def make(storage: Storage) -> tuple[str, float] | None:
+        if username is not None and await storage.accounts.get(domain, username) is not None:
+            return None
+        invites = Invites(
+            storage.keyvalue("invites"), domain, SystemClock(), options.invite_lifetime
+        )
+        token, expires = await invites.create("salon invite", lifetime, username)
+        return invites.uri(token, username), expires
+
+    made = _with_storage(settings, make)
+    if made is None:
+        click.echo(f"{username}@{domain} already exists.", err=True)
+        sys.exit(1)
+    uri, expires = made
+    when = datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
+    click.echo(uri)
+    click.echo(f"valid until {when}, for one registration")
+    if "register" not in settings.modules.enabled or not options.invite_only:
+        click.echo(
+            "note: registration with invitations needs the module 'register' enabled with "
+            "[modules.register] invite_only = true",
+            err=True,
+        )
 
 
 @main.command()
@@ -449,11 +530,15 @@ def _verdicts(results: list[tuple[bool, str, str]]) -> None:
 
 @check.command("dns")
 @click.argument("domain")
-def check_dns(domain: str) -> None:
+@click.option(
+    "--nameserver",
+    help="Ask this DNS server (host or host:port, e.g. the zone's own) instead of the system's.",
+)
+def check_dns(domain: str, nameserver: str | None) -> None:
     """SRV and address records of DOMAIN (RFC 6120 §3.2, XEP-0368)."""
     from salon.checks import dns_checks
 
-    _verdicts(dns_checks(domain))
+    _verdicts(dns_checks(domain, nameserver))
 
 
 @check.command("certs")

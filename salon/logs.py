@@ -1,18 +1,56 @@
 """Salon's log lines: one line per record, key=value (or JSON), with a connection id.
 
-A record logged with ``extra={"conn": ...}`` (the network side passes the peer's
-``ip:port``, unique per open connection) carries ``conn=``; ``server.log_levels`` sets a
-level per logger name ("salon.net.s2s", "salon.modules.muc").
+Every connection gets an id when it starts (:func:`new_connection_id`: ``c2s-17``,
+``ws-18``, ``bosh-19``, ``s2sin-3``, ``s2sout-4``, ``comp-5``) and logs, once, which peer it
+is. The network side sets the :data:`CONNECTION` context variable to that id whenever it
+handles the connection (reading its bytes, an HTTP request of its BOSH session, its
+WebSocket's task); tasks and timers started from there inherit it (asyncio copies the
+context), so every record emitted on the connection's behalf, in the core and in modules
+too, carries ``conn=<id>``. A record logged with ``extra={"conn": ...}`` says it
+explicitly. ``server.log_levels`` sets a level per logger name ("salon.net.s2s",
+"salon.modules.muc").
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
 from collections.abc import Mapping
+from contextvars import ContextVar
+from typing import Any
 
-__all__ = ["OneLineFormatter", "configure"]
+__all__ = ["CONNECTION", "OneLineFormatter", "configure", "new_connection_id"]
+
+CONNECTION: ContextVar[str | None] = ContextVar("salon_connection", default=None)
+"""The id of the connection being handled, if any."""
+
+_ids = itertools.count(1)
+
+
+def new_connection_id(kind: str) -> str:
+    """A new connection's id, unique for the life of the process: ``<kind>-<n>``."""
+    return f"{kind}-{next(_ids)}"
+
+
+def _stamp_records() -> None:
+    """Give every record the handled connection's id (``record.conn_id``), whatever
+    handler formats it later (this one, pytest's, a JSON shipper's)."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "salon_stamps", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        record.conn_id = CONNECTION.get()
+        return record
+
+    factory.salon_stamps = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
+_stamp_records()
 
 
 class OneLineFormatter(logging.Formatter):
@@ -31,7 +69,7 @@ class OneLineFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
         }
-        conn = getattr(record, "conn", None)
+        conn = getattr(record, "conn", None) or getattr(record, "conn_id", None)
         if conn is not None:
             fields["conn"] = str(conn)
         fields["msg"] = message.replace("\n", " | ")

@@ -9,6 +9,7 @@ test calls ``advance()``, which wakes the sleepers whose time has come, in order
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import itertools
 import time
@@ -81,11 +82,14 @@ class SystemClock:
 
 
 class _ManualTimer:
-    __slots__ = ("callback", "cancelled")
+    __slots__ = ("callback", "cancelled", "context")
 
     def __init__(self, callback: Callable[[], object]) -> None:
         self.callback = callback
         self.cancelled = False
+        # like the event loop's timers: the callback runs in the context it was set in
+        # (the connection id of log lines is a context variable, salon.logs)
+        self.context = contextvars.copy_context()
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -132,7 +136,7 @@ class ManualClock:
             if isinstance(waiter, _ManualTimer):
                 if not waiter.cancelled:
                     waiter.cancelled = True
-                    waiter.callback()
+                    waiter.context.run(waiter.callback)
             elif not waiter.done():
                 waiter.set_result(None)
             await _settle()

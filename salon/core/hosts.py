@@ -7,6 +7,7 @@ import importlib
 import logging
 import pkgutil
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ from salon.core import roster_cache
 from salon.core.clock import Clock
 from salon.core.hooks import HookBus
 from salon.core.iq import IqHandlers, PendingIqs
-from salon.core.module import Module
+from salon.core.module import Module, ModuleOptions
 from salon.core.registry import Items, Services
 from salon.core.roster_cache import RosterCache
 
@@ -165,15 +166,19 @@ class VirtualHost:
 
     # ------------------------------------------------------------------ modules
     def load_modules(self, names: list[str], options: dict[str, dict[str, Any]]) -> None:
-        for cls in _load_order(names):
-            try:
-                opts = cls.Options.model_validate(options.get(cls.name, {}))
-            except ValidationError as exc:
-                raise ModuleError(f"options of module '{cls.name}': {exc}") from exc
-            module = cls(self, opts)
+        for cls, opts in plan_modules(names, options):
+            self._load(cls, opts)
+
+    def _load(self, cls: type[Module[Any]], opts: ModuleOptions) -> Module[Any]:
+        module = cls(self, opts)
+        try:
             module.setup()
-            self.modules[cls.name] = module
-            log.debug("loaded module %s on %s", cls.name, self.domain)
+        except Exception:
+            module.unload()  # what it registered before failing goes again
+            raise
+        self.modules[cls.name] = module
+        log.debug("loaded module %s on %s", cls.name, self.domain)
+        return module
 
     def unload_modules(self) -> list[asyncio.Task[Any]]:
         """Unload every module; returns their cancelled timer tasks."""
@@ -182,3 +187,90 @@ class VirtualHost:
             cancelled.extend(module.unload())
         self.modules.clear()
         return cancelled
+
+    async def reconfigure(self, plan: ModulePlan) -> ModuleChanges:
+        """Bring the running modules to ``plan`` (from :func:`plan_modules`) without touching
+        sessions: a module no longer listed stops and unloads; one whose options changed
+        stops and starts again with the new options, and so does every module that depends
+        on a module that stops (it took that module's services in ``setup``); a newly
+        listed module loads and starts. Modules left alone keep their state."""
+        wanted = {cls.name: (cls, opts) for cls, opts in plan}
+        going = {
+            name
+            for name, module in self.modules.items()
+            if name not in wanted or wanted[name][1] != module.options
+        }
+        grew = True
+        while grew:  # dependents of a module that goes, go too (and come back if wanted)
+            grew = False
+            for name, module in self.modules.items():
+                if name not in going and going.intersection(type(module).depends):
+                    going.add(name)
+                    grew = True
+        for name in reversed(list(self.modules)):
+            if name not in going:
+                continue
+            module = self.modules.pop(name)
+            try:
+                await module.stop()
+            except Exception:
+                log.exception("stopping module %s failed", name)
+            cancelled = module.unload()
+            if cancelled:
+                await asyncio.wait(cancelled, timeout=RELOAD_GRACE)
+            log.info("stopped module %s on %s", name, self.domain)
+        changes = ModuleChanges(
+            stopped=sorted(going - wanted.keys()),
+            restarted=sorted(going & wanted.keys()),
+            started=sorted(wanted.keys() - self.modules.keys() - going),
+        )
+        # Reorder: the kept modules stay loaded; the dict follows the plan's order so that
+        # a later graceful stop unloads dependents first.
+        kept = self.modules
+        self.modules = {}
+        for cls, opts in plan:
+            if cls.name in kept:
+                self.modules[cls.name] = kept[cls.name]
+                continue
+            try:
+                module = self._load(cls, opts)
+            except Exception:
+                log.exception("loading module %s on %s failed", cls.name, self.domain)
+                continue
+            try:
+                await module.start()
+            except Exception:
+                log.exception("starting module %s failed", cls.name)
+            log.info("started module %s on %s", cls.name, self.domain)
+        return changes
+
+
+RELOAD_GRACE = 5.0  # seconds a reload waits for a stopped module's timers to finish
+
+ModulePlan = list[tuple[type[Module[Any]], ModuleOptions]]
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleChanges:
+    """What a reload did to one host's modules (names, sorted)."""
+
+    started: list[str]
+    stopped: list[str]
+    restarted: list[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.started or self.stopped or self.restarted)
+
+
+def plan_modules(names: list[str], options: dict[str, dict[str, Any]]) -> ModulePlan:
+    """The classes to load, dependencies first, each with its validated options; raises
+    :class:`ModuleError` (unknown module, bad options, a dependency cycle) before anything
+    is loaded, so a reload with a mistake changes nothing."""
+    plan: ModulePlan = []
+    for cls in _load_order(names):
+        try:
+            opts = cls.Options.model_validate(options.get(cls.name, {}))
+        except ValidationError as exc:
+            raise ModuleError(f"options of module '{cls.name}': {exc}") from exc
+        plan.append((cls, opts))
+    return plan

@@ -158,6 +158,7 @@ class Server:
             return
         session.is_unbound = True
         session.is_closed = True
+        log.info("%s ended: %s", session.jid, error or "closed")
         self.sessions.remove(session)
         self.bound -= 1
         host = self.hosts.get(session.host)

@@ -6,7 +6,9 @@ disable and re-enable a user, change a password, the count and list of online us
 a user's sessions, announce to every online user, set and delete the message of the day
 (sent once per session at its initial presence), a user's roster and last login. Besides
 XEP-0133, ``urn:xmpp:invite#create-account`` (XEP-0401) makes a single-use registration token
-for invite-only registration (the ``register`` module keeps the tokens).
+for invite-only registration (the ``register`` module keeps the tokens). It runs at once; a
+form submitted with the execute request may name the ``username`` the invitation is for
+(XEP-0445 §2.1): registering another username with that token is then ``forbidden``.
 
 A disabled account keeps its data; its sessions end and it cannot authenticate (the mark
 is a key-value document, ``disabled``, that the client shell checks at login). Login
@@ -20,6 +22,7 @@ import json
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
+from salon.auth.credentials import prepare_username
 from salon.core.events import AccountDeleted, AvailablePresence, ResourceBound
 from salon.core.module import Module, ModuleOptions, Spec
 from salon.core.roster_cache import RosterCache
@@ -293,19 +296,42 @@ class Admin(Module[ModuleOptions]):
             raise StanzaError(
                 StanzaErrorCondition.SERVICE_UNAVAILABLE, "in-band registration is not loaded"
             )
-        token, expires = await invites.create(admin)
+        username = await self._invited_username(form)
+        token, expires = await invites.create(admin, username=username)
         when = datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
-        self.log.info("%s created an invitation expiring %s", admin.bare, when)
+        self.log.info(
+            "%s created an invitation%s expiring %s",
+            admin.bare,
+            "" if username is None else f" for {username}@{self.domain}",
+            when,
+        )
         result = DataForm(
             "result",
             (
-                Field("uri", "text-single", (invites.uri(token),), "Invite URI"),
+                Field("uri", "text-single", (invites.uri(token, username),), "Invite URI"),
                 Field("token", "text-single", (token,), "Invitation token"),
                 Field("expire", "text-single", (when,), "Invite valid until"),
             ),
             "New invite",
         )
         return Outcome(form=result)
+
+    async def _invited_username(self, form: DataForm) -> str | None:
+        """The optional ``username`` of a create-account invitation (a one-shot form
+        submitted with the execute request): a valid localpart not yet taken."""
+        text = (form.value("username") or "").strip()
+        if not text:
+            return None
+        username = prepare_username(text.split("@", 1)[0] if "@" in text else text)
+        if username is None:
+            raise StanzaError(StanzaErrorCondition.NOT_ACCEPTABLE, f"{text!r} is no username")
+        if "@" in text and text.split("@", 1)[1].lower() != self.domain:
+            raise StanzaError(
+                StanzaErrorCondition.NOT_ACCEPTABLE, f"{text} is not an account of {self.domain}"
+            )
+        if await self.storage.accounts.get(self.domain, username) is not None:
+            raise StanzaError(StanzaErrorCondition.CONFLICT, f"{username} is already taken")
+        return username
 
     # ------------------------------------------------------------------ sessions
     def _online(self) -> list[str]:

@@ -124,11 +124,20 @@ class Invites:
         self.lifetime = lifetime
         self._lock = asyncio.Lock()  # a token is taken by one registration only
 
-    async def create(self, by: JID, lifetime: float | None = None) -> tuple[str, float]:
-        """A new token and when it expires (seconds since the epoch)."""
+    async def create(
+        self, by: JID | str, lifetime: float | None = None, username: str | None = None
+    ) -> tuple[str, float]:
+        """A new token and when it expires (seconds since the epoch). With ``username`` (a
+        prepared localpart) the token registers that account only (XEP-0445 §2.1)."""
         token = secrets.token_urlsafe(18)
         expires = self.clock.time() + (self.lifetime if lifetime is None else lifetime)
-        record = {"expires": expires, "by": str(by.bare), "at": self.clock.time()}
+        record: dict[str, object] = {
+            "expires": expires,
+            "by": str(by.bare) if isinstance(by, JID) else by,
+            "at": self.clock.time(),
+        }
+        if username is not None:
+            record["username"] = username
         await self.store.set(self.domain, token, json.dumps(record))
         return token, expires
 
@@ -136,6 +145,12 @@ class Invites:
         """The token exists, is unused and has not expired."""
         stored = await self.store.get(self.domain, token) if token else None
         return stored is not None and json.loads(stored)["expires"] > self.clock.time()
+
+    async def username_of(self, token: str) -> str | None:
+        """The username a token was made for, if it names one."""
+        stored = await self.store.get(self.domain, token) if token else None
+        name = json.loads(stored).get("username") if stored is not None else None
+        return name if isinstance(name, str) else None
 
     async def take(self, token: str) -> str | None:
         """Use the token up (no expiry check, the XEP checks it at preauth only); the stored
@@ -149,9 +164,11 @@ class Invites:
     async def give_back(self, token: str, record: str) -> None:
         await self.store.set(self.domain, token, record)
 
-    def uri(self, token: str) -> str:
-        """XEP-0401 §5: the registration URI an invitee opens."""
-        return f"xmpp:{self.domain}?register;preauth={token}"
+    def uri(self, token: str, username: str | None = None) -> str:
+        """XEP-0401 §5: the registration URI an invitee opens (XEP-0445 §2.1: with the
+        account's JID when the invitation is for one username)."""
+        where = self.domain if username is None else f"{username}@{self.domain}"
+        return f"xmpp:{where}?register;preauth={token}"
 
 
 class RegistrationOptions(ModuleOptions):
@@ -285,6 +302,15 @@ class Registration(Module[RegistrationOptions]):
         password = query.find_text("password") or ""
         if username is None or not _usable(password):
             return _error(stanza, StanzaErrorCondition.NOT_ACCEPTABLE, "username and password")
+        if token is not None:
+            reserved = await self.invites.username_of(token)
+            if reserved is not None and reserved != username:
+                # An invitation for one account (XEP-0445 §2.1) registers that one only.
+                return _error(
+                    stanza,
+                    StanzaErrorCondition.FORBIDDEN,
+                    f"this invitation is for the username '{reserved}'",
+                )
         if await self.storage.accounts.get(self.domain, username) is not None:
             return _error(stanza, StanzaErrorCondition.CONFLICT)
         if not self.limiter.acquire(address):

@@ -28,6 +28,7 @@ from aiohttp import web
 
 from salon.core.clock import Timer
 from salon.errors import StreamErrorCondition
+from salon.logs import CONNECTION
 from salon.namespaces import NS_XBOSH
 from salon.net.shell import StreamShell
 from salon.stream.c2s import C2SStream
@@ -99,7 +100,11 @@ class BoshManager:
         session = self.sessions.get(sid)
         if session is None:
             return error_response("item-not-found")
-        return await session.handle(body)
+        token = CONNECTION.set(session.conn_id)  # this request acts for that session
+        try:
+            return await session.handle(body)
+        finally:
+            CONNECTION.reset(token)
 
     async def _create(self, body: Body, *, peer: str, is_secure: bool) -> web.Response:
         """Session creation (XEP-0124 §7.1, XEP-0206 §3)."""
@@ -127,6 +132,19 @@ class BoshManager:
             wants_acks=body.get("ack") == "1",
             first_rid=rid,
         )
+        token = CONNECTION.set(session.conn_id)
+        try:
+            return await self._start(session, body, legacy)
+        finally:
+            CONNECTION.reset(token)
+
+    async def _start(self, session: BoshSession, body: Body, legacy: bool) -> web.Response:
+        log.info("BOSH session from %s", session.peer)
+        refused = session.admit()
+        if refused is not None:
+            # Over a per-IP limit (sessions from one address, or blocked after failed
+            # logins): XEP-0124 §17.2's policy-violation ends it before it starts.
+            return error_response("policy-violation", legacy=legacy)
         self.sessions[session.sid] = session
         session.register()
         return await session.start(body)
@@ -188,7 +206,7 @@ class BoshSession(StreamShell):
     ) -> None:
         server = manager.server
         stream = C2SStream(server.c2s_policy, is_secure=is_secure, framing=BoshFraming())
-        super().__init__(server, stream, peer)
+        super().__init__(server, stream, peer, "bosh")
         options = server.settings.http
         self.manager = manager
         self.sid = sid

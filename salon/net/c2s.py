@@ -15,8 +15,9 @@ import logging
 from typing import TYPE_CHECKING
 
 from salon.errors import StreamErrorCondition
+from salon.logs import CONNECTION
 from salon.namespaces import NS_CLIENT
-from salon.net.limits import ReadShaper, address_of
+from salon.net.limits import ReadShaper
 from salon.net.shell import ClientShell, TcpShell
 from salon.stream.c2s import C2SStream
 from salon.xml.element import Element
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 class C2SConnection(TcpShell, ClientShell):
-    __slots__ = ("_admitted", "_held_data", "_out", "_shaper", "direct_tls", "transport")
+    __slots__ = ("_held_data", "_out", "_shaper", "direct_tls", "transport")
 
     stream: C2SStream
 
@@ -40,20 +41,24 @@ class C2SConnection(TcpShell, ClientShell):
         self._out: list[bytes] = []
         self._held_data: list[bytes] | None = None  # bytes that arrive while TLS is starting
         self._shaper: ReadShaper | None = None
-        self._admitted = True  # counted in the per-IP limits (closed() uncounts it)
 
     # ------------------------------------------------------------------ asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        token = CONNECTION.set(self.conn_id)
+        try:
+            self._made(transport)
+        finally:
+            CONNECTION.reset(token)
+
+    def _made(self, transport: asyncio.BaseTransport) -> None:
         self._attach(transport, self.server.settings.c2s.max_send_queue)
+        refused = self.admit()
+        if refused is not None:
+            self.register()
+            self.close_stream(StreamErrorCondition.POLICY_VIOLATION, refused)
+            return
         limits = self.server.limits
         if limits is not None:
-            refused = limits.admit(address_of(self.peer))
-            if refused is not None:
-                log.info("refused: %s", refused, extra={"conn": self.peer})
-                self._admitted = False
-                self.register()
-                self.close_stream(StreamErrorCondition.POLICY_VIOLATION, refused)
-                return
             self._shaper = limits.read_shaper("c2s", self._pause_input, self._resume_input)
         if self.direct_tls:
             sslobj = transport.get_extra_info("ssl_object")
@@ -61,12 +66,14 @@ class C2SConnection(TcpShell, ClientShell):
         self.register()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._shaper is not None:
-            self._shaper.cancel()
-        limits = self.server.limits
-        if limits is not None and self._admitted:
-            limits.closed(address_of(self.peer))
-        self.transport_lost(None if exc is None else str(exc))
+        token = CONNECTION.set(self.conn_id)
+        try:
+            if self._shaper is not None:
+                self._shaper.cancel()
+            self._release_address()  # (transport_lost may return early for a closed stream)
+            self.transport_lost(None if exc is None else str(exc))
+        finally:
+            CONNECTION.reset(token)
 
     # ------------------------------------------------------------------ Connection API
     def send_stanza(self, stanza: Element) -> None:

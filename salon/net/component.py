@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from salon.core.session import C2SSession
 from salon.errors import StanzaError, StanzaErrorCondition, StreamErrorCondition
 from salon.jid import JID
+from salon.logs import CONNECTION, new_connection_id
 from salon.net.shell import MAX_INBOX, TcpShell
 from salon.stream.component import (
     ComponentAction,
@@ -133,6 +134,7 @@ class ComponentConnection(TcpShell):
 
     def __init__(self, manager: ComponentManager) -> None:
         self.manager = manager
+        self.conn_id = new_connection_id("comp")  # its id in log lines (salon.logs)
         self.stream = ComponentStream(manager.policy)
         self.transport: asyncio.Transport | None = None
         self.peer = ""
@@ -150,16 +152,24 @@ class ComponentConnection(TcpShell):
 
     # ------------------------------------------------------------------ transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        settings = self.manager.settings
-        self._attach(transport, settings.max_send_queue)
-        self.manager.connections.add(self)
-        self._deadline = self._loop.call_later(settings.handshake_timeout, self._too_slow)
+        token = CONNECTION.set(self.conn_id)
+        try:
+            settings = self.manager.settings
+            self._attach(transport, settings.max_send_queue)
+            self.manager.connections.add(self)
+            self._deadline = self._loop.call_later(settings.handshake_timeout, self._too_slow)
+        finally:
+            CONNECTION.reset(token)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._closing = True
-        if self._deadline is not None:
-            self._deadline.cancel()
-        self.manager.detach(self)
+        token = CONNECTION.set(self.conn_id)
+        try:
+            self._closing = True
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self.manager.detach(self)
+        finally:
+            CONNECTION.reset(token)
 
     def _too_slow(self) -> None:
         if not self.stream.is_ready:

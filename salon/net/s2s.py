@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from salon.core.clock import Timer, wait_for
 from salon.errors import StanzaError, StanzaErrorCondition, StreamErrorCondition
 from salon.jid import JID
+from salon.logs import CONNECTION, new_connection_id
 from salon.net.dns import NoService, S2SResolver, S2STarget
 from salon.net.pkix import S2STls
 from salon.net.shell import MAX_INBOX, TcpShell
@@ -62,9 +63,11 @@ class _Connection(TcpShell):
     after STARTTLS, idle time."""
 
     _overflow_message = "closing s2s connection %s: send buffer over its limit"
+    _kind = "s2s"  # the prefix of the connection's id in log lines
 
     def __init__(self, manager: S2SManager) -> None:
         self.manager = manager
+        self.conn_id = new_connection_id(self._kind)
         self.transport: asyncio.Transport | None = None
         self.peer = ""
         self._out: list[bytes] = []
@@ -135,6 +138,8 @@ class _Connection(TcpShell):
 
 # ---------------------------------------------------------------------- inbound
 class S2SInConnection(_Connection):
+    _kind = "s2sin"
+
     def __init__(self, manager: S2SManager, *, direct_tls: bool = False) -> None:
         super().__init__(manager)
         self.direct_tls = direct_tls
@@ -145,11 +150,16 @@ class S2SInConnection(_Connection):
         self.authenticated: dict[tuple[str, str], str] = {}  # (remote, local) → mechanism
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.manager.incoming.add(self)
-        if self.direct_tls:
-            sslobj = transport.get_extra_info("ssl_object")
-            self._execute(self.stream.tls_established(self.manager.tls.validator.check(sslobj)))
+        token = CONNECTION.set(self.conn_id)
+        try:
+            super().connection_made(transport)
+            self.manager.incoming.add(self)
+            if self.direct_tls:
+                sslobj = transport.get_extra_info("ssl_object")
+                checked = self.manager.tls.validator.check(sslobj)
+                self._execute(self.stream.tls_established(checked))
+        finally:
+            CONNECTION.reset(token)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
@@ -217,6 +227,8 @@ class S2SInConnection(_Connection):
 class S2SOutConnection(_Connection):
     """One connection to ``remote``, opened for ``local`` (more local domains may join)."""
 
+    _kind = "s2sout"
+
     def __init__(self, manager: S2SManager, local: str, remote: str) -> None:
         super().__init__(manager)
         self.local = local
@@ -232,17 +244,26 @@ class S2SOutConnection(_Connection):
         return not self._closing and not self._lost and not self.stream.closed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.is_connected = True
-        if self.target is not None and self.target.is_direct_tls:
-            sslobj = transport.get_extra_info("ssl_object")
-            self._execute(self.stream.tls_established(self.manager.tls.validator.check(sslobj)))
-        self._execute(self.stream.start())
+        token = CONNECTION.set(self.conn_id)
+        try:
+            super().connection_made(transport)
+            self.is_connected = True
+            if self.target is not None and self.target.is_direct_tls:
+                sslobj = transport.get_extra_info("ssl_object")
+                checked = self.manager.tls.validator.check(sslobj)
+                self._execute(self.stream.tls_established(checked))
+            self._execute(self.stream.start())
+        finally:
+            CONNECTION.reset(token)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._closing = True
-        self._lost = True
-        self.manager.connection_ended(self, None)
+        token = CONNECTION.set(self.conn_id)
+        try:
+            self._closing = True
+            self._lost = True
+            self.manager.connection_ended(self, None)
+        finally:
+            CONNECTION.reset(token)
 
     def close_stream(
         self, condition: StreamErrorCondition | None = None, text: str | None = None
@@ -280,6 +301,8 @@ class S2SOutConnection(_Connection):
 
     async def run(self, resolver: S2SResolver) -> None:
         """Find the remote's servers and connect to the first that answers."""
+        CONNECTION.set(self.conn_id)  # this task works for this connection only
+        log.info("connecting to %s for %s", self.remote, self.local)
         loop = asyncio.get_running_loop()
         timeout = self.manager.settings.connect_timeout
         try:

@@ -30,6 +30,7 @@ from salon.core.clock import Clock, Timer
 from salon.core.session import C2SSession
 from salon.errors import StanzaError, StanzaErrorCondition, StreamErrorCondition
 from salon.jid import JID
+from salon.logs import CONNECTION, new_connection_id
 from salon.namespaces import NS_CLIENT
 from salon.net.limits import ReadShaper, address_of
 from salon.stream.c2s import C2SStream
@@ -65,6 +66,7 @@ class ClientShell:
     :meth:`_pause_input` and :meth:`_resume_input`."""
 
     __slots__ = (
+        "_admitted",
         "_clock",
         "_closing",
         "_deferred",
@@ -75,6 +77,7 @@ class ClientShell:
         "_metrics",
         "_stanza_bucket",
         "_worker",
+        "conn_id",
         "connected_at",
         "last_activity",
         "peer",
@@ -83,10 +86,13 @@ class ClientShell:
         "stream",
     )
 
-    def __init__(self, server: App, stream: C2SStream, peer: str) -> None:
+    def __init__(self, server: App, stream: C2SStream, peer: str, kind: str = "c2s") -> None:
         self.server = server
         self.stream = stream
         self.peer = peer
+        # the id on every log line about this connection (salon.logs); a transport sets
+        # salon.logs.CONNECTION to it while it handles the connection
+        self.conn_id = new_connection_id(kind)
         self.session: C2SSession | None = None
         # stanzas waiting for the router; allocated per burst (a deque costs ~600 bytes and
         # most sessions are idle most of the time)
@@ -103,6 +109,7 @@ class ClientShell:
         limits = server.limits
         self._stanza_bucket = None if limits is None else limits.stanza_bucket()
         self.connected_at = self.last_activity = clock.monotonic()
+        self._admitted = False  # counted in the per-IP limits (released when it ends)
 
     # ------------------------------------------------------------------ transport side
     def _write(self, data: bytes) -> None:
@@ -125,9 +132,30 @@ class ClientShell:
         """The stream asked for STARTTLS: only a transport that offers it upgrades."""
         self.close_stream(StreamErrorCondition.INTERNAL_SERVER_ERROR)
 
+    def admit(self) -> str | None:
+        """Count this connection in the per-IP limits (concurrent connections, the block
+        after failed logins; ``salon.net.limits``); the reason to refuse it, if any. Every
+        client transport asks before its stream starts."""
+        limits = self.server.limits
+        if limits is None:
+            return None
+        refused = limits.admit(address_of(self.peer))
+        if refused is None:
+            self._admitted = True
+        else:
+            log.info("refused %s: %s", self.peer, refused)
+        return refused
+
+    def _release_address(self) -> None:
+        limits = self.server.limits
+        if self._admitted and limits is not None:
+            self._admitted = False
+            limits.closed(address_of(self.peer))
+
     def transport_lost(self, reason: str | None = None) -> None:
         """The transport is gone: forget the connection and tell the core, which ends its
         session or lets a module keep it (XEP-0198 hibernation)."""
+        self._release_address()
         connections = self._connections()
         if self._closing and self not in connections:
             return
@@ -222,9 +250,10 @@ class ClientShell:
 
     def _auth_failed(self) -> None:
         self._metrics.auth(self.stream.sasl_mechanism, success=False)
+        log.info("%s failed to authenticate (%s)", self.peer, self.stream.sasl_mechanism)
         limits = self.server.limits
         if limits is not None and limits.auth_failed(address_of(self.peer)):
-            log.info("too many failed logins", extra={"conn": self.peer})
+            log.info("too many failed logins from %s", self.peer)
             text = "too many failed logins from your address"
             self.close_stream(StreamErrorCondition.POLICY_VIOLATION, text)
 
@@ -302,6 +331,7 @@ class ClientShell:
             await self.server.core.unbind(session, "gone while binding")
             return
         self.session = session
+        log.info("%s bound %s", self.peer, session.jid)
         self._execute(self.stream.bind_result(request.iq_id, session.jid))
 
     async def _prebind_nonza(self, element: Element) -> None:
@@ -395,8 +425,8 @@ class StreamShell(ClientShell):
 
     __slots__ = ("_room",)
 
-    def __init__(self, server: App, stream: C2SStream, peer: str) -> None:
-        super().__init__(server, stream, peer)
+    def __init__(self, server: App, stream: C2SStream, peer: str, kind: str) -> None:
+        super().__init__(server, stream, peer, kind)
         self._room = asyncio.Event()  # set while the inbox has room for more input
         self._room.set()
 
@@ -431,6 +461,7 @@ class TcpShell(asyncio.Protocol):
         # Provided by the class that mixes this in (in its __slots__ or its __dict__).
         transport: asyncio.Transport | None
         peer: str
+        conn_id: str  # the connection's id in log lines (salon.logs)
         last_activity: float
         stream: Any  # the stream state machine: ``receive_data`` returns its actions
         _out: list[bytes]
@@ -454,6 +485,7 @@ class TcpShell(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.transport.set_write_buffer_limits(high=send_buffer)
+        log.info("connection from %s", self.peer, extra={"conn": self.conn_id})
         # Small writes (handshake records, short stanzas) must not wait for delayed ACKs:
         # asyncio (3.7+) and uvloop set TCP_NODELAY on every TCP transport themselves, so
         # there is no system call to make here.
@@ -467,14 +499,19 @@ class TcpShell(asyncio.Protocol):
             # The TLS handshake finished but start_tls() has not returned to us yet.
             self._held_data.append(data)
             return
-        self._execute(self.stream.receive_data(data))
+        # Whatever this input makes happen (log lines, tasks, timers) is this connection's.
+        token = CONNECTION.set(self.conn_id)
+        try:
+            self._execute(self.stream.receive_data(data))
+        finally:
+            CONNECTION.reset(token)
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
 
     def pause_writing(self) -> None:
         # The peer reads slower than we write and the buffer passed its limit.
-        log.info(self._overflow_message, self.peer)
+        log.info(self._overflow_message, self.peer, extra={"conn": self.conn_id})
         if self.transport is not None:
             self.transport.abort()
 

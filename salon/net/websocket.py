@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from aiohttp import WSMsgType, web
 
 from salon.errors import StreamErrorCondition
+from salon.logs import CONNECTION
 from salon.net.shell import StreamShell
 from salon.stream.c2s import C2SStream
 from salon.stream.framing import WebSocketFraming, websocket_redirect
@@ -51,6 +52,11 @@ async def serve_websocket(
         await _redirect(ws, redirect)
         return ws
     conn = WebSocketConnection(server, ws, peer=peer, is_secure=is_secure)
+    refused = conn.admit()
+    if refused is not None:
+        # Over a per-IP limit: the stream opens only to end with <policy-violation/>, the
+        # answer a TCP client gets (RFC 7395 §3.6: a stream error, then <close/>).
+        conn.close_stream(StreamErrorCondition.POLICY_VIOLATION, refused)
     await conn.run()
     return ws
 
@@ -76,7 +82,12 @@ class WebSocketConnection(StreamShell):
         framing = WebSocketFraming(
             max_stanza_bytes=policy.max_stanza_size, max_depth=policy.max_depth
         )
-        super().__init__(server, C2SStream(policy, is_secure=is_secure, framing=framing), peer)
+        stream = C2SStream(policy, is_secure=is_secure, framing=framing)
+        super().__init__(server, stream, peer, "ws")
+        # The request's task serves only this WebSocket: what it does (and the writer task
+        # started here, which copies the context) is logged with this connection's id.
+        CONNECTION.set(self.conn_id)
+        log.info("WebSocket connection from %s", peer)
         self.ws = ws
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._queued_bytes = 0

@@ -22,7 +22,7 @@ from tests.integration.test_xep0077_register import (
     preauth,
     register,
 )
-from tests.integration.test_xep0133_admin import NS_DATA, login
+from tests.integration.test_xep0133_admin import NS_DATA, login, submit
 
 NS_PARS = "urn:xmpp:pars:0"
 NS_IBR_TOKEN = "urn:xmpp:ibr-token:0"
@@ -46,9 +46,13 @@ async def server(server_factory: Factory) -> RunningServer:
     return await invite_server(server_factory)
 
 
-async def create_invite(admin: SlixClient) -> dict[str, str]:
-    """Run the command (it has no form: completed at once); the result form's values."""
-    reply = await admin.xmpp.plugin["xep_0050"].send_command("localhost", NODE, timeout=5)
+async def create_invite(admin: SlixClient, username: str | None = None) -> dict[str, str]:
+    """Run the command (it has no form: completed at once; a ``username`` goes in a form
+    submitted with the execute request); the result form's values."""
+    payload = None if username is None else submit(admin.xmpp, {"username": username})
+    reply = await admin.xmpp.plugin["xep_0050"].send_command(
+        "localhost", NODE, payload=payload, timeout=5
+    )
     assert reply["command"]["status"] == "completed"
     x = reply["command"].xml.find(q(NS_DATA, "x"))
     assert x is not None and x.get("type") == "result"
@@ -99,6 +103,41 @@ async def test_invite_registers_once(server: RunningServer) -> None:
     assert error_of(await register(other, "romeo")) == ("not-allowed", "cancel")
     await other.close()
     assert not await account_exists(server, "romeo")
+
+
+async def test_invite_for_a_username_registers_that_username_only(
+    server: RunningServer,
+) -> None:
+    admin = await login(server, "boss@localhost")
+    invite = await create_invite(admin, "Juliet")
+    token = invite["token"]
+    # XEP-0445 §2.1: the URI names the account the invitation is for (username prepared)
+    assert invite["uri"] == f"xmpp:juliet@localhost?register;preauth={token}"
+    client, _ = await preauth(server)
+    assert (await present(client, token)).get("type") == "result"
+    # another username with this token: forbidden, and the token stays usable
+    assert error_of(await register(client, "romeo")) == ("forbidden", "auth")  # RFC 6120 §8.3.3.5
+    assert not await account_exists(server, "romeo")
+    assert (await register(client, "juliet", iq_id="reg2")).get("type") == "result"
+    await client.close()
+    assert await can_log_in(server, "juliet@localhost", PASSWORD)
+    # used up, as any invitation
+    other, _ = await preauth(server)
+    assert error_of(await present(other, token)) == ("item-not-found", "cancel")
+    await other.close()
+
+
+async def test_invite_for_a_taken_or_invalid_username_is_refused(server: RunningServer) -> None:
+    admin = await login(server, "boss@localhost")
+    with pytest.raises(IqError) as exc:
+        await create_invite(admin, "boss")
+    assert exc.value.condition == "conflict"
+    with pytest.raises(IqError) as exc:
+        await create_invite(admin, "not a name")
+    assert exc.value.condition == "not-acceptable"
+    with pytest.raises(IqError) as exc:
+        await create_invite(admin, "juliet@elsewhere.example")
+    assert exc.value.condition == "not-acceptable"
 
 
 async def test_unknown_or_missing_token(server: RunningServer) -> None:

@@ -65,6 +65,7 @@ S_NEW_NICK = "303"
 S_KICKED = "307"
 S_AFFILIATION_REMOVED = "321"
 S_MEMBERS_ONLY = "322"
+S_SHUTDOWN = "332"
 
 _STRIP = ((NS_MUC, "x"), (NS_MUC_USER, "x"), (NS_OCCUPANT_ID, "occupant-id"))
 
@@ -446,6 +447,14 @@ class Room:
         for session in occ.sessions:
             self._by_session.pop(session, None)
         del self.occupants[nicks.key(occ.nick)]
+        return out
+
+    def shutdown(self) -> list[Delivery]:
+        """The service stops: every occupant is taken out, each told with status 332
+        (removed because the service is shutting down, XEP-0045 §15.6.2)."""
+        out: list[Delivery] = []
+        for occ in list(self.occupants.values()):
+            out += self._remove(occ, [S_SHUTDOWN])
         return out
 
     # ------------------------------------------------------------------ messages

@@ -122,6 +122,18 @@ class Muc(Module[MucOptions]):
                 self.rooms[stored.name] = self._from_storage(stored)
                 self._stored.add(stored.name)
 
+    async def stop(self) -> None:
+        """The service stops (a graceful stop, or a reload that restarts it with new
+        options): occupants still in rooms are told they are out (status 332), so no client
+        believes it is in a room the new instance does not know. Persistent rooms stay in
+        storage and are loaded again by the next start."""
+        for room in list(self.rooms.values()):
+            if not room.is_empty:
+                try:
+                    await self._send(room.shutdown())
+                except Exception:
+                    self.log.exception("telling the occupants of a room failed")
+
     # ------------------------------------------------------------------ helpers
     @property
     def limits(self) -> Limits:
