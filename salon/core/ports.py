@@ -27,3 +27,17 @@ class NoFederation:
 
     def send(self, stanza: Element, sender: JID, to: JID) -> None:
         raise RuntimeError("federation is disabled")
+
+
+class PeerNotifier(Protocol):
+    """Tells the other nodes of a cluster that a user's data changed here, so that their
+    caches drop it (each of them then fires ``PeerDataChanged``)."""
+
+    def changed(self, kind: str, user: JID) -> None: ...
+
+
+class NoPeers:
+    """A single process: nobody else caches anything."""
+
+    def changed(self, kind: str, user: JID) -> None:
+        return None

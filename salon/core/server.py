@@ -25,7 +25,7 @@ from salon.core.iq import PendingIqs
 from salon.core.memory import ChurnRelease
 from salon.core.metrics import CoreMetrics
 from salon.core.passwords import PasswordPool
-from salon.core.ports import FederationSender, NoFederation
+from salon.core.ports import FederationSender, NoFederation, NoPeers, PeerNotifier
 from salon.core.router import Router
 from salon.core.session import C2SSession, Connection
 from salon.core.sessions import SessionDirectory, SessionRegistry
@@ -58,6 +58,7 @@ class Server:
         self.router = Router(self)
         self.pending_iqs = PendingIqs()
         self.federation: FederationSender = NoFederation()
+        self.peers: PeerNotifier = NoPeers()  # the other nodes of a cluster, told of changes
         self.passwords = PasswordPool()  # PBKDF2 off the event loop
         self.metrics = CoreMetrics()  # counters /metrics exports (salon.core.metrics)
         # after a mass disconnect: collect and give the freed heap back (salon/core/memory.py)
@@ -145,7 +146,8 @@ class Server:
             # RFC 6120 §7.7.2.2: the newer session wins; the older gets <conflict/>.
             self.sessions.remove(replaced)
             replaced.close(StreamErrorCondition.CONFLICT, "replaced by a new connection")
-            await self.unbind(replaced, "conflict")
+            if not replaced.is_remote:  # a session on another node: that node unbinds it
+                await self.unbind(replaced, "conflict")
         session = C2SSession(bare.with_resource(resource), conn)
         self.sessions.add(session)
         self.bound += 1
