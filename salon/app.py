@@ -12,9 +12,12 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from salon.cluster.node import ClusterNode
 from salon.config import Settings
 from salon.core.bytestreams import BYTESTREAM_RELAY
 from salon.core.clock import Clock, SystemClock
+from salon.core.events import PresenceBroadcast
+from salon.core.hooks import Priority
 from salon.core.items import (
     NONZA_NAMESPACE,
     PREAUTH_FEATURE,
@@ -49,8 +52,11 @@ class App:
     core: Server
     s2s: S2SManager
 
-    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, clock: Clock | None = None, node_name: str | None = None
+    ) -> None:
         self.settings = settings
+        self.node_name = node_name  # a cluster node's name, when not the configured one
         self.clock: Clock = clock or SystemClock()
         self.tls = TlsContexts()
         self.connections: set[C2SConnection] = set()  # every client transport registers here
@@ -82,7 +88,16 @@ class App:
     async def start(self) -> None:
         settings = self.settings
         storage = await open_storage(settings.storage_url(), base_dir=settings.data_path())
-        self.core = Server(settings, storage, clock=self.clock)
+        self.cluster: ClusterNode | None = None
+        if settings.cluster.enabled:
+            # sessions in a directory shared over Redis, stanzas between nodes over Redis
+            self.cluster = ClusterNode(settings.cluster, self.node_name)
+            self.core = Server(settings, storage, clock=self.clock, sessions=self.cluster.directory)
+            self.cluster.server = self.core
+            self.core.peers = self.cluster
+            self.core.owned_domain = self.cluster.owned_service
+        else:
+            self.core = Server(settings, storage, clock=self.clock)
         metrics = self.core.metrics
         metrics.registry.register(TransportCollector(self))
         engine = getattr(storage, "engine", None)
@@ -97,6 +112,12 @@ class App:
             cert, key = settings.host_cert_paths(domain)
             self.tls.add_host(domain, cert, key)
         self.core.load_hosts()
+        if self.cluster is not None:
+            for host in self.core.hosts.values():  # other nodes see presence changes
+                host.hooks.add(PresenceBroadcast, self._presence_changed, Priority.GUARD + 10)
+            await self.cluster.start()
+            if self.s2s.is_enabled:
+                self.s2s.secret = await self.cluster.dialback_secret()
         await self._listen()
         await self.s2s.start()
         await self.core.start_modules()
@@ -169,6 +190,8 @@ class App:
                 break
             await asyncio.sleep(0.02)
         await self.core.drain_tasks()
+        if self.cluster is not None:
+            await self.cluster.stop()
         if self.http is not None:
             await self.http.stop()
         await self.core.stop_modules()
@@ -221,6 +244,10 @@ class App:
                     conn.close_stream(StreamErrorCondition.CONNECTION_TIMEOUT, "idle")
                 elif now - conn.last_activity > HIBERNATE_AFTER:
                     conn.stream.hibernate()  # frees the idle stream's XML parser
+
+    def _presence_changed(self, event: PresenceBroadcast) -> None:
+        if self.cluster is not None:
+            self.cluster.published(event.origin)
 
     def _host_items(self, domain: str, kind: ItemKind[T]) -> list[T]:
         host = self.core.hosts.get(domain)

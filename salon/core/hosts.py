@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from salon.core.domains import DomainService
     from salon.core.metrics import CoreMetrics
     from salon.core.passwords import PasswordPool
-    from salon.core.router import Router
     from salon.core.ports import PeerNotifier
+    from salon.core.router import Router
     from salon.core.server import Server
     from salon.core.session import C2SSession
     from salon.core.sessions import SessionDirectory

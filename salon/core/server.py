@@ -59,6 +59,9 @@ class Server:
         self.pending_iqs = PendingIqs()
         self.federation: FederationSender = NoFederation()
         self.peers: PeerNotifier = NoPeers()  # the other nodes of a cluster, told of changes
+        # a cluster wraps the service domains whose entities keep state in memory (MUC
+        # rooms: ``cluster_owned``) so that each entity lives on one node
+        self.owned_domain: Callable[[str, DomainService], DomainService] | None = None
         self.passwords = PasswordPool()  # PBKDF2 off the event loop
         self.metrics = CoreMetrics()  # counters /metrics exports (salon.core.metrics)
         # after a mass disconnect: collect and give the freed heap back (salon/core/memory.py)
@@ -124,6 +127,8 @@ class Server:
     def serve_domain(self, domain: str, service: DomainService) -> Callable[[], None]:
         if domain in self.hosts or domain in self.domains:
             raise ValueError(f"{domain} is already served")
+        if self.owned_domain is not None and getattr(service, "cluster_owned", False):
+            service = self.owned_domain(domain, service)
         self.domains[domain] = service
 
         def remove() -> None:

@@ -69,7 +69,9 @@ from salon.namespaces import NS_BLOCKING, NS_BLOCKING_ERRORS, NS_CLIENT, NS_REPO
 from salon.xml.element import Element
 from salon.xml.stanza import error_reply
 
-INTERESTED = SessionSlot[bool]("blocking.interested", shared=True)  # fetched the blocklist: gets pushes
+INTERESTED = SessionSlot[bool](
+    "blocking.interested", shared=True
+)  # fetched the blocklist: gets pushes
 _SUBSCRIBED_FROM = frozenset(("from", "both"))  # the contact may see the user's presence
 _SUBSCRIBED_TO = frozenset(("to", "both"))  # the user sees the contact's presence
 
