@@ -16,8 +16,6 @@ from salon.cluster.node import ClusterNode
 from salon.config import Settings
 from salon.core.bytestreams import BYTESTREAM_RELAY
 from salon.core.clock import Clock, SystemClock
-from salon.core.events import PresenceBroadcast
-from salon.core.hooks import Priority
 from salon.core.items import (
     NONZA_NAMESPACE,
     PREAUTH_FEATURE,
@@ -113,8 +111,6 @@ class App:
             self.tls.add_host(domain, cert, key)
         self.core.load_hosts()
         if self.cluster is not None:
-            for host in self.core.hosts.values():  # other nodes see presence changes
-                host.hooks.add(PresenceBroadcast, self._presence_changed, Priority.GUARD + 10)
             await self.cluster.start()
             if self.s2s.is_enabled:
                 self.s2s.secret = await self.cluster.dialback_secret()
@@ -244,10 +240,6 @@ class App:
                     conn.close_stream(StreamErrorCondition.CONNECTION_TIMEOUT, "idle")
                 elif now - conn.last_activity > HIBERNATE_AFTER:
                     conn.stream.hibernate()  # frees the idle stream's XML parser
-
-    def _presence_changed(self, event: PresenceBroadcast) -> None:
-        if self.cluster is not None:
-            self.cluster.published(event.origin)
 
     def _host_items(self, domain: str, kind: ItemKind[T]) -> list[T]:
         host = self.core.hosts.get(domain)

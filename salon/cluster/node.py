@@ -211,8 +211,11 @@ class ClusterNode:
                 events, self._events = self._events, []
                 try:
                     await self._write(outbox, dirty, events)
-                except (RedisError, OSError) as exc:
-                    log.warning("cluster: Redis write failed (%s); retrying", exc)
+                except Exception as exc:
+                    if not isinstance(exc, RedisError | OSError):
+                        log.exception("cluster: writing to Redis failed")
+                    else:
+                        log.warning("cluster: Redis write failed (%s); retrying", exc)
                     self._outbox[:0] = outbox
                     self._dirty = {**dirty, **self._dirty}
                     self._events[:0] = events

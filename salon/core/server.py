@@ -54,7 +54,7 @@ class Server:
         self.clock: Clock = clock or SystemClock()
         self.hosts: dict[str, VirtualHost] = {}
         self.domains: dict[str, DomainService] = {}  # MUC, PubSub, upload, components
-        self.sessions: SessionDirectory = sessions or SessionRegistry()
+        self.sessions: SessionDirectory = sessions if sessions is not None else SessionRegistry()
         self.router = Router(self)
         self.pending_iqs = PendingIqs()
         self.federation: FederationSender = NoFederation()

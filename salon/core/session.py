@@ -140,6 +140,12 @@ class C2SSession:
             self.observer(self)
         return value
 
+    def changed(self) -> None:
+        """Availability, priority or presence changed: tell the observer (the presence
+        module calls it; a cluster publishes the new state to the other nodes)."""
+        if self.observer is not None:
+            self.observer(self)
+
     def shared_slots(self) -> dict[str, Any]:
         """The values of the shared slots this session holds, by slot name."""
         if not self._slots:
