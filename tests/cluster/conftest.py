@@ -40,7 +40,7 @@ POSTGRES_URL = os.environ.get(
 REDIS_URL = os.environ.get("SALON_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 HEARTBEAT = 0.2  # seconds: nodes notice a dead one within about a second
 TTL = 1.0
-START_TIMEOUT = 30.0
+START_TIMEOUT = 90.0
 
 
 def _toml(value: Any) -> str:
