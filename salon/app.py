@@ -29,6 +29,7 @@ from salon.net.c2s import C2SConnection
 from salon.net.component import ComponentManager
 from salon.net.http import HttpService
 from salon.net.limits import Limits
+from salon.net.listen import listen
 from salon.net.metrics import TransportCollector
 from salon.net.s2s import S2SManager
 from salon.net.socks5 import Socks5Relay
@@ -125,13 +126,14 @@ class App:
         c2s = self.settings.c2s
         if c2s.starttls_enabled or not c2s.require_encryption:
             self.listeners["c2s"] = [
-                await loop.create_server(lambda: C2SConnection(self), host, c2s.port)
+                await listen(loop, lambda: C2SConnection(self), host, c2s.port)
                 for host in c2s.interfaces
             ]
         direct_ctx = self.tls.direct_tls_context()
         if c2s.direct_tls_enabled and direct_ctx is not None:
             self.listeners["c2s_direct_tls"] = [
-                await loop.create_server(
+                await listen(
+                    loop,
                     lambda: C2SConnection(self, direct_tls=True),
                     host,
                     c2s.direct_tls_port,

@@ -76,6 +76,7 @@ class Node:
     data_dir: Path
     config: Path
     proc: subprocess.Popen[bytes] | None = None
+    workers: int = 1
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -121,8 +122,11 @@ class Cluster:
 async def _start_node(node: Node) -> None:
     out = node.log.open("wb")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "salon", "serve", "-c", str(node.config)]
+    if node.workers > 1:
+        command += ["--workers", str(node.workers)]
     node.proc = subprocess.Popen(
-        [sys.executable, "-m", "salon", "serve", "-c", str(node.config)],
+        command,
         stdout=out,
         stderr=subprocess.STDOUT,
         env=env,
@@ -130,7 +134,7 @@ async def _start_node(node: Node) -> None:
     )
     loop = asyncio.get_running_loop()
     deadline = loop.time() + START_TIMEOUT
-    while "listening: c2s on" not in node.log_text():
+    while node.log_text().count("listening: c2s on") < node.workers:
         if node.proc.poll() is not None:
             raise AssertionError(f"node {node.name} exited:\n{node.log_text()}")
         if loop.time() > deadline:
@@ -166,7 +170,10 @@ async def cluster_factory(
     pg = f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}schema={schema}"
     made: list[Cluster] = []
 
-    async def make(count: int = 3, modules: dict[str, Any] | None = None) -> Cluster:
+    async def make(
+        count: int = 3, modules: dict[str, Any] | None = None, workers: int = 1
+    ) -> Cluster:
+        """``count`` nodes; with ``workers`` > 1, each is ``salon serve --workers``."""
         storage = await open_storage(pg)  # creates and migrates the schema
         ca_path = tmp_path / "ca.pem"
         ca.cert_pem.write_to_path(str(ca_path))
@@ -182,6 +189,7 @@ async def cluster_factory(
                 ca_path,
                 data_dir,
                 data_dir / "salon.toml",
+                workers=workers,
             )
             tables: dict[str, Any] = {
                 "server": {"data_dir": str(data_dir), "storage": pg, "log_level": "info"},
