@@ -171,7 +171,10 @@ async def cluster_factory(
     made: list[Cluster] = []
 
     async def make(
-        count: int = 3, modules: dict[str, Any] | None = None, workers: int = 1
+        count: int = 3,
+        modules: dict[str, Any] | None = None,
+        workers: int = 1,
+        redis_url: str = REDIS_URL,
     ) -> Cluster:
         """``count`` nodes; with ``workers`` > 1, each is ``salon serve --workers``."""
         storage = await open_storage(pg)  # creates and migrates the schema
@@ -202,7 +205,7 @@ async def cluster_factory(
                 "http": {"enabled": False},
                 "s2s": {"enabled": False},
                 "cluster": {
-                    "redis": REDIS_URL,
+                    "redis": redis_url,
                     "node": node.name,
                     "key_prefix": prefix,
                     "heartbeat_interval": HEARTBEAT,

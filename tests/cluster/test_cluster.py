@@ -14,6 +14,7 @@ from tests.integration.im_helpers import presence, push, roster_get, send_iq, se
 from tests.integration.message_helpers import delay_of, is_message
 
 NS_MUC = "http://jabber.org/protocol/muc"
+INSTANT_ROOM = f"<query xmlns='{NS_MUC}#owner'><x xmlns='jabber:x:data' type='submit'/></query>"
 
 
 async def login(node: Node, jid: str, *, available: bool = True, **kw: Any) -> SlixClient:
@@ -139,11 +140,7 @@ async def test_group_chat_across_nodes(cluster: Cluster) -> None:
         if nick == "A":  # the creator accepts the default configuration (XEP-0045 §10.1.2)
             iq = client.xmpp.Iq()
             iq["type"], iq["to"] = "set", room
-            iq.append(
-                ET.fromstring(
-                    f"<query xmlns='{NS_MUC}#owner'><x xmlns='jabber:x:data' type='submit'/></query>"
-                )
-            )
+            iq.append(ET.fromstring(INSTANT_ROOM))
             assert (await send_iq(client, iq))["type"] == "result"
     # Everyone sees everyone, whichever node they joined through.
     # (a joiner gets the others' presence before its own, so only later joins are checked)
