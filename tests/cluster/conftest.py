@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import uuid
@@ -81,6 +82,9 @@ class Node:
 
     def __post_init__(self) -> None:
         self.log = self.data_dir / "salon.log"
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_path))
 
     def kill(self) -> None:
         assert self.proc is not None

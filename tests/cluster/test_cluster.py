@@ -9,9 +9,10 @@ from typing import Any
 from slixmpp.xmlstream import ET
 
 from tests.cluster.conftest import Cluster, Node
-from tests.integration.harness import SlixClient, connect_slixmpp, until
+from tests.integration.harness import RawClient, SlixClient, connect_slixmpp, until
 from tests.integration.im_helpers import presence, push, roster_get, send_iq, settle
-from tests.integration.message_helpers import delay_of, is_message
+from tests.integration.message_helpers import carbon_original, delay_of, is_carbon, is_message
+from tests.integration.test_xep0198_sm import enable, resume
 
 NS_MUC = "http://jabber.org/protocol/muc"
 INSTANT_ROOM = f"<query xmlns='{NS_MUC}#owner'><x xmlns='jabber:x:data' type='submit'/></query>"
@@ -163,3 +164,53 @@ async def _has_offline(cluster: Cluster, local: str) -> bool:
 
 async def _redis_has(cluster: Cluster, node: str, jid: str, present: bool) -> bool:
     return (jid in await cluster.sessions_in_redis(node)) is present
+
+
+async def test_carbons_and_sm_fallback_across_nodes(cluster: Cluster) -> None:
+    """XEP-0280: a resource on another node gets carbons of what its sibling sends and
+    receives. XEP-0198: a client that resumes through another node than the one holding its
+    session gets <item-not-found/>, binds anew, and what its old session had not
+    acknowledged reaches it through offline storage."""
+    n1, n2, n3 = cluster.nodes
+    alice, bob = [await cluster.add_user(n) for n in ("alice", "bob")]
+    phone = await login(n1, f"{alice}/phone")
+    laptop = await login(n2, f"{alice}/laptop")
+    cb = await login(n3, f"{bob}/b")
+    for client in (phone, laptop):
+        iq = client.xmpp.Iq()
+        iq["type"] = "set"
+        iq.append(ET.fromstring("<enable xmlns='urn:xmpp:carbons:2'/>"))
+        assert (await send_iq(client, iq))["type"] == "result"
+    chat(cb, f"{alice}/phone", "to the phone")
+    await phone.expect(lambda s: is_message(s, "to the phone"))
+    received = await laptop.expect(is_carbon("received"))
+    assert carbon_original(received, "received").findtext("{jabber:client}body") == ("to the phone")
+    chat(phone, bob, "from the phone")
+    await cb.expect(lambda s: is_message(s, "from the phone"))
+    sent = await laptop.expect(is_carbon("sent"))
+    assert carbon_original(sent, "sent").findtext("{jabber:client}body") == "from the phone"
+    for client in (phone, laptop, cb):
+        await client.disconnect()
+    desk = await login(n3, f"{alice}/desk")
+
+    # Stream management: a managed session on n1 loses its connection (it hibernates) ...
+    raw = await RawClient.connect(n1)  # type: ignore[arg-type]
+    await raw.login(n1, bob, resource="sm")  # type: ignore[arg-type]
+    previd = (await enable(raw)).get("id")
+    await raw.send("<presence/>")
+    chat(desk, f"{bob}/sm", "unacked")
+    while (await raw.next()).tag != "{jabber:client}message":
+        pass  # received, never acknowledged
+    raw.writer.transport.abort()
+    # ... and the client comes back through n2: item-not-found, then a new session.
+    again, failed = await resume(n2, bob, previd or "", 0)  # type: ignore[arg-type]
+    assert failed.tag == "{urn:xmpp:sm:3}failed", failed.tag
+    assert failed.find("{urn:ietf:params:xml:ns:xmpp-stanzas}item-not-found") is not None
+    await again.bind("sm")  # the same resource: the hibernated session is replaced
+    await again.send("<presence/>")
+    while True:
+        got = await again.next()
+        if got.findtext("{jabber:client}body") == "unacked":
+            break
+    assert got.find("{urn:xmpp:delay}delay") is not None  # it came out of offline storage
+    await desk.disconnect()
