@@ -32,7 +32,9 @@ class Transport(Protocol):
     """What the directory needs from the node: forwarding and publishing."""
 
     def forward(self, node: str, to: JID, stanza: Element, hops: int = 0) -> None: ...
-    def close_remote(self, node: str, to: JID) -> None: ...
+    def close_remote(
+        self, node: str, to: JID, condition: StreamErrorCondition | None = None
+    ) -> None: ...
     def published(self, session: C2SSession) -> None: ...
     def withdrawn(self, session: C2SSession) -> None: ...
 
@@ -56,8 +58,8 @@ class RemoteLink:
         text: str | None = None,
         extra: Element | None = None,
     ) -> None:
-        # Only a resource conflict closes another node's session (the newest wins).
-        self.transport.close_remote(self.node, self.jid)
+        # A resource conflict (the newest wins), an account removed or disabled, ...
+        self.transport.close_remote(self.node, self.jid, condition)
 
     def idle_seconds(self) -> float:
         return 0.0  # its own node pings it

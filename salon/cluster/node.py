@@ -192,8 +192,13 @@ class ClusterNode:
         self._outbox.append((node, fields))
         self._kick()
 
-    def close_remote(self, node: str, to: JID) -> None:
-        self._outbox.append((node, {"k": "c", "t": str(to)}))
+    def close_remote(
+        self, node: str, to: JID, condition: StreamErrorCondition | None = None
+    ) -> None:
+        fields = {"k": "c", "t": str(to)}
+        if condition is not None:
+            fields["e"] = condition.value
+        self._outbox.append((node, fields))
         self._kick()
 
     def _kick(self) -> None:
@@ -292,6 +297,8 @@ class ClusterNode:
             self._forget_rooms_of(node)
             await self._reap(node)
         elif op == "changed" and jid is not None:
+            if event.get("kind") == "account":  # a password, a deletion, a disabled mark
+                self.server.storage.accounts.forget(jid.domain, jid.local or "")
             host = self.server.hosts.get(jid.domain)
             if host is not None:
                 await host.hooks.fire(PeerDataChanged(str(event.get("kind")), jid.bare))
@@ -348,8 +355,13 @@ class ClusterNode:
         if kind == "c":
             session = self.directory.local.get(to)
             if session is not None:
-                session.close(StreamErrorCondition.CONFLICT, "replaced by a new connection")
-                await self.server.unbind(session, "conflict")
+                try:
+                    condition = StreamErrorCondition(fields.get("e", "conflict"))
+                except ValueError:
+                    condition = StreamErrorCondition.CONFLICT
+                text = "replaced by a new connection" if condition.value == "conflict" else None
+                session.close(condition, text)
+                await self.server.unbind(session, condition.value)
             return
         stanza = parse_element(fields["x"])
         if kind == "s":
