@@ -418,7 +418,14 @@ class ClusterNode:
             try:
                 if not self.connected.is_set():
                     continue
-                await self.redis.set(self._k("node", self.name), "1", px=self.ttl_ms)
+                was = await self.redis.set(
+                    self._k("node", self.name), "1", px=self.ttl_ms, get=True
+                )
+                if was is None:
+                    # Our heartbeat lapsed (cut off from Redis, or stalled): the others took
+                    # this node for dead and removed its sessions. Publish them again.
+                    log.warning("cluster: node %s was taken for dead; rejoining", self.name)
+                    await self._register()
                 await self._check_nodes()
             except asyncio.CancelledError:
                 raise
