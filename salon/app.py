@@ -93,6 +93,8 @@ class App:
             self.cluster = ClusterNode(settings.cluster, self.node_name)
             self.core = Server(settings, storage, clock=self.clock, sessions=self.cluster.directory)
             self.cluster.server = self.core
+            self.core.pending_iqs.node = self.cluster.name
+            self.core.pending_iqs.forward = self.cluster.forward_answer
             self.core.peers = self.cluster
             self.core.owned_domain = self.cluster.owned_service
         else:

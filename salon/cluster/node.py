@@ -192,6 +192,12 @@ class ClusterNode:
         self._outbox.append((node, fields))
         self._kick()
 
+    def forward_answer(self, node: str, stanza: Element) -> None:
+        """An iq result or error for an id another node made (``PendingIqs.answer``)."""
+        to = stanza.get("to") or ""
+        self._outbox.append((node, {"k": "r", "t": to, "x": serialize_str(stanza)}))
+        self._kick()
+
     def close_remote(
         self, node: str, to: JID, condition: StreamErrorCondition | None = None
     ) -> None:
@@ -364,6 +370,9 @@ class ClusterNode:
                 await self.server.unbind(session, condition.value)
             return
         stanza = parse_element(fields["x"])
+        if kind == "r":  # the answer to an iq this node sent
+            self.server.pending_iqs.resolve(stanza)
+            return
         if kind == "s":
             sender = parse_jid(fields.get("f", ""))
             service = self._local_services.get(to.domain)

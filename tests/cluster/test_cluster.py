@@ -12,6 +12,8 @@ from tests.cluster.conftest import Cluster, Node
 from tests.integration.harness import RawClient, SlixClient, connect_slixmpp, until
 from tests.integration.im_helpers import presence, push, roster_get, send_iq, settle
 from tests.integration.message_helpers import carbon_original, delay_of, is_carbon, is_message
+from tests.integration.pubsub_helpers import event, event_item_ids, publish
+from tests.integration.test_xep0163_pep import TUNE, pep_client, tune
 from tests.integration.test_xep0198_sm import enable, resume
 
 NS_MUC = "http://jabber.org/protocol/muc"
@@ -214,3 +216,25 @@ async def test_carbons_and_sm_fallback_across_nodes(cluster: Cluster) -> None:
             break
     assert got.find("{urn:xmpp:delay}delay") is not None  # it came out of offline storage
     await desk.disconnect()
+
+
+async def test_pep_notifications_across_nodes(cluster: Cluster) -> None:
+    """XEP-0163: a contact on another node whose caps say +notify gets the owner's new items
+    live (and one without +notify does not)."""
+    n1, n2, n3 = cluster.nodes
+    juliet, romeo, nurse = [await cluster.add_user(n) for n in ("juliet", "romeo", "nurse")]
+    for contact in (romeo, nurse):
+        await cluster.befriend(juliet, contact)
+    j = await pep_client(n1, juliet)  # type: ignore[arg-type]
+    r = await pep_client(n2, romeo, (TUNE,))  # type: ignore[arg-type]
+    n = await pep_client(n3, nurse)  # type: ignore[arg-type]
+    await j.expect(presence(sender=r.jid))  # romeo's caps are in juliet's node's directory
+    await publish(j, TUNE, "song", tune("song"))
+    got = await r.expect(event(TUNE, sender=juliet))
+    assert event_item_ids(got) == ["song"]
+    await publish(j, TUNE, "song2", tune("song two"))
+    got = await r.expect(event(TUNE, sender=juliet))
+    assert event_item_ids(got) == ["song2"]
+    await n.expect_nothing(event(TUNE))
+    for client in (j, r, n):
+        await client.disconnect()
