@@ -4,6 +4,7 @@ a resource conflict to a newer session on another node, and chat in one room."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from slixmpp.xmlstream import ET
@@ -237,4 +238,41 @@ async def test_pep_notifications_across_nodes(cluster: Cluster) -> None:
     assert event_item_ids(got) == ["song2"]
     await n.expect_nothing(event(TUNE))
     for client in (j, r, n):
+        await client.disconnect()
+
+
+async def test_blocking_takes_effect_on_every_node(cluster: Cluster) -> None:
+    """XEP-0191: a block set through one node stops the blocked user's messages routed by
+    another node, whose cached blocklist is dropped (and an unblock lets them through)."""
+    n1, n2, _ = cluster.nodes
+    alice, bob = [await cluster.add_user(n) for n in ("alice", "bob")]
+    ca = await login(n1, f"{alice}/a")
+    cb = await login(n2, f"{bob}/b")
+    chat(ca, f"{bob}/b", "first")  # n1 reads bob's (empty) blocklist and caches it
+    await cb.expect(lambda s: is_message(s, "first"))
+    iq = cb.xmpp.Iq()
+    iq["type"] = "set"
+    iq.append(ET.fromstring(f"<block xmlns='urn:xmpp:blocking'><item jid='{alice}'/></block>"))
+    assert (await send_iq(cb, iq))["type"] == "result"
+    refused = False
+    for attempt in range(20):  # the invalidation crosses Redis: bounded retries
+        chat(ca, f"{bob}/b", f"blocked {attempt}")
+        bounced = asyncio.ensure_future(
+            ca.expect(lambda s: s.name == "message" and s["type"] == "error", timeout=3)
+        )
+        delivered = asyncio.ensure_future(
+            cb.expect(lambda s, n=attempt: is_message(s, f"blocked {n}"), timeout=3)
+        )
+        done, pending = await asyncio.wait(
+            {bounced, delivered}, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in pending:
+            task.cancel()
+        if bounced in done and bounced.exception() is None:
+            assert bounced.result()["error"]["condition"] == "service-unavailable"
+            refused = True
+            break
+    assert refused, "n1 kept delivering after bob blocked alice on n2"
+    await cb.expect_nothing(lambda s: is_message(s, f"blocked {attempt}"), within=0.5)
+    for client in (ca, cb):
         await client.disconnect()
