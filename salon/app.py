@@ -189,12 +189,16 @@ class App:
             if not self.connections and not self.core.is_busy:
                 break
             await asyncio.sleep(0.02)
+        log.debug("stop: connections closed")
         await self.core.drain_tasks()
+        log.debug("stop: background tasks done")
         if self.cluster is not None:
             await self.cluster.stop()
+            log.debug("stop: left the cluster")
         if self.http is not None:
             await self.http.stop()
         await self.core.stop_modules()
+        log.debug("stop: modules stopped")
         await self.core.storage.close()
         self._stopped.set()
 

@@ -59,6 +59,7 @@ MAX_HOPS = 3  # a stanza chasing a session that keeps moving stops after this ma
 OUTBOX_LIMIT = 100_000  # stanzas waiting for Redis; beyond, new ones are bounced
 BATCH = 500
 RETRY = 0.5  # seconds between attempts while Redis is unreachable
+STOP_WAIT = 3.0  # seconds each step of leaving the cluster may take
 
 
 def default_node_name() -> str:
@@ -151,16 +152,21 @@ class ClusterNode:
                 await asyncio.wait_for(asyncio.shield(self._flushing), 5)
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
-        with contextlib.suppress(RedisError, OSError):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.delete(self._k("node", self.name))
-                pipe.publish(self._k("events"), _event("bye", self.name))
-                await pipe.execute()
-        await self.redis.aclose()
-        await self._reader.aclose()
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_WAIT)
+            for task in stuck:
+                log.warning("cluster: %r did not stop in time", task.get_coro())
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await asyncio.wait_for(self._say_bye(), STOP_WAIT)
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await asyncio.wait_for(self.redis.aclose(), STOP_WAIT)
+            await asyncio.wait_for(self._reader.aclose(), STOP_WAIT)
+
+    async def _say_bye(self) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._k("node", self.name))
+            pipe.publish(self._k("events"), _event("bye", self.name))
+            await pipe.execute()
 
     # ------------------------------------------------------------------ publishing sessions
     def published(self, session: C2SSession) -> None:

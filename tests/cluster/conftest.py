@@ -199,7 +199,12 @@ async def cluster_factory(
                 workers=workers,
             )
             tables: dict[str, Any] = {
-                "server": {"data_dir": str(data_dir), "storage": pg, "log_level": "info"},
+                "server": {
+                    "data_dir": str(data_dir),
+                    "storage": pg,
+                    "log_level": "info",
+                    "log_levels": {"salon.app": "debug"},
+                },
                 "c2s": {
                     "interfaces": ["127.0.0.1"],
                     "port": node.port,
