@@ -85,6 +85,9 @@ class ClusterNode:
         self._outbox: list[tuple[str, dict[str, str]]] = []
         self._dirty: dict[JID, C2SSession | None] = {}
         self._flushing: asyncio.Task[None] | None = None
+        self._queued = 0  # items handed to _kick so far
+        self._written = 0  # of those, how many Redis has taken
+        self._progress = asyncio.Event()
         self._events: list[str] = []
         self._room_owners: dict[str, str] = {}
         self._dead_since: dict[str, float] = {}
@@ -213,7 +216,14 @@ class ClusterNode:
         self._outbox.append((node, fields))
         self._kick()
 
+    async def settled(self) -> None:
+        """PeerNotifier: wait until what was queued until now is written to Redis."""
+        target = self._queued
+        while self._written < target:
+            await self._progress.wait()
+
     def _kick(self) -> None:
+        self._queued += 1
         if self._flushing is None:
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
 
@@ -223,11 +233,15 @@ class ClusterNode:
         try:
             await asyncio.sleep(0)  # gather what this loop iteration produces
             while self._outbox or self._dirty or self._events:
+                upto = self._queued
                 outbox, self._outbox = self._outbox, []
                 dirty, self._dirty = self._dirty, {}
                 events, self._events = self._events, []
                 try:
                     await self._write(outbox, dirty, events)
+                    self._written = upto
+                    self._progress.set()
+                    self._progress = asyncio.Event()
                 except Exception as exc:
                     if not isinstance(exc, RedisError | OSError):
                         log.exception("cluster: writing to Redis failed")

@@ -35,9 +35,17 @@ class PeerNotifier(Protocol):
 
     def changed(self, kind: str, user: JID) -> None: ...
 
+    async def settled(self) -> None:
+        """Return once every stanza this node has routed so far to another node is in
+        the hands of the shared transport (XEP-0198 acknowledges after it)."""
+        ...
+
 
 class NoPeers:
-    """A single process: nobody else caches anything."""
+    """A single process: nobody else caches anything, nothing is in flight."""
 
     def changed(self, kind: str, user: JID) -> None:
+        return None
+
+    async def settled(self) -> None:
         return None

@@ -109,3 +109,55 @@ async def _drain(client: Any, look: Any) -> None:
     while True:
         stanza = await client.inbox.get()
         look(stanza)
+
+
+async def test_sigkill_of_the_senders_node_loses_nothing_it_acknowledged(
+    cluster: Cluster,
+) -> None:
+    """The other side: the sender's node dies mid-load. Whatever it acknowledged (XEP-0198
+    <a/>, sent only once the stanzas are in the recipient node's Redis stream) reaches the
+    recipient on a surviving node."""
+    n1, n2, _ = cluster.nodes
+    alice, bob = [await cluster.add_user(n) for n in ("alice", "bob")]
+    loop = asyncio.get_running_loop()
+    enabled: asyncio.Future[Any] = loop.create_future()
+    acked: set[str] = set()
+
+    def configure(xmpp: Any) -> None:
+        xmpp.register_plugin("xep_0198")
+        xmpp.plugin["xep_0198"].window = 1
+
+        def on_enabled(_event: Any) -> None:
+            if not enabled.done():
+                enabled.set_result(True)
+
+        def on_acked(stanza: Any) -> None:
+            if stanza.name == "message" and stanza["body"]:
+                acked.add(str(stanza["body"]))
+
+        xmpp.add_event_handler("sm_enabled", on_enabled)
+        xmpp.add_event_handler("stanza_acked", on_acked)
+
+    cb = await login(n2, f"{bob}/b")
+    ca = await login(n1, f"{alice}/a", configure=configure)
+    await asyncio.wait_for(enabled, 5)
+    received: set[str] = set()
+
+    def bob_got(stanza: Any) -> bool:
+        if is_message(stanza) and stanza["body"]:
+            received.add(str(stanza["body"]))
+        return False
+
+    collector = loop.create_task(_drain(cb, bob_got))
+    for n in range(200):
+        chat(ca, f"{bob}/b", f"k{n}")
+        if n % 10 == 9:
+            await asyncio.sleep(0.01)
+        if len(acked) >= 30:
+            break
+    n1.kill()  # with acknowledged and unacknowledged messages in flight
+    assert acked, "nothing was acknowledged before the kill"
+    await until(lambda: acked <= received, "every acknowledged message at bob", timeout=15)
+    collector.cancel()
+    print(f"acknowledged before the kill: {len(acked)}, received: {len(received)}")
+    await cb.disconnect()
