@@ -226,9 +226,9 @@ async def cluster_factory(
                 tables["modules"] = modules
             write_toml(node.config, tables)
             nodes.append(node)
-        await asyncio.gather(*(_start_node(n) for n in nodes))
         cluster = Cluster(nodes, storage, red, prefix, pg)
-        made.append(cluster)
+        made.append(cluster)  # before starting: a node that fails to start is still stopped
+        await asyncio.gather(*(_start_node(n) for n in nodes))
         return cluster
 
     yield make
