@@ -12,6 +12,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from salon.cluster.node import ClusterNode
 from salon.config import Settings
 from salon.core.bytestreams import BYTESTREAM_RELAY
 from salon.core.clock import Clock, SystemClock
@@ -30,6 +31,7 @@ from salon.net.c2s import C2SConnection
 from salon.net.component import ComponentManager
 from salon.net.http import HttpService
 from salon.net.limits import Limits
+from salon.net.listen import listen
 from salon.net.metrics import TransportCollector
 from salon.net.s2s import S2SManager
 from salon.net.socks5 import Socks5Relay
@@ -51,8 +53,11 @@ class App:
     core: Server
     s2s: S2SManager
 
-    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, clock: Clock | None = None, node_name: str | None = None
+    ) -> None:
         self.settings = settings
+        self.node_name = node_name  # a cluster node's name, when not the configured one
         self.clock: Clock = clock or SystemClock()
         self.tls = TlsContexts()
         self.connections: set[C2SConnection] = set()  # every client transport registers here
@@ -84,7 +89,18 @@ class App:
     async def start(self) -> None:
         settings = self.settings
         storage = await open_storage(settings.storage_url(), base_dir=settings.data_path())
-        self.core = Server(settings, storage, clock=self.clock)
+        self.cluster: ClusterNode | None = None
+        if settings.cluster.enabled:
+            # sessions in a directory shared over Redis, stanzas between nodes over Redis
+            self.cluster = ClusterNode(settings.cluster, self.node_name)
+            self.core = Server(settings, storage, clock=self.clock, sessions=self.cluster.directory)
+            self.cluster.server = self.core
+            self.core.pending_iqs.node = self.cluster.name
+            self.core.pending_iqs.forward = self.cluster.forward_answer
+            self.core.peers = self.cluster
+            self.core.owned_domain = self.cluster.owned_service
+        else:
+            self.core = Server(settings, storage, clock=self.clock)
         metrics = self.core.metrics
         metrics.registry.register(TransportCollector(self))
         engine = getattr(storage, "engine", None)
@@ -99,6 +115,10 @@ class App:
             cert, key = settings.host_cert_paths(domain)
             self.tls.add_host(domain, cert, key)
         self.core.load_hosts()
+        if self.cluster is not None:
+            await self.cluster.start()
+            if self.s2s.is_enabled:
+                self.s2s.secret = await self.cluster.dialback_secret()
         await self._listen()
         await self.s2s.start()
         await self.core.start_modules()
@@ -110,13 +130,14 @@ class App:
         c2s = self.settings.c2s
         if c2s.starttls_enabled or not c2s.require_encryption:
             self.listeners["c2s"] = [
-                await loop.create_server(lambda: C2SConnection(self), host, c2s.port)
+                await listen(loop, lambda: C2SConnection(self), host, c2s.port)
                 for host in c2s.interfaces
             ]
         direct_ctx = self.tls.direct_tls_context()
         if c2s.direct_tls_enabled and direct_ctx is not None:
             self.listeners["c2s_direct_tls"] = [
-                await loop.create_server(
+                await listen(
+                    loop,
                     lambda: C2SConnection(self, direct_tls=True),
                     host,
                     c2s.direct_tls_port,
@@ -176,10 +197,16 @@ class App:
             if not self.connections and not self.core.is_busy:
                 break
             await asyncio.sleep(0.02)
+        log.debug("stop: connections closed")
         await self.core.drain_tasks()
+        log.debug("stop: background tasks done")
+        if self.cluster is not None:
+            await self.cluster.stop()
+            log.debug("stop: left the cluster")
         if self.http is not None:
             await self.http.stop()
         await self.core.stop_modules()
+        log.debug("stop: modules stopped")
         await self.core.storage.close()
         self._stopped.set()
 

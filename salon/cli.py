@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,17 +101,88 @@ def init(config_path: Path, domain: str) -> None:
 
 @main.command()
 @config_option
-def serve(config_path: Path) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Run this many worker processes sharing the listening ports (SO_REUSEPORT), each "
+    "a cluster node; needs [cluster] redis and PostgreSQL storage.",
+)
+@click.option("--worker-index", type=int, default=None, hidden=True)
+def serve(config_path: Path, workers: int | None, worker_index: int | None) -> None:
     """Run the server until interrupted."""
     settings = _load(config_path)
     setup_logging(settings)
+    if workers is not None and workers > 1:
+        if not settings.cluster.enabled:
+            raise click.ClickException(
+                "--workers needs cluster mode: set [cluster] redis = 'redis://...' and "
+                "server.storage on PostgreSQL (each worker is a cluster node)"
+            )
+        sys.exit(_supervise(config_path, settings, workers))
+    node_name = None
+    if worker_index is not None:
+        import socket
+
+        from salon.net import listen
+
+        listen.share_ports = True
+        # stable names: a worker started again takes its place (and its stream) back
+        base = settings.cluster.node or socket.gethostname()
+        node_name = f"{base}-{worker_index}"
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(_serve(settings, config_path))
+    asyncio.run(_serve(settings, config_path, node_name=node_name))
+
+
+def _supervise(config_path: Path, settings: Settings, workers: int) -> int:
+    """Start ``workers`` worker processes, pass signals on (TERM/INT stop them, HUP
+    reloads them), start again a worker that dies, and return when all have stopped."""
+    import subprocess
+
+    command = [sys.executable, "-m", "salon", "serve", "-c", str(config_path)]
+    procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def start(index: int) -> None:
+        procs[index] = subprocess.Popen([*command, "--worker-index", str(index)])
+
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            stopping = True
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    pid_file = settings.resolve(settings.server.pid_file)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(f"{os.getpid()}\n")
+    for index in range(1, workers + 1):
+        start(index)
+    click.echo(f"supervising {workers} workers")
+    try:
+        while procs:
+            time.sleep(0.5)
+            for index, proc in list(procs.items()):
+                code = proc.poll()
+                if code is None:
+                    continue
+                if stopping:
+                    del procs[index]
+                else:
+                    click.echo(f"worker {index} exited with {code}; starting it again", err=True)
+                    start(index)
+    finally:
+        pid_file.unlink(missing_ok=True)
+    return 0
 
 
 def _web_client_note(settings: Settings) -> None:
@@ -126,12 +198,14 @@ def _web_client_note(settings: Settings) -> None:
         )
 
 
-async def _serve(settings: Settings, config_path: Path) -> None:
+async def _serve(settings: Settings, config_path: Path, node_name: str | None = None) -> None:
     from salon.app import App
 
-    server = App(settings)
+    server = App(settings, node_name=node_name)
     await server.start()
     pid_file = settings.resolve(settings.server.pid_file)
+    if node_name is not None:  # a worker: the supervisor holds the pid file
+        pid_file = pid_file.with_name(f"{pid_file.name}.{node_name}")
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(f"{os.getpid()}\n")
     # Everything allocated at start-up lives until the end: keep it out of the cyclic

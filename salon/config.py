@@ -922,6 +922,59 @@ class ModulesSettings(_Section):
         return dict(self.options.get(module, {}))
 
 
+class ClusterSettings(_Section):
+    """The ``[cluster]`` table: several Salon processes serving as one, sharing sessions and
+    routing stanzas over Redis, their data in PostgreSQL."""
+
+    redis: str | None = Field(
+        default=None,
+        description="Redis URL ('redis://127.0.0.1:6379/0'); set, this process is a cluster "
+        "node. Requires server.storage on PostgreSQL.",
+    )
+    node: str = Field(
+        default="",
+        description="This node's name, unique in the cluster; empty takes the host name and "
+        "process id. 'salon serve --workers N' appends '-1' .. '-N'.",
+    )
+    key_prefix: str = Field(
+        default="salon:",
+        description="Prefix of every Redis key the cluster uses (two clusters can share one "
+        "Redis with different prefixes).",
+    )
+    heartbeat_interval: float = Field(
+        default=1.0, gt=0, strict=False, description="Seconds between a node's heartbeats."
+    )
+    heartbeat_ttl: float = Field(
+        default=5.0,
+        gt=0,
+        strict=False,
+        description="Seconds without a heartbeat after which a node counts as dead: its "
+        "sessions leave the directory and its queued stanzas are re-routed.",
+    )
+    dialback_secret: str = Field(
+        default="",
+        description="Secret for server dialback keys, the same on every node; empty lets the "
+        "first node make one and keep it in Redis for the others.",
+    )
+
+    @field_validator("redis")
+    @classmethod
+    def _check_redis(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise _custom_error(f"{value!r} is not a Redis URL (redis://host:6379/0)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_ttl(self) -> ClusterSettings:
+        if self.heartbeat_ttl <= self.heartbeat_interval:
+            raise _custom_error("cluster.heartbeat_ttl must be longer than heartbeat_interval")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.redis is not None
+
+
 def _default_hosts() -> dict[str, HostSettings]:
     """Hosts served when the file has no ``[hosts]`` table."""
     return {DEFAULT_HOST: HostSettings()}
@@ -960,6 +1013,10 @@ class Settings(_Section):
     )
     limits: LimitsSettings = Field(
         default_factory=LimitsSettings, description="Abuse controls: rates and per-IP limits."
+    )
+    cluster: ClusterSettings = Field(
+        default_factory=ClusterSettings,
+        description="Cluster mode: several Salon processes as one server on Redis and PostgreSQL.",
     )
     config_path: Path | None = Field(
         default=None,
@@ -1000,6 +1057,16 @@ class Settings(_Section):
                     f"components.{json.dumps(domain)} is also a hosted domain; a component "
                     "needs a domain of its own, such as a subdomain"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _check_cluster_storage(self) -> Settings:
+        """A cluster keeps its data where every node reaches it: PostgreSQL, not SQLite."""
+        if self.cluster.enabled and self.server.storage.lower().startswith("sqlite"):
+            raise _custom_error(
+                "cluster mode ([cluster] redis) needs server.storage on PostgreSQL: a SQLite "
+                "file is one process's; set server.storage = 'postgresql://user@host/db'"
+            )
         return self
 
     def data_path(self) -> Path:

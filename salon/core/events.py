@@ -235,3 +235,12 @@ class VCardStored(Notification):
     user: JID
     vcard: Element | None
     source: str | None = None
+
+
+@dataclass(slots=True)
+class PeerDataChanged(Notification):
+    """Another node of the cluster changed ``user``'s data of ``kind`` ("roster",
+    "offline", "mam_prefs", "account"): a module that caches it drops its copy."""
+
+    kind: str
+    user: JID

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from salon.core.domains import DomainService
     from salon.core.metrics import CoreMetrics
     from salon.core.passwords import PasswordPool
+    from salon.core.ports import PeerNotifier
     from salon.core.router import Router
     from salon.core.server import Server
     from salon.core.session import C2SSession
@@ -113,6 +114,12 @@ class VirtualHost:
     @property
     def sessions(self) -> SessionDirectory:
         return self._core.sessions
+
+    @property
+    def peers(self) -> PeerNotifier:
+        """The other nodes of a cluster (a no-op in a single process): tell them when a
+        user's cached data changed here."""
+        return self._core.peers
 
     @property
     def router(self) -> Router:

@@ -101,11 +101,26 @@ class PendingIqs:
     def __init__(self) -> None:
         self._pending: dict[str, tuple[asyncio.Future[Element], str | None]] = {}
         self._ids = itertools.count(1)
+        # In a cluster: this node's name goes into every id, and an answer that reaches
+        # another node is handed back here by ``forward(node, answer)``.
+        self.node: str | None = None
+        self.forward: Callable[[str, Element], None] | None = None
 
     def new_id(self) -> str:
         """A fresh id; the random part keeps other entities from answering in our peer's
         place (e.g. keeping a dead session alive by answering its pings)."""
+        if self.node is not None:
+            return f"salon~{self.node}~{next(self._ids)}-{secrets.token_urlsafe(6)}"
         return f"salon-{next(self._ids)}-{secrets.token_urlsafe(6)}"
+
+    def answer(self, stanza: Element) -> None:
+        """A result or error for the server: resolve it here, or, in a cluster, send it to
+        the node whose id it carries."""
+        if self.resolve(stanza) or self.forward is None:
+            return
+        parts = (stanza.get("id") or "").split("~")
+        if len(parts) == 3 and parts[0] == "salon" and parts[1] != self.node:
+            self.forward(parts[1], stanza)
 
     def expect(self, iq_id: str, peer: str | None = None) -> asyncio.Future[Element]:
         """A future for the answer to ``iq_id``; when ``peer`` is given, only an answer

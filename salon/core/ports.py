@@ -27,3 +27,25 @@ class NoFederation:
 
     def send(self, stanza: Element, sender: JID, to: JID) -> None:
         raise RuntimeError("federation is disabled")
+
+
+class PeerNotifier(Protocol):
+    """Tells the other nodes of a cluster that a user's data changed here, so that their
+    caches drop it (each of them then fires ``PeerDataChanged``)."""
+
+    def changed(self, kind: str, user: JID) -> None: ...
+
+    async def settled(self) -> None:
+        """Return once every stanza this node has routed so far to another node is in
+        the hands of the shared transport (XEP-0198 acknowledges after it)."""
+        ...
+
+
+class NoPeers:
+    """A single process: nobody else caches anything, nothing is in flight."""
+
+    def changed(self, kind: str, user: JID) -> None:
+        return None
+
+    async def settled(self) -> None:
+        return None

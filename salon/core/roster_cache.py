@@ -35,7 +35,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from salon.core.events import AccountDeleted, ResourceUnbound
+from salon.core.events import AccountDeleted, PeerDataChanged, ResourceUnbound
 from salon.core.hooks import Priority
 from salon.core.locks import UserLocks
 from salon.jid import JID
@@ -184,6 +184,7 @@ class RosterCache:
             self._forget_roster(user)  # it may or may not have been stored
             raise
         self._changed(user, item.jid, item, version)
+        self.host.peers.changed("roster", user)
         return version
 
     async def remove_item(self, user: JID, jid: str) -> int | None:
@@ -195,6 +196,7 @@ class RosterCache:
             raise
         if version is not None:
             self._changed(user, jid, None, version)
+            self.host.peers.changed("roster", user)
         return version
 
     def _changed(self, user: JID, jid: str, item: RosterItem | None, version: int) -> None:
@@ -235,6 +237,7 @@ class RosterCache:
         if entry is not None and entry.pending is not None:
             kept = tuple(p for p in entry.pending if p.jid != jid)
             entry.pending = (*kept, PendingSubscription(jid=jid, stanza=stanza))
+        self.host.peers.changed("roster", user)
 
     async def remove_pending(self, user: JID, jid: str) -> bool:
         """Forget the request from ``jid``; whether there was one."""
@@ -247,6 +250,8 @@ class RosterCache:
         entry = self._entries.get(user)
         if entry is not None and entry.pending is not None:
             entry.pending = tuple(p for p in entry.pending if p.jid != jid)
+        if removed:
+            self.host.peers.changed("roster", user)
         return removed
 
     def _forget_pending(self, user: JID) -> None:
@@ -301,8 +306,16 @@ class RosterCache:
         if entry is not None and entry.pending == ():
             self._remember_no_pending(user)
 
+    def peer_changed(self, event: PeerDataChanged) -> None:
+        """Another cluster node wrote this user's roster: drop what is kept of it."""
+        if event.kind == "roster":
+            self.forget(event.user)
+
     def account_deleted(self, event: AccountDeleted) -> None:
-        user = event.jid.bare
+        self.forget(event.jid.bare)
+
+    def forget(self, user: JID) -> None:
+        """Drop everything kept for ``user``; the next read goes to storage."""
         self._entries.pop(user, None)
         self._recent.pop(user, None)
         self._loading.pop((user, _ROSTER), None)
@@ -316,4 +329,5 @@ def attach(host: VirtualHost) -> RosterCache:
     host.hooks.add(ResourceUnbound, cache.session_ending, Priority.GUARD + 1)
     host.hooks.add(ResourceUnbound, cache.session_ended, Priority.FALLBACK - 1)
     host.hooks.add(AccountDeleted, cache.account_deleted)
+    host.hooks.add(PeerDataChanged, cache.peer_changed)
     return cache

@@ -192,7 +192,7 @@ class Router:
         else:
             target = Target.BARE
         if iq_type in ("result", "error"):
-            self.server.pending_iqs.resolve(stanza)
+            self.server.pending_iqs.answer(stanza)
             return
         if target is Target.BARE and not await self.account_exists(to):
             # RFC 6121 §8.5.1: no handler answers for an account that does not exist.

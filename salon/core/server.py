@@ -25,7 +25,7 @@ from salon.core.iq import PendingIqs
 from salon.core.memory import ChurnRelease
 from salon.core.metrics import CoreMetrics
 from salon.core.passwords import PasswordPool
-from salon.core.ports import FederationSender, NoFederation
+from salon.core.ports import FederationSender, NoFederation, NoPeers, PeerNotifier
 from salon.core.router import Router
 from salon.core.session import C2SSession, Connection
 from salon.core.sessions import SessionDirectory, SessionRegistry
@@ -54,10 +54,14 @@ class Server:
         self.clock: Clock = clock or SystemClock()
         self.hosts: dict[str, VirtualHost] = {}
         self.domains: dict[str, DomainService] = {}  # MUC, PubSub, upload, components
-        self.sessions: SessionDirectory = sessions or SessionRegistry()
+        self.sessions: SessionDirectory = sessions if sessions is not None else SessionRegistry()
         self.router = Router(self)
         self.pending_iqs = PendingIqs()
         self.federation: FederationSender = NoFederation()
+        self.peers: PeerNotifier = NoPeers()  # the other nodes of a cluster, told of changes
+        # a cluster wraps the service domains whose entities keep state in memory (MUC
+        # rooms: ``cluster_owned``) so that each entity lives on one node
+        self.owned_domain: Callable[[str, DomainService], DomainService] | None = None
         self.passwords = PasswordPool()  # PBKDF2 off the event loop
         self.metrics = CoreMetrics()  # counters /metrics exports (salon.core.metrics)
         # after a mass disconnect: collect and give the freed heap back (salon/core/memory.py)
@@ -123,6 +127,8 @@ class Server:
     def serve_domain(self, domain: str, service: DomainService) -> Callable[[], None]:
         if domain in self.hosts or domain in self.domains:
             raise ValueError(f"{domain} is already served")
+        if self.owned_domain is not None and getattr(service, "cluster_owned", False):
+            service = self.owned_domain(domain, service)
         self.domains[domain] = service
 
         def remove() -> None:
@@ -145,7 +151,8 @@ class Server:
             # RFC 6120 §7.7.2.2: the newer session wins; the older gets <conflict/>.
             self.sessions.remove(replaced)
             replaced.close(StreamErrorCondition.CONFLICT, "replaced by a new connection")
-            await self.unbind(replaced, "conflict")
+            if not replaced.is_remote:  # a session on another node: that node unbinds it
+                await self.unbind(replaced, "conflict")
         session = C2SSession(bare.with_resource(resource), conn)
         self.sessions.add(session)
         self.bound += 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 from salon.errors import StreamErrorCondition
 from salon.jid import JID
@@ -34,13 +34,24 @@ T = TypeVar("T")
 class SessionSlot(Generic[T]):
     """A typed place for one module's per-session state, e.g.
     ``CARBONS_ENABLED = SessionSlot[bool]("carbons.enabled", default=lambda: False)``.
-    Declared once at module level; ``session.get(slot)`` is then typed."""
+    Declared once at module level; ``session.get(slot)`` is then typed.
 
-    __slots__ = ("default", "name")
+    A ``shared`` slot holds a small JSON value (a flag) that other nodes of a cluster need
+    to see on their copy of the session (carbons enabled, roster pushes wanted): its
+    changes are reported to the session's ``observer``."""
 
-    def __init__(self, name: str, default: Callable[[], T] | None = None) -> None:
+    __slots__ = ("default", "name", "shared")
+
+    registry: ClassVar[dict[str, SessionSlot[Any]]] = {}  # shared slots by name
+
+    def __init__(
+        self, name: str, default: Callable[[], T] | None = None, *, shared: bool = False
+    ) -> None:
         self.name = name
         self.default = default
+        self.shared = shared
+        if shared:
+            SessionSlot.registry[name] = self
 
     def __repr__(self) -> str:
         return f"SessionSlot({self.name!r})"
@@ -60,7 +71,11 @@ class C2SSession:
 
     The session may outlive its connection (a hibernated XEP-0198 session): ``connection``
     is then the last one, ``is_closed`` is True, and the sink keeps what is sent.
+
+    ``observer`` (set by a cluster directory) hears of changes to shared slots.
     """
+
+    is_remote: ClassVar[bool] = False  # a copy of a session bound on another cluster node
 
     __slots__ = (
         "_slots",
@@ -71,6 +86,7 @@ class C2SSession:
         "is_closed",
         "is_unbound",
         "jid",
+        "observer",
         "outbound_hold",
         "outbound_sink",
         "presence",
@@ -91,6 +107,7 @@ class C2SSession:
         self.outbound_hold: Callable[[Element], bool] | None = None
         self.outbound_sink: Callable[[Element], None] | None = None
         self.stanzas_in = 0  # stanzas of the client taken for handling (XEP-0198 counts them)
+        self.observer: Callable[[C2SSession], None] | None = None
         self._slots: dict[SessionSlot[Any], Any] | None = None
 
     # ------------------------------------------------------------------ module state
@@ -112,11 +129,28 @@ class C2SSession:
         if self._slots is None:
             self._slots = {}
         self._slots[slot] = value
+        if slot.shared and self.observer is not None:
+            self.observer(self)
 
     def pop(self, slot: SessionSlot[T]) -> T | None:
         if self._slots is None:
             return None
-        return cast("T | None", self._slots.pop(slot, None))
+        value = cast("T | None", self._slots.pop(slot, None))
+        if slot.shared and self.observer is not None:
+            self.observer(self)
+        return value
+
+    def changed(self) -> None:
+        """Availability, priority or presence changed: tell the observer (the presence
+        module calls it; a cluster publishes the new state to the other nodes)."""
+        if self.observer is not None:
+            self.observer(self)
+
+    def shared_slots(self) -> dict[str, Any]:
+        """The values of the shared slots this session holds, by slot name."""
+        if not self._slots:
+            return {}
+        return {slot.name: value for slot, value in self._slots.items() if slot.shared}
 
     def send(self, stanza: Element) -> None:
         hold = self.outbound_hold

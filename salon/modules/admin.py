@@ -219,6 +219,7 @@ class Admin(Module[ModuleOptions]):
         deleted = []
         for jid in jids:
             if await self.storage.accounts.delete(self.domain, jid.local or ""):
+                self.host.peers.changed("account", jid)
                 deleted.append(str(jid))
                 self._end([jid], StreamErrorCondition.NOT_AUTHORIZED, "the account was removed")
                 await self.host.hooks.fire(AccountDeleted(jid))
@@ -236,6 +237,7 @@ class Admin(Module[ModuleOptions]):
         for jid in jids:
             await self.disabled.set(self.domain, jid.local or "", record)
             self.storage.accounts.forget(self.domain, jid.local or "")  # no cached login
+            self.host.peers.changed("account", jid)  # nor on another cluster node
             self._end([jid], StreamErrorCondition.POLICY_VIOLATION, "the account was disabled")
         return Outcome(f"Disabled: {', '.join(map(str, jids))}.")
 
@@ -252,6 +254,7 @@ class Admin(Module[ModuleOptions]):
         credentials = await self.host.passwords.make_credentials(self._password(form, verify=False))
         try:
             await self.storage.accounts.set_credentials(self.domain, jid.local or "", credentials)
+            self.host.peers.changed("account", jid)
         except AccountNotFound:
             raise StanzaError(
                 StanzaErrorCondition.ITEM_NOT_FOUND, f"{jid} does not exist"

@@ -54,6 +54,7 @@ from salon.core.events import (
     AccountDeleted,
     InboundStanza,
     OutboundRemoteStanza,
+    PeerDataChanged,
     PreStanza,
     RoutedStanza,
 )
@@ -69,7 +70,9 @@ from salon.namespaces import NS_BLOCKING, NS_BLOCKING_ERRORS, NS_CLIENT, NS_REPO
 from salon.xml.element import Element
 from salon.xml.stanza import error_reply
 
-INTERESTED = SessionSlot[bool]("blocking.interested")  # fetched the blocklist: gets pushes
+INTERESTED = SessionSlot[bool](
+    "blocking.interested", shared=True
+)  # fetched the blocklist: gets pushes
 _SUBSCRIBED_FROM = frozenset(("from", "both"))  # the contact may see the user's presence
 _SUBSCRIBED_TO = frozenset(("to", "both"))  # the user sees the contact's presence
 
@@ -169,6 +172,7 @@ class Blocking(Module[BlockingOptions]):
         self.hook(PreStanza, self.outbound, Priority.GUARD)
         self.hook(OutboundRemoteStanza, self.outbound_remote, Priority.GUARD)
         self.hook(AccountDeleted, self.account_deleted)
+        self.hook(PeerDataChanged, self.peer_changed)
 
     # ------------------------------------------------------------------ the list
     async def blocklist(self, user: JID) -> frozenset[JID]:
@@ -208,6 +212,7 @@ class Blocking(Module[BlockingOptions]):
                     self.domain, user.local or "", list(map(str, added))
                 )
             self.cache.written(user, current | frozenset(added))
+            self.host.peers.changed("blocklist", user)  # other cluster nodes check it too
         if added:
             await self._presence_on_block(user, frozenset(added))
         self._push_later(user, "block", items)
@@ -228,6 +233,7 @@ class Blocking(Module[BlockingOptions]):
                 jids = [] if not items else list(map(str, removed))
                 await self.storage.blocklist.remove(self.domain, user.local or "", jids)
             self.cache.written(user, current - removed)
+            self.host.peers.changed("blocklist", user)
         if removed:
             await self._presence_on_unblock(user, removed)
         self._push_later(user, "unblock", items)
@@ -393,6 +399,10 @@ class Blocking(Module[BlockingOptions]):
     # ------------------------------------------------------------------ cache upkeep
     def account_deleted(self, event: AccountDeleted) -> None:
         self.cache.drop(event.jid.bare)
+
+    def peer_changed(self, event: PeerDataChanged) -> None:
+        if event.kind == "blocklist":
+            self.cache.drop(event.user)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -32,7 +32,7 @@ from salon.jid import JID
 from salon.namespaces import NS_CARBONS, NS_CLIENT, NS_FORWARD, NS_HINTS, NS_MUC_USER
 from salon.xml.element import Element
 
-ENABLED = SessionSlot[bool]("carbons.enabled")
+ENABLED = SessionSlot[bool]("carbons.enabled", shared=True)
 
 
 def is_eligible(stanza: Element, stype: str) -> bool:

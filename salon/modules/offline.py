@@ -39,6 +39,7 @@ from pydantic import Field
 from salon.core.events import (
     AvailablePresence,
     MessageUndeliverable,
+    PeerDataChanged,
     PresenceBroadcast,
     ResourceUnbound,
 )
@@ -131,6 +132,7 @@ class OfflineMessages(Module[OfflineMessagesOptions]):
         # already available resource raises a negative priority, so watch for that here.
         self.hook(PresenceBroadcast, self.priority_raised, Priority.DELIVER + 1)
         self.hook(ResourceUnbound, self.session_ended)
+        self.hook(PeerDataChanged, self.peer_stored)
 
     # ------------------------------------------------------------------ storing
     async def store(self, event: MessageUndeliverable) -> bool | None:
@@ -155,10 +157,24 @@ class OfflineMessages(Module[OfflineMessagesOptions]):
             is_stored = await self.storage.offline.push(
                 self.domain, user.local or "", text, limit=self.quota
             )
+        if is_stored:
+            self.host.peers.changed("offline", user)  # a cluster node where the user is
         if not is_stored:
             # XEP-0160 §2 step 3: a full queue is answered with <service-unavailable/>.
             raise StanzaError(StanzaErrorCondition.SERVICE_UNAVAILABLE, "offline storage is full")
         return HANDLED
+
+    def peer_stored(self, event: PeerDataChanged) -> None:
+        """Another cluster node stored a message for the user. It saw no resource that could
+        take it; one that became available here meanwhile gets it now."""
+        if event.kind != "offline":
+            return
+        user = event.user
+        self.empty.pop(user, None)
+        for session in self.sessions.available(user):
+            if not session.is_remote and session.priority >= 0:
+                self.spawn(self.deliver(session))
+                break
 
     # ------------------------------------------------------------------ delivering
     def became_available(self, event: AvailablePresence) -> None:

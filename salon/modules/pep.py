@@ -36,6 +36,7 @@ from salon.core.events import (
 from salon.core.iq import IqRequest, Target
 from salon.core.module import Module, ModuleOptions, Spec
 from salon.core.personal import PepItem, PersonalEventing
+from salon.core.ports import NoPeers
 from salon.core.roster_cache import RosterCache
 from salon.errors import StanzaError, StanzaErrorCondition
 from salon.jid import JID, parse_jid
@@ -187,9 +188,38 @@ class Pep(Module[PepOptions]):
                     or await service.may_access(event.node, event.config, resource)
                 ):
                     recipients[resource] = None
+            for resource in await self._remote_interested(owner, event.node):
+                if resource not in recipients and (
+                    await service.may_access(event.node, event.config, resource)
+                ):
+                    recipients[resource] = None
         for to in recipients:
             message = protocol.event_message(event, str(owner), to)
             await self.router.route(message, None, owner, to)
+
+    async def _remote_interested(self, owner: JID, node: str) -> list[JID]:
+        """In a cluster, the contacts' resources on other nodes: their presence reached the
+        owner through those nodes, so ``interests`` here never saw it. Their current
+        presence travels with the session directory; its caps say what they want."""
+        found: list[JID] = []
+        if isinstance(self.host.peers, NoPeers):
+            return found  # a single process: every resource's presence passed through here
+        roster = await self.rosters.cache.roster(owner)
+        users = [owner]
+        for item in roster.items.values():
+            contact = parse_jid(item.jid) if item.subscription in ("from", "both") else None
+            if contact is not None and self.host.is_local(contact.domain):
+                users.append(contact)
+        for user in users:
+            for session in self.sessions.available(user):
+                presence = session.presence
+                caps = caps_of(presence) if session.is_remote and presence is not None else None
+                if caps is None:
+                    continue
+                features = self.caps.get(caps) or await self._features(session.jid, caps)
+                if features is not None and node in notify_nodes(features):
+                    found.append(session.jid)
+        return found
 
     # ------------------------------------------------------------------ presence
     async def own_presence(self, event: PresenceBroadcast) -> None:

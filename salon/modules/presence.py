@@ -170,6 +170,7 @@ class Presence(Module[PresenceOptions]):
         session.set(CHANGE, change)
         if is_initial:
             session.set(SINCE, change)
+        session.changed()  # a cluster's other nodes learn it
         user = session.jid.bare
         self.last_unavailable.pop(user, None)
         mine = self.sessions.available(user)
@@ -198,6 +199,7 @@ class Presence(Module[PresenceOptions]):
         session.is_available = False
         session.presence = None
         directed, session.directed = session.directed or set(), None
+        session.changed()
         user = session.jid.bare
         for other in self.sessions.resources(user):
             if other.is_available or other is session:

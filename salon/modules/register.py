@@ -375,6 +375,7 @@ class Registration(Module[RegistrationOptions]):
             await self.storage.accounts.set_credentials(self.domain, user.local or "", credentials)
         except AccountNotFound:
             return _error(stanza, StanzaErrorCondition.REGISTRATION_REQUIRED)
+        self.host.peers.changed("account", user.bare)  # other nodes' account caches
         self.log.info("%s changed its password", user.bare)
         return None
 
@@ -384,6 +385,7 @@ class Registration(Module[RegistrationOptions]):
         user = request.sender.bare
         if not await self.storage.accounts.delete(self.domain, user.local or ""):
             return _error(request.stanza, StanzaErrorCondition.REGISTRATION_REQUIRED)
+        self.host.peers.changed("account", user)
         self.log.info("%s removed its account", user)
         # The result first, then the stream errors: once its stream is closed, the
         # requesting session's copy of the router's reply is not written any more.

@@ -57,7 +57,7 @@ from salon.namespaces import NS_CLIENT, NS_ROSTER, NS_ROSTER_VER
 from salon.storage.interfaces import RosterItem
 from salon.xml.element import Element
 
-INTERESTED = SessionSlot[bool]("roster.interested")  # the session fetched the roster
+INTERESTED = SessionSlot[bool]("roster.interested", shared=True)  # the session fetched the roster
 
 
 def item_element(item: RosterItem) -> Element:

@@ -24,6 +24,7 @@ from salon.core.session import C2SSession
 from salon.errors import StanzaError, StanzaErrorCondition, StreamErrorCondition
 from salon.jid import JID
 from salon.logs import CONNECTION, new_connection_id
+from salon.net.listen import listen
 from salon.net.shell import MAX_INBOX, TcpShell
 from salon.stream.component import (
     ComponentAction,
@@ -101,7 +102,7 @@ class ComponentManager:
             self.domains[domain] = service
         loop = asyncio.get_running_loop()
         return [
-            await loop.create_server(lambda: ComponentConnection(self), host, self.settings.port)
+            await listen(loop, lambda: ComponentConnection(self), host, self.settings.port)
             for host in self.settings.interfaces
         ]
 

@@ -26,6 +26,7 @@ from salon.core.web import HttpRequest, HttpRoute
 from salon.namespaces import NS_XRD
 from salon.net.bosh import BoshManager
 from salon.net.chat_page import chat_page, insecure_page, missing_page
+from salon.net.listen import listen
 from salon.net.metrics import MetricsEndpoint
 from salon.net.websocket import serve_websocket
 from salon.xml.element import Element
@@ -90,12 +91,13 @@ class HttpService:
         handler = self.runner.server
         assert handler is not None
         listeners: dict[str, list[asyncio.Server]] = {
-            "http": [await loop.create_server(handler, host, o.port) for host in o.interfaces]
+            "http": [await listen(loop, handler, host, o.port) for host in o.interfaces]
         }
         ctx = self.server.tls.https_context()
         if o.tls_enabled and ctx is not None:
             listeners["https"] = [
-                await loop.create_server(
+                await listen(
+                    loop,
                     handler,
                     host,
                     o.tls_port,

@@ -29,6 +29,7 @@ from salon.errors import StanzaError, StanzaErrorCondition, StreamErrorCondition
 from salon.jid import JID
 from salon.logs import CONNECTION, new_connection_id
 from salon.net.dns import NoService, S2SResolver, S2STarget
+from salon.net.listen import listen
 from salon.net.pkix import S2STls
 from salon.net.shell import MAX_INBOX, TcpShell
 from salon.stream.events import CloseConnection, Send, StartTls
@@ -414,7 +415,7 @@ class S2SManager:
             self.tls.add_host(domain, cert, key)
         loop = asyncio.get_running_loop()
         plain: list[asyncio.Server] = [
-            await loop.create_server(lambda: S2SInConnection(self), host, self.settings.port)
+            await listen(loop, lambda: S2SInConnection(self), host, self.settings.port)
             for host in self.settings.interfaces
         ]
         self.listeners.extend(plain)
@@ -422,7 +423,8 @@ class S2SManager:
         direct_ctx = self.tls.direct_tls_context()
         if self.settings.direct_tls_enabled and direct_ctx is not None:
             direct: list[asyncio.Server] = [
-                await loop.create_server(
+                await listen(
+                    loop,
                     lambda: S2SInConnection(self, direct_tls=True),
                     host,
                     self.settings.direct_tls_port,

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from salon.core.bytestreams import Activation, StreamHost
 from salon.core.clock import Clock, Timer
+from salon.net.listen import listen
 from salon.stream.socks5 import Reply, Socks5Error, Socks5Handshake, reply
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ class Socks5Relay:
     async def start(self) -> list[asyncio.Server]:
         loop = asyncio.get_running_loop()
         self.servers = [
-            await loop.create_server(lambda: RelayConnection(self), host, self.settings.port)
+            await listen(loop, lambda: RelayConnection(self), host, self.settings.port)
             for host in self.settings.interfaces
         ]
         return self.servers

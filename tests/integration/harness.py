@@ -281,7 +281,7 @@ async def connect_slixmpp(
     if configure is not None:
         configure(xmpp)
     port = srv.tls_port if direct_tls else srv.port
-    xmpp.connect("127.0.0.1", port)
+    xmpp.connect(getattr(srv, "address", "127.0.0.1"), port)  # a test network may differ
     try:
         await asyncio.wait_for(started, timeout)
     except BaseException:

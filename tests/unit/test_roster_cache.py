@@ -9,6 +9,7 @@ from typing import Any, cast
 
 from salon.core.clock import ManualClock
 from salon.core.events import AccountDeleted, ResourceUnbound
+from salon.core.ports import NoPeers
 from salon.core.roster_cache import RosterCache
 from salon.core.session import C2SSession
 from salon.jid import JID
@@ -91,7 +92,10 @@ def make_cache(
     """By default a user's entry goes with the last session (``recent_ttl`` 0)."""
     store, online = MemoryRosters(), Online()
     server = SimpleNamespace(
-        storage=SimpleNamespace(roster=store), sessions=online, clock=clock or ManualClock()
+        storage=SimpleNamespace(roster=store),
+        sessions=online,
+        clock=clock or ManualClock(),
+        peers=NoPeers(),
     )
     return RosterCache(cast(Any, server), recent_ttl=recent_ttl), store, online
 

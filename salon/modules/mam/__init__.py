@@ -36,7 +36,14 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import Field
 
-from salon.core.events import AccountDeleted, MessageToBare, MessageToFull, PreStanza, RoutedStanza
+from salon.core.events import (
+    AccountDeleted,
+    MessageToBare,
+    MessageToFull,
+    PeerDataChanged,
+    PreStanza,
+    RoutedStanza,
+)
 from salon.core.hooks import Priority
 from salon.core.iq import IqRequest, Target
 from salon.core.module import Module, ModuleOptions, Spec
@@ -131,6 +138,7 @@ class Mam(Module[MamOptions]):
         self.hook(PreStanza, self.sent, Priority.ARCHIVE)
         self.hook(PreStanza, self.unstamp_sent, _UNSTAMP)
         self.hook(AccountDeleted, self.account_deleted)
+        self.hook(PeerDataChanged, self.peer_changed)
         if self.options.max_age_days is not None or self.options.user_max_age_days:
             self.every(self.options.expiry_interval, self.expire)
 
@@ -230,10 +238,15 @@ class Mam(Module[MamOptions]):
         self.prefs_cache.pop(user, None)
         await self.prefs_store.set(self.domain, user.local or "", mam_prefs.dumps(prefs))
         self._remember(user, prefs)
+        self.host.peers.changed("mam_prefs", user)
         return request.result(mam_prefs.prefs_element(prefs))
 
     def account_deleted(self, event: AccountDeleted) -> None:
         self.prefs_cache.pop(event.jid.bare, None)
+
+    def peer_changed(self, event: PeerDataChanged) -> None:
+        if event.kind == "mam_prefs":
+            self.prefs_cache.pop(event.user, None)
 
     # ------------------------------------------------------------------ queries
     @staticmethod

@@ -88,6 +88,7 @@ class MucOptions(ModuleOptions):
 
 
 class Muc(Module[MucOptions]):
+    cluster_owned = True  # in a cluster, each room lives on one node (salon/cluster/node.py)
     name = "muc"
     specs = (
         Spec("XEP-0045", "1.34"),

@@ -204,6 +204,9 @@ class StreamManagement(Module[SmOptions]):
         elif el.tag == "r":
             assert session is not None
             h = managed.state.handled(session.stanzas_in)
+            # In a cluster, what the client sent for other nodes is in Redis before we
+            # say it is handled (a no-op in a single process).
+            await self.host.peers.settled()
             conn.send_stanza(Element("a", NS_SM, {"h": str(h)}))
         else:
             self.acknowledged(managed, conn, el)
