@@ -8,6 +8,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from salon.storage.sql.dialect import upsert
+from salon.storage.sql.engine import reader
 from salon.storage.sql.schema import blocklist
 
 __all__ = ["SqlBlocklistStore"]
@@ -24,10 +25,11 @@ class SqlBlocklistStore:
     def __init__(self, engine: AsyncEngine) -> None:
         """Use ``engine``; each method runs in its own transaction."""
         self._engine = engine
+        self._reader = reader(engine)  # transactions that only read
 
     async def get(self, host: str, username: str) -> list[str]:
         """Return the blocked JIDs in code point order."""
-        async with self._engine.begin() as conn:
+        async with self._reader.begin() as conn:
             jids = await conn.scalars(
                 select(blocklist.c.jid).where(
                     blocklist.c.host == host, blocklist.c.username == username

@@ -15,7 +15,9 @@ SQLite is set up for durability (accepted messages must never be lost):
 WAL journal, ``synchronous=FULL``, foreign keys on, a busy timeout, and real
 transactions (``BEGIN IMMEDIATE``) instead of the sqlite3 module's implicit
 ones, so that DDL is transactional and a read-then-write transaction cannot
-fail on a lock upgrade.
+fail on a lock upgrade. A transaction that only reads goes through :func:`reader`: on SQLite
+it begins with a plain (deferred) ``BEGIN``, which takes no write lock, so in WAL mode it
+runs beside a writer instead of queueing behind every other transaction.
 """
 
 from __future__ import annotations
@@ -33,13 +35,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 from sqlalchemy.schema import CreateSchema
 
-__all__ = ["MIGRATION_LOCK_KEY", "open_engine", "to_async_url"]
+__all__ = ["MIGRATION_LOCK_KEY", "open_engine", "reader", "to_async_url"]
 
 BUSY_TIMEOUT_MS = 10_000
 """How long a SQLite writer waits for another writer before failing."""
 
 MIGRATION_LOCK_KEY = 0x5A10_0DB
 """PostgreSQL advisory lock key that serialises schema changes between servers."""
+
+READ_ONLY = "salon_read_only"
+"""Execution option marking a transaction that only reads (see :func:`reader`)."""
 
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
 _MEMORY = {None, "", ":memory:"}
@@ -148,10 +153,27 @@ def _sqlite_engine(url: URL) -> AsyncEngine:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         # IMMEDIATE takes the write lock up front (waiting up to the busy
-        # timeout), so no transaction fails later when it starts writing.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # timeout), so no transaction fails later when it starts writing. A
+        # read-only transaction takes none: in WAL mode it reads a snapshot
+        # while a writer works.
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def reader(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine (and pool) for transactions that only read.
+
+    On SQLite its transactions begin without the write lock; a statement that writes inside
+    one may fail with "database is locked", so use it for reads alone. On PostgreSQL it is
+    the engine itself (its transactions take no database-wide lock).
+    """
+    if engine.dialect.name != "sqlite":
+        return engine
+    return engine.execution_options(**{READ_ONLY: True})
 
 
 def _enable_wal(cursor: Any) -> None:

@@ -9,6 +9,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from salon.storage.sql.dialect import upsert, upsert_many
+from salon.storage.sql.engine import reader
 from salon.storage.sql.schema import kv
 
 __all__ = ["SqlKeyValueStore"]
@@ -24,11 +25,12 @@ class SqlKeyValueStore:
         if not store or len(store) > 255:
             raise ValueError(f"invalid key-value store name {store!r}")
         self._engine = engine
+        self._reader = reader(engine)  # transactions that only read
         self.store = store
 
     async def get(self, host: str, username: str) -> str | None:
         """Return the document, or ``None``."""
-        async with self._engine.begin() as conn:
+        async with self._reader.begin() as conn:
             value: str | None = await conn.scalar(
                 select(kv.c.value).where(
                     kv.c.host == host, kv.c.username == username, kv.c.store == self.store

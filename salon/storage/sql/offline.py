@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from salon.storage.interfaces import OfflineMessage
 from salon.storage.sql.dialect import lock_user
+from salon.storage.sql.engine import reader
 from salon.storage.sql.schema import offline_messages
 
 __all__ = ["SqlOfflineStore"]
@@ -28,6 +29,7 @@ class SqlOfflineStore:
     def __init__(self, engine: AsyncEngine) -> None:
         """Use ``engine``; each method runs in its own transaction."""
         self._engine = engine
+        self._reader = reader(engine)  # transactions that only read
 
     async def push(self, host: str, username: str, stanza: str, *, limit: int) -> bool:
         """Store the message unless the user has ``limit`` already; commit before returning.
@@ -56,7 +58,7 @@ class SqlOfflineStore:
 
     async def list(self, host: str, username: str) -> builtins.list[OfflineMessage]:
         """Return the user's messages, oldest first."""
-        async with self._engine.begin() as conn:
+        async with self._reader.begin() as conn:
             result = await conn.execute(
                 select(
                     offline_messages.c.id, offline_messages.c.stanza, offline_messages.c.stored_at
@@ -86,7 +88,7 @@ class SqlOfflineStore:
 
     async def count(self, host: str, username: str) -> int:
         """Return the number of messages held for the user."""
-        async with self._engine.begin() as conn:
+        async with self._reader.begin() as conn:
             total = await conn.scalar(
                 select(func.count())
                 .select_from(offline_messages)

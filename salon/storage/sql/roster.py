@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from salon.storage.interfaces import PendingSubscription, Roster, RosterItem
 from salon.storage.sql.dialect import increment, upsert
+from salon.storage.sql.engine import reader
 from salon.storage.sql.schema import pending_subscriptions, roster_items, roster_versions
 
 __all__ = ["SUBSCRIPTION_STATES", "SqlRosterStore"]
@@ -36,12 +37,13 @@ class SqlRosterStore:
     def __init__(self, engine: AsyncEngine) -> None:
         """Use ``engine``; each method runs in its own transaction."""
         self._engine = engine
+        self._reader = reader(engine)  # transactions that only read
 
     async def get(self, host: str, username: str) -> Roster:
         """Return the items and the version they belong to (version 0 and no items if none)."""
-        async with self._engine.begin() as conn:
+        async with self._reader.begin() as conn:
             # FOR SHARE (PostgreSQL) keeps writers out until we have read the
-            # items, so the items match the version; SQLite holds its lock.
+            # items, so the items match the version; a SQLite transaction reads one snapshot.
             version = await conn.scalar(
                 select(roster_versions.c.version)
                 .where(roster_versions.c.host == host, roster_versions.c.username == username)
@@ -60,7 +62,7 @@ class SqlRosterStore:
 
     async def get_item(self, host: str, username: str, jid: str) -> RosterItem | None:
         """Return the item for ``jid``, or ``None``."""
-        async with self._engine.begin() as conn:
+        async with self._reader.begin() as conn:
             result = await conn.execute(
                 select(roster_items).where(
                     roster_items.c.host == host,
@@ -115,7 +117,7 @@ class SqlRosterStore:
 
     async def count(self, host: str, username: str) -> int:
         """Return the number of items in the roster."""
-        async with self._engine.begin() as conn:
+        async with self._reader.begin() as conn:
             total = await conn.scalar(
                 select(func.count())
                 .select_from(roster_items)
@@ -157,7 +159,7 @@ class SqlRosterStore:
 
     async def list_pending(self, host: str, username: str) -> list[PendingSubscription]:
         """Return the waiting requests, oldest first (ties by JID, in code point order)."""
-        async with self._engine.begin() as conn:
+        async with self._reader.begin() as conn:
             result = await conn.execute(
                 select(
                     pending_subscriptions.c.jid,

@@ -42,7 +42,8 @@ class SqlStorage:
         self.blocklist: BlocklistStore = SqlBlocklistStore(engine)
         self.muc: MucStore = SqlMucStore(engine)
         self.pubsub: PubSubStore = SqlPubSubStore(engine)
-        self.archive: ArchiveStore = SqlArchiveStore(engine)
+        self._archive = SqlArchiveStore(engine)
+        self.archive: ArchiveStore = self._archive
         self._keyvalue: dict[str, SqlKeyValueStore] = {}
 
     def keyvalue(self, store: str) -> SqlKeyValueStore:
@@ -53,5 +54,6 @@ class SqlStorage:
         return kv
 
     async def close(self) -> None:
-        """Close all pooled connections."""
+        """Finish the archive's waiting appends, then close all pooled connections."""
+        await self._archive.drain()
         await self.engine.dispose()
