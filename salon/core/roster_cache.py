@@ -31,6 +31,7 @@ through the cache whether the user is online or not, so the kept copy stays exac
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -138,21 +139,43 @@ class RosterCache:
         return list(pending)
 
     async def _load(self, user: JID, part: str) -> Any:
-        """Read ``part`` of ``user``'s record, sharing a read already in flight."""
+        """Read ``part`` of ``user``'s record, sharing a read already in flight. A roster read
+        for a user whose pending requests are not known yet reads them too, in the same
+        transaction: coming online needs both."""
         key = (user, part)
         task = self._loading.get(key)
         if task is None:
-            if part == _ROSTER:
-                coro: Any = self._store.get(user.domain, user.local or "")
+            both = part == _ROSTER and self._pending_unknown(user)
+            coro: Any
+            if both:
+                coro = self._read_both(user)
+            elif part == _ROSTER:
+                coro = self._read_roster(user)
             else:
                 coro = self._read_pending(user)
             task = asyncio.get_running_loop().create_task(coro)
-            self._loading[key] = task
-            task.add_done_callback(lambda done: self._loaded(key, done))
-        return await asyncio.shield(task)
+            keys = [key, (user, _PENDING)] if both else [key]
+            for k in keys:
+                self._loading[k] = task
+                task.add_done_callback(functools.partial(self._loaded, k))
+        parts: dict[str, Any] = await asyncio.shield(task)
+        return parts[part]
 
-    async def _read_pending(self, user: JID) -> tuple[PendingSubscription, ...]:
-        return tuple(await self._store.list_pending(user.domain, user.local or ""))
+    def _pending_unknown(self, user: JID) -> bool:
+        if (user, _PENDING) in self._loading or user in self._no_pending:
+            return False
+        entry = self._entries.get(user)
+        return entry is None or entry.pending is None
+
+    async def _read_roster(self, user: JID) -> dict[str, Any]:
+        return {_ROSTER: await self._store.get(user.domain, user.local or "")}
+
+    async def _read_pending(self, user: JID) -> dict[str, Any]:
+        return {_PENDING: tuple(await self._store.list_pending(user.domain, user.local or ""))}
+
+    async def _read_both(self, user: JID) -> dict[str, Any]:
+        roster, pending = await self._store.get_with_pending(user.domain, user.local or "")
+        return {_ROSTER: roster, _PENDING: tuple(pending)}
 
     def _loaded(self, key: tuple[JID, str], task: asyncio.Task[Any]) -> None:
         """Keep what a read found, unless a write came since it started."""
@@ -162,7 +185,7 @@ class RosterCache:
         if task.cancelled() or task.exception() is not None:
             return
         user, part = key
-        value = task.result()
+        value = task.result()[part]
         if part == _PENDING and not value:
             self._remember_no_pending(user)
         if not self._in_use(user):

@@ -86,6 +86,18 @@ class SqlOfflineStore:
                     )
                 )
 
+    async def holders(self, host: str, limit: int) -> builtins.list[str] | None:
+        """The usernames with stored messages, or None when there are more than ``limit``."""
+        async with self._reader.begin() as conn:
+            names = await conn.scalars(
+                select(offline_messages.c.username)
+                .where(offline_messages.c.host == host)
+                .distinct()
+                .limit(max(limit, 0) + 1)
+            )
+            found = list(names)
+        return None if len(found) > limit else sorted(found)
+
     async def count(self, host: str, username: str) -> int:
         """Return the number of messages held for the user."""
         async with self._reader.begin() as conn:

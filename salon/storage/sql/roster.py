@@ -42,23 +42,16 @@ class SqlRosterStore:
     async def get(self, host: str, username: str) -> Roster:
         """Return the items and the version they belong to (version 0 and no items if none)."""
         async with self._reader.begin() as conn:
-            # FOR SHARE (PostgreSQL) keeps writers out until we have read the
-            # items, so the items match the version; a SQLite transaction reads one snapshot.
-            version = await conn.scalar(
-                select(roster_versions.c.version)
-                .where(roster_versions.c.host == host, roster_versions.c.username == username)
-                .with_for_update(read=True)
-            )
-            if version is None:
-                # Items are only ever written together with the version row.
-                return Roster(version=0, items={})
-            result = await conn.execute(
-                select(roster_items).where(
-                    roster_items.c.host == host, roster_items.c.username == username
-                )
-            )
-            items = {row.jid: _item(row) for row in result}
-        return Roster(version=int(version), items=items)
+            return await _roster(conn, host, username)
+
+    async def get_with_pending(
+        self, host: str, username: str
+    ) -> tuple[Roster, list[PendingSubscription]]:
+        """The roster and the waiting requests, read in one transaction."""
+        async with self._reader.begin() as conn:
+            roster = await _roster(conn, host, username)
+            pending = await _pending(conn, host, username)
+        return roster, pending
 
     async def get_item(self, host: str, username: str, jid: str) -> RosterItem | None:
         """Return the item for ``jid``, or ``None``."""
@@ -160,20 +153,42 @@ class SqlRosterStore:
     async def list_pending(self, host: str, username: str) -> list[PendingSubscription]:
         """Return the waiting requests, oldest first (ties by JID, in code point order)."""
         async with self._reader.begin() as conn:
-            result = await conn.execute(
-                select(
-                    pending_subscriptions.c.jid,
-                    pending_subscriptions.c.stanza,
-                    pending_subscriptions.c.created_at,
-                ).where(
-                    pending_subscriptions.c.host == host,
-                    pending_subscriptions.c.username == username,
-                )
-            )
-            rows = list(result)
-        # Sorted here so the tie-break does not depend on a PostgreSQL collation.
-        rows.sort(key=lambda row: (row.created_at, row.jid))
-        return [PendingSubscription(jid=row.jid, stanza=row.stanza) for row in rows]
+            return await _pending(conn, host, username)
+
+
+async def _roster(conn: AsyncConnection, host: str, username: str) -> Roster:
+    # FOR SHARE (PostgreSQL) keeps writers out until we have read the items, so the items
+    # match the version; a SQLite transaction reads one snapshot.
+    version = await conn.scalar(
+        select(roster_versions.c.version)
+        .where(roster_versions.c.host == host, roster_versions.c.username == username)
+        .with_for_update(read=True)
+    )
+    if version is None:
+        # Items are only ever written together with the version row.
+        return Roster(version=0, items={})
+    result = await conn.execute(
+        select(roster_items).where(roster_items.c.host == host, roster_items.c.username == username)
+    )
+    items = {row.jid: _item(row) for row in result}
+    return Roster(version=int(version), items=items)
+
+
+async def _pending(conn: AsyncConnection, host: str, username: str) -> list[PendingSubscription]:
+    result = await conn.execute(
+        select(
+            pending_subscriptions.c.jid,
+            pending_subscriptions.c.stanza,
+            pending_subscriptions.c.created_at,
+        ).where(
+            pending_subscriptions.c.host == host,
+            pending_subscriptions.c.username == username,
+        )
+    )
+    rows = list(result)
+    # Sorted here so the tie-break does not depend on a PostgreSQL collation.
+    rows.sort(key=lambda row: (row.created_at, row.jid))
+    return [PendingSubscription(jid=row.jid, stanza=row.stanza) for row in rows]
 
 
 async def _bump_version(conn: AsyncConnection, host: str, username: str) -> int:
