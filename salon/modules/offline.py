@@ -163,7 +163,7 @@ class OfflineMessages(Module[OfflineMessagesOptions]):
         holders.update(meanwhile)
         self.holders = holders
 
-    def _nothing_stored(self, user: JID) -> bool:
+    def nothing_stored(self, user: JID) -> bool:
         """Whether ``user`` is known to have no stored message."""
         holders = self.holders
         return user in self.empty or (holders is not None and user not in holders)
@@ -210,7 +210,7 @@ class OfflineMessages(Module[OfflineMessagesOptions]):
     # ------------------------------------------------------------------ delivering
     def became_available(self, event: AvailablePresence) -> None:
         session = event.session
-        if session.priority >= 0 and not self._nothing_stored(session.jid.bare):
+        if session.priority >= 0 and not self.nothing_stored(session.jid.bare):
             self.spawn(self.deliver(session))
 
     def priority_raised(self, event: PresenceBroadcast) -> None:
@@ -218,7 +218,7 @@ class OfflineMessages(Module[OfflineMessagesOptions]):
         if stanza.get("type") is not None or not session.is_available or session.priority >= 0:
             return
         priority = announced_priority(stanza)
-        if priority is not None and priority >= 0 and not self._nothing_stored(session.jid.bare):
+        if priority is not None and priority >= 0 and not self.nothing_stored(session.jid.bare):
             self.spawn(self.deliver(session))
 
     def session_ended(self, event: ResourceUnbound) -> None:
@@ -231,7 +231,7 @@ class OfflineMessages(Module[OfflineMessagesOptions]):
         ping sent after them, delete exactly those."""
         user = session.jid.bare
         async with self.locks.hold(user):
-            if self._nothing_stored(user):
+            if self.nothing_stored(user):
                 return  # delivered by a resource that held the lock before us
             stored = await self.storage.offline.list(self.domain, user.local or "")
             if not stored:
