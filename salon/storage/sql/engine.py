@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 from sqlalchemy.schema import CreateSchema
 
-__all__ = ["MIGRATION_LOCK_KEY", "open_engine", "reader", "to_async_url"]
+__all__ = ["MIGRATION_LOCK_KEY", "dispose", "open_engine", "reader", "to_async_url"]
 
 BUSY_TIMEOUT_MS = 10_000
 """How long a SQLite writer waits for another writer before failing."""
@@ -119,7 +120,7 @@ async def open_engine(url: str, *, base_dir: Path | None = None) -> AsyncEngine:
     return engine
 
 
-def _sqlite_engine(url: URL) -> AsyncEngine:
+def _sqlite_engine(url: URL, *, read_only: bool = False) -> AsyncEngine:
     database = url.database
     is_memory = database == ":memory:"
     kwargs: dict[str, Any] = {}
@@ -147,6 +148,8 @@ def _sqlite_engine(url: URL) -> AsyncEngine:
                 _enable_wal(cursor)
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
+            if read_only:
+                cursor.execute("PRAGMA query_only=ON")
         finally:
             cursor.close()
 
@@ -156,7 +159,7 @@ def _sqlite_engine(url: URL) -> AsyncEngine:
         # timeout), so no transaction fails later when it starts writing. A
         # read-only transaction takes none: in WAL mode it reads a snapshot
         # while a writer works.
-        if conn.get_execution_options().get(READ_ONLY):
+        if read_only or conn.get_execution_options().get(READ_ONLY):
             conn.exec_driver_sql("BEGIN")
         else:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -165,15 +168,37 @@ def _sqlite_engine(url: URL) -> AsyncEngine:
 
 
 def reader(engine: AsyncEngine) -> AsyncEngine:
-    """The same engine (and pool) for transactions that only read.
+    """The engine for transactions that only read.
 
-    On SQLite its transactions begin without the write lock; a statement that writes inside
-    one may fail with "database is locked", so use it for reads alone. On PostgreSQL it is
-    the engine itself (its transactions take no database-wide lock).
+    On a SQLite file it is a second engine on the same file with its own pool, whose
+    transactions begin without the write lock (``BEGIN``) and whose connections refuse writes
+    (``PRAGMA query_only``): in WAL mode its reads run beside the writer, and a write never
+    waits for a pool connection behind a crowd of reads (a login storm's). On an in-memory
+    SQLite database (one connection holds it) it is the same engine with the read-only
+    option; on PostgreSQL the engine itself. :func:`dispose` closes both.
     """
     if engine.dialect.name != "sqlite":
         return engine
-    return engine.execution_options(**{READ_ONLY: True})
+    known = _READERS.get(engine)
+    if known is not None:
+        return known
+    if engine.url.database in _MEMORY:
+        made = engine.execution_options(**{READ_ONLY: True})
+    else:
+        made = _sqlite_engine(engine.url, read_only=True)
+    _READERS[engine] = made
+    return made
+
+
+async def dispose(engine: AsyncEngine) -> None:
+    """Close the pooled connections of ``engine`` and of its :func:`reader`."""
+    made = _READERS.pop(engine, None)
+    if made is not None and made is not engine:
+        await made.dispose()
+    await engine.dispose()
+
+
+_READERS: weakref.WeakKeyDictionary[AsyncEngine, AsyncEngine] = weakref.WeakKeyDictionary()
 
 
 def _enable_wal(cursor: Any) -> None:

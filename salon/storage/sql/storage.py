@@ -16,6 +16,7 @@ from salon.storage.interfaces import (
 from salon.storage.sql.accounts import SqlAccountStore
 from salon.storage.sql.archive import SqlArchiveStore
 from salon.storage.sql.blocklist import SqlBlocklistStore
+from salon.storage.sql.engine import dispose
 from salon.storage.sql.kv import SqlKeyValueStore
 from salon.storage.sql.muc import SqlMucStore
 from salon.storage.sql.offline import SqlOfflineStore
@@ -56,4 +57,4 @@ class SqlStorage:
     async def close(self) -> None:
         """Finish the archive's waiting appends, then close all pooled connections."""
         await self._archive.drain()
-        await self.engine.dispose()
+        await dispose(self.engine)
