@@ -22,27 +22,43 @@ runs beside a writer instead of queueing behind every other transaction.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 import time
 import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import event, text
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 from sqlalchemy.schema import CreateSchema
 
-__all__ = ["MIGRATION_LOCK_KEY", "dispose", "open_engine", "reader", "to_async_url"]
+__all__ = [
+    "MIGRATION_LOCK_KEY",
+    "Reads",
+    "dispose",
+    "open_engine",
+    "reader",
+    "reads",
+    "to_async_url",
+]
+
+_T = TypeVar("_T")
 
 BUSY_TIMEOUT_MS = 10_000
 """How long a SQLite writer waits for another writer before failing."""
 
 MIGRATION_LOCK_KEY = 0x5A10_0DB
 """PostgreSQL advisory lock key that serialises schema changes between servers."""
+
+READ_POOL_SIZE = 4
+"""Connections of a SQLite file's read engine (see :func:`reader`)."""
 
 READ_ONLY = "salon_read_only"
 """Execution option marking a transaction that only reads (see :func:`reader`)."""
@@ -132,7 +148,15 @@ def _sqlite_engine(url: URL, *, read_only: bool = False) -> AsyncEngine:
     else:
         assert database is not None
         Path(database).parent.mkdir(parents=True, exist_ok=True)
+        if read_only:
+            # A fixed set of connections: an overflow connection would be opened and closed
+            # again for every burst of reads; waiting reads queue in order instead.
+            kwargs.update(pool_size=READ_POOL_SIZE, max_overflow=0)
     engine = create_async_engine(url, **kwargs)
+    # WAL is a property of the file: switched once, by the first connection of the writing
+    # engine. Doing it for every new connection would take a lock each time (and retry, with a
+    # pause on the event loop, while a writer holds it).
+    wal_pending = not is_memory and not read_only
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -144,8 +168,10 @@ def _sqlite_engine(url: URL, *, read_only: bool = False) -> AsyncEngine:
             # The busy timeout first: switching a new file to WAL needs the lock too, and
             # several processes may open the same fresh database at once.
             cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            if not is_memory:
+            nonlocal wal_pending
+            if wal_pending:
                 _enable_wal(cursor)
+                wal_pending = False
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
             if read_only:
@@ -190,15 +216,95 @@ def reader(engine: AsyncEngine) -> AsyncEngine:
     return made
 
 
+class Reads:
+    """Runs a read-only function ``fn(conn, *args)`` on a synchronous connection, in one
+    transaction. See :func:`reads`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._sync: Engine | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        if engine.dialect.name == "sqlite" and engine.url.database not in _MEMORY:
+            self._sync = _sqlite_read_engine(engine.url)
+            self._executor = ThreadPoolExecutor(READ_POOL_SIZE, thread_name_prefix="salon-read")
+        else:
+            self._async = reader(engine)
+
+    async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        if self._executor is None:
+            async with self._async.begin() as conn:
+                return await conn.run_sync(fn, *args)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, fn, args)
+
+    def _call(self, fn: Callable[..., _T], args: tuple[Any, ...]) -> _T:
+        assert self._sync is not None
+        with self._sync.begin() as conn:
+            return fn(conn, *args)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        if self._sync is not None:
+            self._sync.dispose()
+
+
+def reads(engine: AsyncEngine) -> Reads:
+    """The read runner of ``engine``: the reads a login makes, each in one round trip.
+
+    Through the async driver (aiosqlite) a transaction is about eight hops between the event
+    loop and the driver's thread (begin, cursor, execute, fetch, close, commit), each waiting
+    for a turn of the loop; while the loop is busy (a login storm) a read then takes many
+    turns, and the reads queue for connections. On a SQLite file the runner makes the whole
+    transaction one call in a small thread pool, on a synchronous read-only connection. On
+    PostgreSQL (and in-memory SQLite) it runs ``fn`` through the async connection
+    (``run_sync``). :func:`dispose` closes it.
+    """
+    known = _READS.get(engine)
+    if known is None:
+        known = _READS[engine] = Reads(engine)
+    return known
+
+
 async def dispose(engine: AsyncEngine) -> None:
-    """Close the pooled connections of ``engine`` and of its :func:`reader`."""
+    """Close the pooled connections of ``engine`` and of its :func:`reader` and :func:`reads`."""
     made = _READERS.pop(engine, None)
     if made is not None and made is not engine:
         await made.dispose()
+    runner = _READS.pop(engine, None)
+    if runner is not None:
+        await asyncio.get_running_loop().run_in_executor(None, runner.close)
     await engine.dispose()
 
 
 _READERS: weakref.WeakKeyDictionary[AsyncEngine, AsyncEngine] = weakref.WeakKeyDictionary()
+_READS: weakref.WeakKeyDictionary[AsyncEngine, Reads] = weakref.WeakKeyDictionary()
+
+
+def _sqlite_read_engine(url: URL) -> Engine:
+    """A synchronous engine (the standard sqlite3 module) on the file, for reads alone."""
+    engine = create_engine(
+        url.set(drivername="sqlite"),
+        pool_size=READ_POOL_SIZE,
+        max_overflow=0,
+        connect_args={"check_same_thread": False},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        dbapi_connection.isolation_level = None  # transactions begin in _on_begin
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA query_only=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")  # deferred: a snapshot, no write lock
+
+    return engine
 
 
 def _enable_wal(cursor: Any) -> None:

@@ -6,12 +6,12 @@ import builtins
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Connection, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from salon.storage.interfaces import OfflineMessage
 from salon.storage.sql.dialect import lock_user
-from salon.storage.sql.engine import reader
+from salon.storage.sql.engine import reader, reads
 from salon.storage.sql.schema import offline_messages
 
 __all__ = ["SqlOfflineStore"]
@@ -30,6 +30,7 @@ class SqlOfflineStore:
         """Use ``engine``; each method runs in its own transaction."""
         self._engine = engine
         self._reader = reader(engine)  # transactions that only read
+        self._reads = reads(engine)  # one round trip per read (the login's offline read)
 
     async def push(self, host: str, username: str, stanza: str, *, limit: int) -> bool:
         """Store the message unless the user has ``limit`` already; commit before returning.
@@ -58,18 +59,7 @@ class SqlOfflineStore:
 
     async def list(self, host: str, username: str) -> builtins.list[OfflineMessage]:
         """Return the user's messages, oldest first."""
-        async with self._reader.begin() as conn:
-            result = await conn.execute(
-                select(
-                    offline_messages.c.id, offline_messages.c.stanza, offline_messages.c.stored_at
-                )
-                .where(offline_messages.c.host == host, offline_messages.c.username == username)
-                .order_by(offline_messages.c.id)
-            )
-            return [
-                OfflineMessage(id=int(row.id), stanza=row.stanza, stored_at=row.stored_at)
-                for row in result
-            ]
+        return await self._reads.run(_list, host, username)
 
     async def delete(self, host: str, username: str, ids: Sequence[int]) -> None:
         """Delete the user's messages with these ids; unknown ids (or other users') are ignored."""
@@ -107,3 +97,14 @@ class SqlOfflineStore:
                 .where(offline_messages.c.host == host, offline_messages.c.username == username)
             )
             return int(total or 0)
+
+
+def _list(conn: Connection, host: str, username: str) -> builtins.list[OfflineMessage]:
+    result = conn.execute(
+        select(offline_messages.c.id, offline_messages.c.stanza, offline_messages.c.stored_at)
+        .where(offline_messages.c.host == host, offline_messages.c.username == username)
+        .order_by(offline_messages.c.id)
+    )
+    return [
+        OfflineMessage(id=int(row.id), stanza=row.stanza, stored_at=row.stored_at) for row in result
+    ]

@@ -15,12 +15,12 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, func, select
+from sqlalchemy import Connection, Row, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from salon.storage.interfaces import PendingSubscription, Roster, RosterItem
 from salon.storage.sql.dialect import increment, upsert
-from salon.storage.sql.engine import reader
+from salon.storage.sql.engine import reader, reads
 from salon.storage.sql.schema import pending_subscriptions, roster_items, roster_versions
 
 __all__ = ["SUBSCRIPTION_STATES", "SqlRosterStore"]
@@ -38,33 +38,21 @@ class SqlRosterStore:
         """Use ``engine``; each method runs in its own transaction."""
         self._engine = engine
         self._reader = reader(engine)  # transactions that only read
+        self._reads = reads(engine)  # the reads of a login, one round trip each
 
     async def get(self, host: str, username: str) -> Roster:
         """Return the items and the version they belong to (version 0 and no items if none)."""
-        async with self._reader.begin() as conn:
-            return await _roster(conn, host, username)
+        return await self._reads.run(_roster, host, username)
 
     async def get_with_pending(
         self, host: str, username: str
     ) -> tuple[Roster, list[PendingSubscription]]:
         """The roster and the waiting requests, read in one transaction."""
-        async with self._reader.begin() as conn:
-            roster = await _roster(conn, host, username)
-            pending = await _pending(conn, host, username)
-        return roster, pending
+        return await self._reads.run(_roster_and_pending, host, username)
 
     async def get_item(self, host: str, username: str, jid: str) -> RosterItem | None:
         """Return the item for ``jid``, or ``None``."""
-        async with self._reader.begin() as conn:
-            result = await conn.execute(
-                select(roster_items).where(
-                    roster_items.c.host == host,
-                    roster_items.c.username == username,
-                    roster_items.c.jid == jid,
-                )
-            )
-            row = result.first()
-        return None if row is None else _item(row)
+        return await self._reads.run(_get_item, host, username, jid)
 
     async def put_item(self, host: str, username: str, item: RosterItem) -> int:
         """Insert or replace the item; return the new roster version.
@@ -152,14 +140,14 @@ class SqlRosterStore:
 
     async def list_pending(self, host: str, username: str) -> list[PendingSubscription]:
         """Return the waiting requests, oldest first (ties by JID, in code point order)."""
-        async with self._reader.begin() as conn:
-            return await _pending(conn, host, username)
+        return await self._reads.run(_pending, host, username)
 
 
-async def _roster(conn: AsyncConnection, host: str, username: str) -> Roster:
+# Reads: synchronous functions of a connection, run by Reads in one round trip.
+def _roster(conn: Connection, host: str, username: str) -> Roster:
     # FOR SHARE (PostgreSQL) keeps writers out until we have read the items, so the items
     # match the version; a SQLite transaction reads one snapshot.
-    version = await conn.scalar(
+    version = conn.scalar(
         select(roster_versions.c.version)
         .where(roster_versions.c.host == host, roster_versions.c.username == username)
         .with_for_update(read=True)
@@ -167,15 +155,32 @@ async def _roster(conn: AsyncConnection, host: str, username: str) -> Roster:
     if version is None:
         # Items are only ever written together with the version row.
         return Roster(version=0, items={})
-    result = await conn.execute(
+    result = conn.execute(
         select(roster_items).where(roster_items.c.host == host, roster_items.c.username == username)
     )
     items = {row.jid: _item(row) for row in result}
     return Roster(version=int(version), items=items)
 
 
-async def _pending(conn: AsyncConnection, host: str, username: str) -> list[PendingSubscription]:
-    result = await conn.execute(
+def _roster_and_pending(
+    conn: Connection, host: str, username: str
+) -> tuple[Roster, list[PendingSubscription]]:
+    return _roster(conn, host, username), _pending(conn, host, username)
+
+
+def _get_item(conn: Connection, host: str, username: str, jid: str) -> RosterItem | None:
+    row = conn.execute(
+        select(roster_items).where(
+            roster_items.c.host == host,
+            roster_items.c.username == username,
+            roster_items.c.jid == jid,
+        )
+    ).first()
+    return None if row is None else _item(row)
+
+
+def _pending(conn: Connection, host: str, username: str) -> list[PendingSubscription]:
+    result = conn.execute(
         select(
             pending_subscriptions.c.jid,
             pending_subscriptions.c.stanza,
