@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, select, tuple_, update
+from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from salon.storage.interfaces import ArchiveItem, ArchiveItemNotFound, ArchivePage, ArchiveQuery
-from salon.storage.sql.engine import reader
+from salon.storage.sql.engine import reader, writes
 from salon.storage.sql.schema import archive
 
 __all__ = ["SqlArchiveStore", "from_micros", "to_micros"]
@@ -66,6 +66,7 @@ class SqlArchiveStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._reader = reader(engine)  # transactions that only read
+        self._writes = writes(engine)  # a group commit in one round trip
         # Appends waiting for the group commit, and the task writing them (see append).
         self._waiting: list[tuple[dict[str, Any], asyncio.Future[int]]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -141,13 +142,7 @@ class SqlArchiveStore:
             self._waiting = []
 
     async def _insert(self, rows: list[dict[str, Any]]) -> list[int]:
-        stmt = insert(archive).returning(archive.c.id, sort_by_parameter_order=True)
-        async with self._engine.begin() as conn:
-            if len(rows) == 1:
-                result = await conn.execute(stmt, rows[0])
-            else:
-                result = await conn.execute(stmt, rows)
-            return [int(row_id) for row_id in result.scalars()]
+        return await self._writes.run(_insert_rows, rows)
 
     async def _insert_one(self, row: dict[str, Any], done: asyncio.Future[int]) -> None:
         try:
@@ -385,3 +380,9 @@ def _item(row: Any) -> ArchiveItem:
         timestamp=from_micros(int(row.ts)),
         direction=row.direction,
     )
+
+
+def _insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+    stmt = insert(archive).returning(archive.c.id, sort_by_parameter_order=True)
+    result = conn.execute(stmt, rows[0]) if len(rows) == 1 else conn.execute(stmt, rows)
+    return [int(row_id) for row_id in result.scalars()]

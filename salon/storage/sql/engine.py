@@ -47,6 +47,7 @@ __all__ = [
     "reader",
     "reads",
     "to_async_url",
+    "writes",
 ]
 
 _T = TypeVar("_T")
@@ -220,15 +221,17 @@ class Reads:
     """Runs a read-only function ``fn(conn, *args)`` on a synchronous connection, in one
     transaction. See :func:`reads`."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, write: bool = False) -> None:
         self._engine = engine
         self._sync: Engine | None = None
         self._executor: ThreadPoolExecutor | None = None
         if engine.dialect.name == "sqlite" and engine.url.database not in _MEMORY:
-            self._sync = _sqlite_read_engine(engine.url)
-            self._executor = ThreadPoolExecutor(READ_POOL_SIZE, thread_name_prefix="salon-read")
+            threads = 1 if write else READ_POOL_SIZE
+            self._sync = _sqlite_sync_engine(engine.url, threads, write=write)
+            name = "salon-write" if write else "salon-read"
+            self._executor = ThreadPoolExecutor(threads, thread_name_prefix=name)
         else:
-            self._async = reader(engine)
+            self._async = engine if write else reader(engine)
 
     async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
         if self._executor is None:
@@ -266,26 +269,39 @@ def reads(engine: AsyncEngine) -> Reads:
     return known
 
 
+def writes(engine: AsyncEngine) -> Reads:
+    """Like :func:`reads`, for write transactions that must not cost a hop per statement
+    (the archive's group commit): on a SQLite file one writing thread with its own
+    connection, ``BEGIN IMMEDIATE`` as on the async engine; elsewhere the engine itself."""
+    known = _WRITES.get(engine)
+    if known is None:
+        known = _WRITES[engine] = Reads(engine, write=True)
+    return known
+
+
 async def dispose(engine: AsyncEngine) -> None:
     """Close the pooled connections of ``engine`` and of its :func:`reader` and :func:`reads`."""
     made = _READERS.pop(engine, None)
     if made is not None and made is not engine:
         await made.dispose()
-    runner = _READS.pop(engine, None)
-    if runner is not None:
-        await asyncio.get_running_loop().run_in_executor(None, runner.close)
+    for runners in (_READS, _WRITES):
+        runner = runners.pop(engine, None)
+        if runner is not None:
+            await asyncio.get_running_loop().run_in_executor(None, runner.close)
     await engine.dispose()
 
 
 _READERS: weakref.WeakKeyDictionary[AsyncEngine, AsyncEngine] = weakref.WeakKeyDictionary()
 _READS: weakref.WeakKeyDictionary[AsyncEngine, Reads] = weakref.WeakKeyDictionary()
+_WRITES: weakref.WeakKeyDictionary[AsyncEngine, Reads] = weakref.WeakKeyDictionary()
 
 
-def _sqlite_read_engine(url: URL) -> Engine:
-    """A synchronous engine (the standard sqlite3 module) on the file, for reads alone."""
+def _sqlite_sync_engine(url: URL, connections: int, *, write: bool) -> Engine:
+    """A synchronous engine (the standard sqlite3 module) on the file: read-only, or a writer
+    with the async engine's settings."""
     engine = create_engine(
         url.set(drivername="sqlite"),
-        pool_size=READ_POOL_SIZE,
+        pool_size=connections,
         max_overflow=0,
         connect_args={"check_same_thread": False},
     )
@@ -296,13 +312,17 @@ def _sqlite_read_engine(url: URL) -> Engine:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA query_only=ON")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            if not write:
+                cursor.execute("PRAGMA query_only=ON")
         finally:
             cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN")  # deferred: a snapshot, no write lock
+        # A reader takes a snapshot and no write lock; a writer takes the lock up front.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
 
