@@ -1060,9 +1060,11 @@ async def scenario_storm(server: ServerUnderTest, plan: Plan) -> Result:
         storm_sent = load.total_sent - sent_before
         span = max(counters.last_delivery - t0, 1e-6)
         cpu = max((after.server - before.server) - storm_sent * chat_cpu, 0.0)
+        gen_share = (after.generator - before.generator) / max(after.wall - before.wall, 1e-6)
         contacts = sum(len(ring_contacts(i, n, plan.roster_size)) for i in range(n))
         result.details.update(
             delivered=delivered, span=span, logged_in=logged_in, cpu=cpu, chat_cpu=chat_cpu,
+            generator_share=gen_share,
             calm_p99=percentile(calm, 0.99) / 1000, storm_msgs=storm_msgs,
         )  # fmt: skip
         result.add("storm.delivered", "storm: presence stanzas delivered", delivered, False)
@@ -1096,6 +1098,8 @@ async def scenario_storm(server: ServerUnderTest, plan: Plan) -> Result:
             f"({storm_msgs:,} delivered; p99 {percentile(during, 0.99) / 1000:.1f} ms against "
             f"{percentile(calm, 0.99) / 1000:.1f} ms before the storm; their CPU, "
             f"{chat_cpu * 1e6:.0f} µs a message sent, is taken out of the per-presence figure); "
+            f"the load generator used {gen_share:.0%} of its core meanwhile (above 90%, the "
+            f"storm's rates and latencies are the generator's, not the server's); "
             f"{_noise(others_share(before, after))}"
         )
     finally:

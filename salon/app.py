@@ -47,6 +47,14 @@ HIBERNATE_AFTER = 10.0  # seconds of silence before an idle stream's parser is r
 T = TypeVar("T")
 
 
+C2S_BACKLOG = 1024
+"""Client connections the kernel queues before Salon accepts them (capped by the system's
+``net.core.somaxconn``). asyncio's default, 100, is too few when a network blip brings every
+user back at once: the kernel drops the SYNs beyond it and those clients retry after 1, 3, 7,
+15 s, so a login storm ends a minute late though the server sat idle.
+"""
+
+
 class App:
     """One running Salon: ``await App(settings).start()``, later ``await app.stop()``."""
 
@@ -130,7 +138,7 @@ class App:
         c2s = self.settings.c2s
         if c2s.starttls_enabled or not c2s.require_encryption:
             self.listeners["c2s"] = [
-                await listen(loop, lambda: C2SConnection(self), host, c2s.port)
+                await listen(loop, lambda: C2SConnection(self), host, c2s.port, backlog=C2S_BACKLOG)
                 for host in c2s.interfaces
             ]
         direct_ctx = self.tls.direct_tls_context()
@@ -143,6 +151,7 @@ class App:
                     c2s.direct_tls_port,
                     ssl=direct_ctx,
                     ssl_handshake_timeout=c2s.handshake_timeout,
+                    backlog=C2S_BACKLOG,
                 )
                 for host in c2s.interfaces
             ]

@@ -180,6 +180,10 @@ class ClusterNode:
         self._dirty[session.jid] = None
         self._kick()
 
+    @property
+    def is_clustered(self) -> bool:
+        return True
+
     def changed(self, kind: str, user: JID) -> None:
         """PeerNotifier: ``user``'s data of ``kind`` changed here."""
         self._events.append(_event("changed", self.name, jid=str(user), kind=kind))

@@ -33,6 +33,12 @@ class PeerNotifier(Protocol):
     """Tells the other nodes of a cluster that a user's data changed here, so that their
     caches drop it (each of them then fires ``PeerDataChanged``)."""
 
+    @property
+    def is_clustered(self) -> bool:
+        """Whether other nodes write the same storage (a cache of what is *absent* from it,
+        such as "nobody else holds offline messages", cannot be trusted then)."""
+        ...
+
     def changed(self, kind: str, user: JID) -> None: ...
 
     async def settled(self) -> None:
@@ -43,6 +49,10 @@ class PeerNotifier(Protocol):
 
 class NoPeers:
     """A single process: nobody else caches anything, nothing is in flight."""
+
+    @property
+    def is_clustered(self) -> bool:
+        return False
 
     def changed(self, kind: str, user: JID) -> None:
         return None

@@ -3,10 +3,8 @@ rosters (roster, presence, blocking, last) as the host item ``"roster_cache"``.
 
 Presence needs a user's roster for each broadcast and each probe answered on the user's behalf;
 read from the database every time, that is one transaction per contact as a user comes
-online. So a user's roster is read once, when something first needs it while the user has a
-session, and kept until the user's last session has ended. Probes and broadcasts for online
-users then cost no query; for a user without a session, an item is read with one query and
-nothing is kept.
+online. So a user's roster is read once, when something first needs it, and kept while the
+user has a session (and a while after, see below). Probes and broadcasts then cost no query.
 
 The cache stays exact because every write of a local roster (items and pending inbound
 subscription requests) goes through it: it writes to storage and then updates its copy.
@@ -24,13 +22,17 @@ known to have none, so a user with no waiting request costs no query to come onl
 
 A user whose last session ended keeps the entry for ``recent_ttl`` seconds more (at most
 ``recent_size`` such users, the least recently gone out first): a client that reconnects (a
-mobile network blip, a restart storm's second wave) finds its roster without a query. Writes go
-through the cache whether the user is online or not, so the kept copy stays exact.
+mobile network blip, a restart storm's second wave) finds its roster without a query. A roster
+read for a user without a session (to answer a contact's probe) is kept the same way, as a
+whole: in a login storm each offline user is probed by many contacts coming online, and then
+comes online too; one query serves them all. Writes go through the cache whether the user is
+online or not, so the kept copy stays exact.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -106,7 +108,7 @@ class RosterCache:
         entry = self._entries.get(user)
         if entry is not None and entry.roster is not None:
             return entry.roster
-        if (user, _ROSTER) not in self._loading and not self._in_use(user):
+        if not self._keeps(user) and (user, _ROSTER) not in self._loading:
             return await self._store.get(user.domain, user.local or "")
         roster: Roster = await self._load(user, _ROSTER)
         return roster
@@ -116,7 +118,7 @@ class RosterCache:
         entry = self._entries.get(user)
         if entry is not None and entry.roster is not None:
             return entry.roster.items.get(jid)
-        if (user, _ROSTER) not in self._loading and not self._in_use(user):
+        if not self._keeps(user) and (user, _ROSTER) not in self._loading:
             return await self._store.get_item(user.domain, user.local or "", jid)
         return (await self.roster(user)).items.get(jid)
 
@@ -138,21 +140,43 @@ class RosterCache:
         return list(pending)
 
     async def _load(self, user: JID, part: str) -> Any:
-        """Read ``part`` of ``user``'s record, sharing a read already in flight."""
+        """Read ``part`` of ``user``'s record, sharing a read already in flight. A roster read
+        for a user whose pending requests are not known yet reads them too, in the same
+        transaction: coming online needs both."""
         key = (user, part)
         task = self._loading.get(key)
         if task is None:
-            if part == _ROSTER:
-                coro: Any = self._store.get(user.domain, user.local or "")
+            both = part == _ROSTER and self._pending_unknown(user)
+            coro: Any
+            if both:
+                coro = self._read_both(user)
+            elif part == _ROSTER:
+                coro = self._read_roster(user)
             else:
                 coro = self._read_pending(user)
             task = asyncio.get_running_loop().create_task(coro)
-            self._loading[key] = task
-            task.add_done_callback(lambda done: self._loaded(key, done))
-        return await asyncio.shield(task)
+            keys = [key, (user, _PENDING)] if both else [key]
+            for k in keys:
+                self._loading[k] = task
+                task.add_done_callback(functools.partial(self._loaded, k))
+        parts: dict[str, Any] = await asyncio.shield(task)
+        return parts[part]
 
-    async def _read_pending(self, user: JID) -> tuple[PendingSubscription, ...]:
-        return tuple(await self._store.list_pending(user.domain, user.local or ""))
+    def _pending_unknown(self, user: JID) -> bool:
+        if (user, _PENDING) in self._loading or user in self._no_pending:
+            return False
+        entry = self._entries.get(user)
+        return entry is None or entry.pending is None
+
+    async def _read_roster(self, user: JID) -> dict[str, Any]:
+        return {_ROSTER: await self._store.get(user.domain, user.local or "")}
+
+    async def _read_pending(self, user: JID) -> dict[str, Any]:
+        return {_PENDING: tuple(await self._store.list_pending(user.domain, user.local or ""))}
+
+    async def _read_both(self, user: JID) -> dict[str, Any]:
+        roster, pending = await self._store.get_with_pending(user.domain, user.local or "")
+        return {_ROSTER: roster, _PENDING: tuple(pending)}
 
     def _loaded(self, key: tuple[JID, str], task: asyncio.Task[Any]) -> None:
         """Keep what a read found, unless a write came since it started."""
@@ -162,11 +186,16 @@ class RosterCache:
         if task.cancelled() or task.exception() is not None:
             return
         user, part = key
-        value = task.result()
+        value = task.result()[part]
         if part == _PENDING and not value:
             self._remember_no_pending(user)
         if not self._in_use(user):
-            return
+            if not self.recent_size:
+                return
+            # Read for a user without a session (a contact's probe): kept as a recent entry,
+            # so the next probes, and the user's own login, cost no query.
+            if user not in self._recent:
+                self._recent[user] = self.host.clock.monotonic() + self.recent_ttl
         entry = self._entries.get(user)
         if entry is None:
             entry = self._entries[user] = _Entry()
@@ -174,6 +203,8 @@ class RosterCache:
             entry.roster = value
         else:
             entry.pending = value
+        if user in self._recent:
+            self._expire_recent()
 
     # ------------------------------------------------------------------ writes
     async def put_item(self, user: JID, item: RosterItem) -> int:
@@ -270,6 +301,11 @@ class RosterCache:
             self._no_pending.popitem(last=False)
 
     # ------------------------------------------------------------------ upkeep
+    def _keeps(self, user: JID) -> bool:
+        """Whether a roster read for ``user`` is kept: always while the user has a session,
+        and for ``recent_ttl`` seconds otherwise (unless that memory is off)."""
+        return bool(self.recent_size) or self._in_use(user)
+
     def _in_use(self, user: JID) -> bool:
         """Whether what is read for ``user`` is kept: the user has a session, or one is ending."""
         return self.host.sessions.is_online(user) or user in self._ending

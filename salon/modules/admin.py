@@ -406,11 +406,15 @@ class Admin(Module[ModuleOptions]):
 
     async def flush_logins(self) -> None:
         batch, self.logins = self.logins, {}
-        for username, at in batch.items():
-            try:
-                await self.logins_store.set(self.domain, username, json.dumps({"at": at}))
-            except Exception:
-                self.log.exception("could not record the last login of %s", username)
+        if not batch:
+            return
+        # One transaction for the lot: a login storm must not become a storm of writes.
+        documents = {username: json.dumps({"at": at}) for username, at in batch.items()}
+        try:
+            await self.logins_store.set_many(self.domain, documents)
+        except Exception:
+            self.log.exception("could not record the last login of %d users", len(batch))
+            for username, at in batch.items():
                 self.logins.setdefault(username, at)
 
     def forget(self, event: AccountDeleted) -> None:

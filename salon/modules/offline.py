@@ -23,9 +23,16 @@ Choices, with the text they follow:
 * One user's deliveries and stores are serialised by a per-user lock: two resources becoming
   available together never both get a message, and a message is never stored while a
   delivery it would miss is running.
-* Users known to have nothing stored (a delivery found or left nothing, and no message was
-  stored since) are remembered, a bounded number of them, so that coming online costs them
-  no query. A store forgets the user before it writes, so a delivery never skips a message.
+* Coming online costs a user with nothing stored no query. At start the module reads, in one
+  query, which users hold messages (when there are at most ``known_holders`` of them); from
+  then on a store adds its user before it writes, and a delivery that leaves nothing removes
+  it, so a user outside that set has nothing to deliver. Beyond the bound, or until the read
+  is done, users known to have nothing stored (a delivery found or left nothing, and no
+  message was stored since) are remembered, a bounded number of them. A store forgets the
+  user before it writes, so a delivery never skips a message. The holders set assumes that
+  this process writes every offline message of its hosts, so a cluster node does without it;
+  there a store on another node reaches this one as ``PeerDataChanged`` and ends the "nothing
+  stored" memory of that user (and delivers to a resource that became available meanwhile).
 """
 
 from __future__ import annotations
@@ -103,6 +110,12 @@ class OfflineMessagesOptions(ModuleOptions):
         description="Seconds a client has to answer the ping that confirms it received "
         "its offline messages; unconfirmed messages stay stored.",
     )
+    known_holders: int = Field(
+        100_000,
+        ge=0,
+        description="Most users holding stored messages that are tracked, so that everyone "
+        "else comes online without a query (0: not tracked; beyond it, known_empty alone).",
+    )
     known_empty: int = Field(
         10_000,
         ge=0,
@@ -124,6 +137,10 @@ class OfflineMessages(Module[OfflineMessagesOptions]):
         self.known_empty = self.options.known_empty
         self.locks = UserLocks()
         self.empty: OrderedDict[JID, None] = OrderedDict()  # nothing stored for these users
+        # Every user with something stored, once read at start (None: not known).
+        self.holders: set[JID] | None = None
+        # Users stored for while that read runs, added to what it finds.
+        self._stored_meanwhile: set[JID] | None = None
         self.acks: dict[C2SSession, asyncio.Future[Element]] = {}
         self.add_feature(NS_MSGOFFLINE)
         self.hook(MessageUndeliverable, self.store, Priority.DELIVER)
@@ -133,6 +150,38 @@ class OfflineMessages(Module[OfflineMessagesOptions]):
         self.hook(PresenceBroadcast, self.priority_raised, Priority.DELIVER + 1)
         self.hook(ResourceUnbound, self.session_ended)
         self.hook(PeerDataChanged, self.peer_stored)
+
+    async def start(self) -> None:
+        limit = self.options.known_holders
+        if limit <= 0 or self.host.peers.is_clustered:
+            return  # another node may store for anyone: only the per-user memory applies
+        self._stored_meanwhile = set()
+        try:
+            names = await self.storage.offline.holders(self.domain, limit)
+        finally:
+            meanwhile, self._stored_meanwhile = self._stored_meanwhile, None
+        if names is None:
+            self.log.info("more than %d users hold offline messages: not tracked", limit)
+            return
+        holders = {JID(name, self.domain, None) for name in names}  # stored prepared
+        holders.update(meanwhile)
+        self.holders = holders
+
+    def nothing_stored(self, user: JID) -> bool:
+        """Whether ``user`` is known to have no stored message."""
+        holders = self.holders
+        return user in self.empty or (holders is not None and user not in holders)
+
+    def _storing(self, user: JID) -> None:
+        """Before a message for ``user`` is written: no delivery may skip it from now on."""
+        self.empty.pop(user, None)
+        if self._stored_meanwhile is not None:
+            self._stored_meanwhile.add(user)
+        holders = self.holders
+        if holders is not None:
+            holders.add(user)
+            if len(holders) > self.options.known_holders:
+                self.holders = None  # too many to track: known_empty alone from now on
 
     # ------------------------------------------------------------------ storing
     async def store(self, event: MessageUndeliverable) -> bool | None:
@@ -152,7 +201,7 @@ class OfflineMessages(Module[OfflineMessagesOptions]):
             if targets:
                 return HANDLED
             # Before the write: a resource becoming available from now on looks for it.
-            self.empty.pop(user, None)
+            self._storing(user)
             text = serialize_str(stamped(stanza, self.domain, datetime.now(UTC)))
             is_stored = await self.storage.offline.push(
                 self.domain, user.local or "", text, limit=self.quota
@@ -170,7 +219,7 @@ class OfflineMessages(Module[OfflineMessagesOptions]):
         if event.kind != "offline":
             return
         user = event.user
-        self.empty.pop(user, None)
+        self._storing(user)
         for session in self.sessions.available(user):
             if not session.is_remote and session.priority >= 0:
                 self.spawn(self.deliver(session))
@@ -179,7 +228,7 @@ class OfflineMessages(Module[OfflineMessagesOptions]):
     # ------------------------------------------------------------------ delivering
     def became_available(self, event: AvailablePresence) -> None:
         session = event.session
-        if session.priority >= 0 and session.jid.bare not in self.empty:
+        if session.priority >= 0 and not self.nothing_stored(session.jid.bare):
             self.spawn(self.deliver(session))
 
     def priority_raised(self, event: PresenceBroadcast) -> None:
@@ -187,7 +236,7 @@ class OfflineMessages(Module[OfflineMessagesOptions]):
         if stanza.get("type") is not None or not session.is_available or session.priority >= 0:
             return
         priority = announced_priority(stanza)
-        if priority is not None and priority >= 0 and session.jid.bare not in self.empty:
+        if priority is not None and priority >= 0 and not self.nothing_stored(session.jid.bare):
             self.spawn(self.deliver(session))
 
     def session_ended(self, event: ResourceUnbound) -> None:
@@ -200,7 +249,7 @@ class OfflineMessages(Module[OfflineMessagesOptions]):
         ping sent after them, delete exactly those."""
         user = session.jid.bare
         async with self.locks.hold(user):
-            if user in self.empty:
+            if self.nothing_stored(user):
                 return  # delivered by a resource that held the lock before us
             stored = await self.storage.offline.list(self.domain, user.local or "")
             if not stored:
@@ -224,6 +273,8 @@ class OfflineMessages(Module[OfflineMessagesOptions]):
 
     def _known_empty(self, user: JID) -> None:
         """Remember that nothing is stored for ``user`` (called under the user's lock)."""
+        if self.holders is not None:
+            self.holders.discard(user)
         if self.known_empty <= 0:
             return
         self.empty[user] = None

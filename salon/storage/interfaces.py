@@ -9,6 +9,7 @@ This module deliberately imports nothing from SQLAlchemy.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -213,6 +214,12 @@ class RosterStore(Protocol):
         """Oldest first."""
         ...
 
+    async def get_with_pending(
+        self, host: str, username: str
+    ) -> tuple[Roster, list[PendingSubscription]]:
+        """``get`` and ``list_pending`` in one transaction (one round trip at login)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class OfflineMessage:
@@ -240,6 +247,11 @@ class OfflineStore(Protocol):
     async def delete(self, host: str, username: str, ids: Sequence[int]) -> None: ...
 
     async def count(self, host: str, username: str) -> int: ...
+
+    async def holders(self, host: str, limit: int) -> builtins.list[str] | None:
+        """The usernames of ``host`` with at least one stored message, or None when there
+        are more than ``limit`` of them."""
+        ...
 
 
 class BlocklistStore(Protocol):

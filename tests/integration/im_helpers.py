@@ -9,6 +9,8 @@ from typing import Any
 from slixmpp.exceptions import IqError
 from slixmpp.xmlstream import ET
 
+from salon.core.roster_cache import RosterCache
+from salon.jid import JID
 from salon.storage.interfaces import RosterItem
 from tests.integration.harness import RunningServer, SlixClient, connect_slixmpp
 
@@ -37,11 +39,12 @@ async def login(
 
 
 async def put_item(srv: RunningServer, owner: str, contact: str, subscription: str) -> None:
-    """Set up a roster item directly in storage (test fixtures, not the behaviour under test)."""
-    local, domain = owner.split("@", 1)
-    await srv.server.core.storage.roster.put_item(
-        domain, local, RosterItem(jid=contact, subscription=subscription)
-    )
+    """Set up a roster item (test fixtures, not the behaviour under test). Through the host's
+    roster cache, as every roster write in the server: a copy it keeps (for an online user, or
+    one read to answer a probe) must see the change."""
+    domain = owner.split("@", 1)[1]
+    cache = srv.server.core.hosts[domain].services.get(RosterCache)
+    await cache.put_item(JID.parse(owner), RosterItem(jid=contact, subscription=subscription))
 
 
 async def befriend(srv: RunningServer, a: str, b: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -318,3 +319,44 @@ async def test_replace_keeps_uid_time_and_peer(storage: Storage) -> None:
     assert [item.stanza for item in page.items] == [msg(0), tombstone, msg(2)]
     assert page.items[1].timestamp == T0 + timedelta(seconds=1)
     assert page.items[1].with_jid == "romeo@example.net/orchard"
+
+
+async def test_concurrent_appends_are_all_committed_in_order_of_arrival(
+    storage: Storage,
+) -> None:
+    # Appends made at once share transactions (group commit); each still gets its own row.
+    rows = await asyncio.gather(
+        *(
+            storage.archive.append(
+                HOST,
+                "juliet",
+                item_id=f"c{i:03d}",
+                with_jid="romeo@example.net",
+                stanza=msg(i),
+                timestamp=T0,
+                direction="in",
+            )
+            for i in range(120)
+        )
+    )
+    assert len(set(rows)) == 120
+    page = await storage.archive.query(HOST, "juliet", ArchiveQuery(max=500))
+    assert uids_of(page) == [f"c{i:03d}" for i in range(120)]
+
+
+async def test_a_duplicate_among_concurrent_appends_fails_alone(storage: Storage) -> None:
+    await fill(storage, 1)
+
+    async def append(uid: str) -> int:
+        return await storage.archive.append(
+            HOST, "juliet", item_id=uid, with_jid="a@b", stanza=msg(0), timestamp=T0,
+            direction="in",
+        )  # fmt: skip
+
+    outcomes = await asyncio.gather(
+        append("n1"), append("juliet-00000"), append("n2"), return_exceptions=True
+    )
+    assert isinstance(outcomes[0], int) and isinstance(outcomes[2], int)
+    assert isinstance(outcomes[1], ValueError)
+    page = await storage.archive.query(HOST, "juliet", ArchiveQuery(max=10))
+    assert sorted(uids_of(page)) == ["juliet-00000", "n1", "n2"]

@@ -231,3 +231,16 @@ async def test_migrating_again_keeps_messages(backend: Backend) -> None:
         assert await storage.offline.list(HOST, "juliet") == stored
     finally:
         await storage.close()
+
+
+async def test_holders_names_the_users_with_stored_messages(storage: Storage) -> None:
+    assert await storage.offline.holders(HOST, 10) == []
+    for user in ("romeo", "juliet", "juliet", "nurse"):
+        await storage.offline.push(HOST, user, msg(1, user), limit=LIMIT)
+    await storage.offline.push(OTHER_HOST, "tybalt", msg(1, "tybalt"), limit=LIMIT)
+
+    assert await storage.offline.holders(HOST, 3) == ["juliet", "nurse", "romeo"]
+    assert await storage.offline.holders(HOST, 2) is None  # more than the limit
+    [stored] = await storage.offline.list(HOST, "nurse")
+    await storage.offline.delete(HOST, "nurse", [stored.id])
+    assert await storage.offline.holders(HOST, 2) == ["juliet", "romeo"]

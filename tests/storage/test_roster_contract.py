@@ -375,3 +375,21 @@ async def test_migrating_again_keeps_rosters(backend: Backend) -> None:
         ]
     finally:
         await storage.close()
+
+
+async def test_get_with_pending_reads_both_in_one_call(storage: Storage) -> None:
+    assert await storage.roster.get_with_pending(HOST, "juliet") == (
+        Roster(version=0, items={}),
+        [],
+    )
+    version = await storage.roster.put_item(HOST, "juliet", ROMEO)
+    await storage.roster.add_pending(HOST, "juliet", NURSE.jid, _subscribe(NURSE.jid))
+
+    roster, pending = await storage.roster.get_with_pending(HOST, "juliet")
+
+    assert roster == Roster(version=version, items={ROMEO.jid: ROMEO})
+    assert pending == [PendingSubscription(jid=NURSE.jid, stanza=_subscribe(NURSE.jid))]
+    assert await storage.roster.get_with_pending(HOST, "romeo") == (
+        Roster(version=0, items={}),
+        [],
+    )

@@ -77,6 +77,15 @@ class MemoryRosters:
         await self._read()
         return [PendingSubscription(jid, stanza) for jid, stanza in requests]
 
+    async def get_with_pending(
+        self, host: str, username: str
+    ) -> tuple[Roster, list[PendingSubscription]]:
+        version, items = self.versions.get(username, 0), dict(self.items.get(username, {}))
+        requests = list(self.pending.get(username, {}).items())
+        await self._read()  # one transaction for both
+        pending = [PendingSubscription(jid, stanza) for jid, stanza in requests]
+        return Roster(version=version, items=items), pending
+
 
 class Online:
     def __init__(self) -> None:
@@ -246,3 +255,38 @@ async def test_a_deleted_account_is_forgotten() -> None:
     store.versions.clear()
     cache.account_deleted(AccountDeleted(JULIET))
     assert await cache.roster(JULIET) == Roster(version=0, items={})
+
+
+async def test_coming_online_reads_roster_and_pending_requests_in_one_query() -> None:
+    cache, store, online = make_cache()
+    await store.put_item("localhost", "juliet", ROMEO)
+    await store.add_pending("localhost", "juliet", NURSE.jid, "<presence type='subscribe'/>")
+    online.users.add(JULIET)
+    assert (await cache.roster(JULIET)).items == {ROMEO.jid: ROMEO}
+    assert [p.jid for p in await cache.pending(JULIET)] == [NURSE.jid]
+    assert store.reads == 1
+
+
+async def test_an_offline_users_roster_read_for_probes_is_kept_for_the_ttl() -> None:
+    """A login storm: many contacts probe a user who is not online yet, then the user comes
+    online. One query serves every probe and the user's own login."""
+    clock = ManualClock()
+    cache, store, online = make_cache(recent_ttl=60.0, clock=clock)
+    await store.put_item("localhost", "juliet", ROMEO)
+    await store.put_item("localhost", "juliet", NURSE)
+    for _ in range(3):
+        assert await cache.item(JULIET, ROMEO.jid) == ROMEO
+        assert await cache.item(JULIET, "tybalt@localhost") is None
+    assert store.reads == 1
+    await cache.put_item(JULIET, replace(NURSE, name="Nurse"))  # exact while offline too
+    online.users.add(JULIET)
+    assert (await cache.roster(JULIET)).items[NURSE.jid].name == "Nurse"
+    assert await cache.pending(JULIET) == []
+    assert store.reads == 1
+    # not online, past the TTL: let go at the next expiry check
+    online.users.discard(JULIET)
+    await clock.advance(61.0)
+    assert await cache.item(ROMEO_BARE, JULIET.local or "") is None  # another user's read
+    assert JULIET not in cache._entries
+    assert await cache.item(JULIET, ROMEO.jid) == ROMEO
+    assert store.reads == 3

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Connection, Row, Select, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -38,6 +38,7 @@ from salon.storage.interfaces import (
     AccountNotFound,
     ScramCredential,
 )
+from salon.storage.sql.engine import reader, reads
 from salon.storage.sql.schema import PER_USER_TABLES, account_credentials, accounts
 
 __all__ = ["CACHE_SIZE", "CACHE_TTL", "SqlAccountStore"]
@@ -60,6 +61,8 @@ class SqlAccountStore:
         """Use ``engine``; each method runs in its own transaction. Accounts read are kept
         for ``cache_ttl`` seconds, ``cache_size`` at most (see the module's docstring)."""
         self._engine = engine
+        self._reader = reader(engine)  # transactions that only read
+        self._reads = reads(engine)  # one round trip per read (the login's account read)
         self._cache_size = cache_size if cache_ttl > 0 else 0
         self._cache_ttl = cache_ttl
         self._clock = clock
@@ -147,8 +150,7 @@ class SqlAccountStore:
             )
             .where(accounts.c.host == host, accounts.c.username == username)
         )
-        async with self._engine.begin() as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await self._reads.run(_all_rows, query)
         if not rows:
             return None
         credentials = {
@@ -217,14 +219,14 @@ class SqlAccountStore:
 
     async def list_usernames(self, host: str) -> list[str]:
         """Return the usernames on ``host`` in code point order."""
-        async with self._engine.begin() as conn:
+        async with self._reader.begin() as conn:
             names = await conn.scalars(select(accounts.c.username).where(accounts.c.host == host))
             # Sorted here, not by ORDER BY: PostgreSQL collations vary by locale.
             return sorted(names)
 
     async def count(self, host: str) -> int:
         """Return the number of accounts on ``host``."""
-        async with self._engine.begin() as conn:
+        async with self._reader.begin() as conn:
             total = await conn.scalar(
                 select(func.count()).select_from(accounts).where(accounts.c.host == host)
             )
@@ -300,3 +302,7 @@ def _credential_rows(
 async def _insert_credentials(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     if rows:
         await conn.execute(insert(account_credentials), rows)
+
+
+def _all_rows(conn: Connection, query: Select[Any]) -> list[Row[Any]]:
+    return list(conn.execute(query).all())

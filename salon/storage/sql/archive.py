@@ -9,15 +9,17 @@ page does not grow with the archive. Only the optional count scans the result se
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, select, tuple_, update
+from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from salon.storage.interfaces import ArchiveItem, ArchiveItemNotFound, ArchivePage, ArchiveQuery
+from salon.storage.sql.engine import reader, writes
 from salon.storage.sql.schema import archive
 
 __all__ = ["SqlArchiveStore", "from_micros", "to_micros"]
@@ -27,6 +29,9 @@ _MAX_ID = 64
 
 _MAX_IDS = 1000
 """Most UIDs one query may name (the module enforces its own, lower, bound)."""
+
+_BATCH = 500
+"""Most appends written in one group-commit transaction."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -60,6 +65,11 @@ class SqlArchiveStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._reader = reader(engine)  # transactions that only read
+        self._writes = writes(engine)  # a group commit in one round trip
+        # Appends waiting for the group commit, and the task writing them (see append).
+        self._waiting: list[tuple[dict[str, Any], asyncio.Future[int]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ writing
     async def append(
@@ -73,31 +83,87 @@ class SqlArchiveStore:
         timestamp: datetime,
         direction: str,
     ) -> int:
-        """Store one item; commits before returning. A duplicate UID raises ValueError."""
+        """Store one item; commits before returning. A duplicate UID raises ValueError.
+
+        Appends made at the same time share one transaction (see :meth:`_write_waiting`).
+        """
         if not item_id or len(item_id) > _MAX_ID:
             raise ValueError(f"archive item id must be 1 to {_MAX_ID} characters")
         bare, _, resource = with_jid.partition("/")
-        stmt = (
-            insert(archive)
-            .values(
-                host=host,
-                username=username,
-                item_id=item_id,
-                ts=to_micros(timestamp),
-                with_bare=bare,
-                with_resource=resource,
-                direction=direction,
-                stanza=stanza,
-            )
-            .returning(archive.c.id)
-        )
+        row = {
+            "host": host,
+            "username": username,
+            "item_id": item_id,
+            "ts": to_micros(timestamp),
+            "with_bare": bare,
+            "with_resource": resource,
+            "direction": direction,
+            "stanza": stanza,
+        }
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiting.append((row, done))
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_waiting())
+        # Shielded: a caller that gives up does not take the others' batch down with it.
+        return await asyncio.shield(done)
+
+    async def _write_waiting(self) -> None:
+        """Group commit: write every append waiting, in one transaction, until none waits.
+
+        The first append writes at once; those that arrive while a transaction runs go into
+        the next one together. Each append still returns only after its row is committed,
+        and a whole batch costs one transaction (and one fsync) instead of one each.
+        """
         try:
-            async with self._engine.begin() as conn:
-                row_id = await conn.scalar(stmt)
+            while self._waiting:
+                batch, self._waiting = self._waiting[:_BATCH], self._waiting[_BATCH:]
+                try:
+                    ids = await self._insert([row for row, _ in batch])
+                except IntegrityError:
+                    # A duplicate UID: write the batch one by one, so only that append fails.
+                    for row, done in batch:
+                        await self._insert_one(row, done)
+                    continue
+                except BaseException as exc:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for (_, done), row_id in zip(batch, ids, strict=True):
+                    if not done.done():
+                        done.set_result(row_id)
+        finally:
+            self._writer = None
+            for _, done in self._waiting:
+                if not done.done():
+                    done.set_exception(RuntimeError("archive writer stopped"))
+            self._waiting = []
+
+    async def _insert(self, rows: list[dict[str, Any]]) -> list[int]:
+        return await self._writes.run(_insert_rows, rows)
+
+    async def _insert_one(self, row: dict[str, Any], done: asyncio.Future[int]) -> None:
+        try:
+            (row_id,) = await self._insert([row])
         except IntegrityError as exc:
-            raise ValueError(f"archive item id {item_id!r} is already used") from exc
-        assert row_id is not None
-        return int(row_id)
+            error: BaseException = ValueError(f"archive item id {row['item_id']!r} is already used")
+            error.__cause__ = exc
+            if not done.done():
+                done.set_exception(error)
+        except Exception as exc:
+            if not done.done():
+                done.set_exception(exc)
+        else:
+            if not done.done():
+                done.set_result(row_id)
+
+    async def drain(self) -> None:
+        """Wait until every append made so far is committed (or has failed)."""
+        writer = self._writer
+        if writer is not None:
+            await asyncio.wait({writer})
 
     async def delete(self, host: str, username: str) -> int:
         """Remove the owner's whole archive."""
@@ -120,7 +186,7 @@ class SqlArchiveStore:
             return int(result.rowcount or 0)
 
     async def count(self, host: str, username: str) -> int:
-        async with self._engine.begin() as conn:
+        async with self._reader.begin() as conn:
             total = await conn.scalar(
                 select(func.count())
                 .select_from(archive)
@@ -149,7 +215,7 @@ class SqlArchiveStore:
             raise ValueError("max must not be negative")
         if len(query.ids) > _MAX_IDS:
             raise ValueError(f"at most {_MAX_IDS} ids per query")
-        async with self._engine.begin() as conn:
+        async with self._reader.begin() as conn:
             named = [u for u in (query.after_id, query.before_id, query.after) if u is not None]
             if query.before:
                 named.append(query.before)
@@ -314,3 +380,9 @@ def _item(row: Any) -> ArchiveItem:
         timestamp=from_micros(int(row.ts)),
         direction=row.direction,
     )
+
+
+def _insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+    stmt = insert(archive).returning(archive.c.id, sort_by_parameter_order=True)
+    result = conn.execute(stmt, rows[0]) if len(rows) == 1 else conn.execute(stmt, rows)
+    return [int(row_id) for row_id in result.scalars()]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, select
+from sqlalchemy import Connection, delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from salon.storage.sql.dialect import upsert
+from salon.storage.sql.engine import reads
 from salon.storage.sql.schema import blocklist
 
 __all__ = ["SqlBlocklistStore"]
@@ -24,17 +25,11 @@ class SqlBlocklistStore:
     def __init__(self, engine: AsyncEngine) -> None:
         """Use ``engine``; each method runs in its own transaction."""
         self._engine = engine
+        self._reads = reads(engine)  # one round trip per read
 
     async def get(self, host: str, username: str) -> list[str]:
         """Return the blocked JIDs in code point order."""
-        async with self._engine.begin() as conn:
-            jids = await conn.scalars(
-                select(blocklist.c.jid).where(
-                    blocklist.c.host == host, blocklist.c.username == username
-                )
-            )
-            # Sorted here, not by ORDER BY: PostgreSQL collations vary by locale.
-            return sorted(jids)
+        return await self._reads.run(_get, host, username)
 
     async def add(self, host: str, username: str, jids: Sequence[str]) -> None:
         """Block these JIDs; already blocked ones (and repeats) are ignored."""
@@ -64,3 +59,11 @@ class SqlBlocklistStore:
                         *user, blocklist.c.jid.in_(unique[start : start + _CHUNK])
                     )
                 )
+
+
+def _get(conn: Connection, host: str, username: str) -> list[str]:
+    jids = conn.scalars(
+        select(blocklist.c.jid).where(blocklist.c.host == host, blocklist.c.username == username)
+    )
+    # Sorted here, not by ORDER BY: PostgreSQL collations vary by locale.
+    return sorted(jids)

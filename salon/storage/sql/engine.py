@@ -15,31 +15,54 @@ SQLite is set up for durability (accepted messages must never be lost):
 WAL journal, ``synchronous=FULL``, foreign keys on, a busy timeout, and real
 transactions (``BEGIN IMMEDIATE``) instead of the sqlite3 module's implicit
 ones, so that DDL is transactional and a read-then-write transaction cannot
-fail on a lock upgrade.
+fail on a lock upgrade. A transaction that only reads goes through :func:`reader`: on SQLite
+it begins with a plain (deferred) ``BEGIN``, which takes no write lock, so in WAL mode it
+runs beside a writer instead of queueing behind every other transaction.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 import time
+import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import event, text
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 from sqlalchemy.schema import CreateSchema
 
-__all__ = ["MIGRATION_LOCK_KEY", "open_engine", "to_async_url"]
+__all__ = [
+    "MIGRATION_LOCK_KEY",
+    "Reads",
+    "dispose",
+    "open_engine",
+    "reader",
+    "reads",
+    "to_async_url",
+    "writes",
+]
+
+_T = TypeVar("_T")
 
 BUSY_TIMEOUT_MS = 10_000
 """How long a SQLite writer waits for another writer before failing."""
 
 MIGRATION_LOCK_KEY = 0x5A10_0DB
 """PostgreSQL advisory lock key that serialises schema changes between servers."""
+
+READ_POOL_SIZE = 4
+"""Connections of a SQLite file's read engine (see :func:`reader`)."""
+
+READ_ONLY = "salon_read_only"
+"""Execution option marking a transaction that only reads (see :func:`reader`)."""
 
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
 _MEMORY = {None, "", ":memory:"}
@@ -114,7 +137,7 @@ async def open_engine(url: str, *, base_dir: Path | None = None) -> AsyncEngine:
     return engine
 
 
-def _sqlite_engine(url: URL) -> AsyncEngine:
+def _sqlite_engine(url: URL, *, read_only: bool = False) -> AsyncEngine:
     database = url.database
     is_memory = database == ":memory:"
     kwargs: dict[str, Any] = {}
@@ -126,7 +149,15 @@ def _sqlite_engine(url: URL) -> AsyncEngine:
     else:
         assert database is not None
         Path(database).parent.mkdir(parents=True, exist_ok=True)
+        if read_only:
+            # A fixed set of connections: an overflow connection would be opened and closed
+            # again for every burst of reads; waiting reads queue in order instead.
+            kwargs.update(pool_size=READ_POOL_SIZE, max_overflow=0)
     engine = create_async_engine(url, **kwargs)
+    # WAL is a property of the file: switched once, by the first connection of the writing
+    # engine. Doing it for every new connection would take a lock each time (and retry, with a
+    # pause on the event loop, while a writer holds it).
+    wal_pending = not is_memory and not read_only
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -138,18 +169,160 @@ def _sqlite_engine(url: URL) -> AsyncEngine:
             # The busy timeout first: switching a new file to WAL needs the lock too, and
             # several processes may open the same fresh database at once.
             cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            if not is_memory:
+            nonlocal wal_pending
+            if wal_pending:
                 _enable_wal(cursor)
+                wal_pending = False
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
+            if read_only:
+                cursor.execute("PRAGMA query_only=ON")
         finally:
             cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         # IMMEDIATE takes the write lock up front (waiting up to the busy
-        # timeout), so no transaction fails later when it starts writing.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # timeout), so no transaction fails later when it starts writing. A
+        # read-only transaction takes none: in WAL mode it reads a snapshot
+        # while a writer works.
+        if read_only or conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def reader(engine: AsyncEngine) -> AsyncEngine:
+    """The engine for transactions that only read.
+
+    On a SQLite file it is a second engine on the same file with its own pool, whose
+    transactions begin without the write lock (``BEGIN``) and whose connections refuse writes
+    (``PRAGMA query_only``): in WAL mode its reads run beside the writer, and a write never
+    waits for a pool connection behind a crowd of reads (a login storm's). On an in-memory
+    SQLite database (one connection holds it) it is the same engine with the read-only
+    option; on PostgreSQL the engine itself. :func:`dispose` closes both.
+    """
+    if engine.dialect.name != "sqlite":
+        return engine
+    known = _READERS.get(engine)
+    if known is not None:
+        return known
+    if engine.url.database in _MEMORY:
+        made = engine.execution_options(**{READ_ONLY: True})
+    else:
+        made = _sqlite_engine(engine.url, read_only=True)
+    _READERS[engine] = made
+    return made
+
+
+class Reads:
+    """Runs a read-only function ``fn(conn, *args)`` on a synchronous connection, in one
+    transaction. See :func:`reads`."""
+
+    def __init__(self, engine: AsyncEngine, *, write: bool = False) -> None:
+        self._engine = engine
+        self._sync: Engine | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        if engine.dialect.name == "sqlite" and engine.url.database not in _MEMORY:
+            threads = 1 if write else READ_POOL_SIZE
+            self._sync = _sqlite_sync_engine(engine.url, threads, write=write)
+            name = "salon-write" if write else "salon-read"
+            self._executor = ThreadPoolExecutor(threads, thread_name_prefix=name)
+        else:
+            self._async = engine if write else reader(engine)
+
+    async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        if self._executor is None:
+            async with self._async.begin() as conn:
+                return await conn.run_sync(fn, *args)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, fn, args)
+
+    def _call(self, fn: Callable[..., _T], args: tuple[Any, ...]) -> _T:
+        assert self._sync is not None
+        with self._sync.begin() as conn:
+            return fn(conn, *args)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        if self._sync is not None:
+            self._sync.dispose()
+
+
+def reads(engine: AsyncEngine) -> Reads:
+    """The read runner of ``engine``: the reads a login makes, each in one round trip.
+
+    Through the async driver (aiosqlite) a transaction is about eight hops between the event
+    loop and the driver's thread (begin, cursor, execute, fetch, close, commit), each waiting
+    for a turn of the loop; while the loop is busy (a login storm) a read then takes many
+    turns, and the reads queue for connections. On a SQLite file the runner makes the whole
+    transaction one call in a small thread pool, on a synchronous read-only connection. On
+    PostgreSQL (and in-memory SQLite) it runs ``fn`` through the async connection
+    (``run_sync``). :func:`dispose` closes it.
+    """
+    known = _READS.get(engine)
+    if known is None:
+        known = _READS[engine] = Reads(engine)
+    return known
+
+
+def writes(engine: AsyncEngine) -> Reads:
+    """Like :func:`reads`, for write transactions that must not cost a hop per statement
+    (the archive's group commit): on a SQLite file one writing thread with its own
+    connection, ``BEGIN IMMEDIATE`` as on the async engine; elsewhere the engine itself."""
+    known = _WRITES.get(engine)
+    if known is None:
+        known = _WRITES[engine] = Reads(engine, write=True)
+    return known
+
+
+async def dispose(engine: AsyncEngine) -> None:
+    """Close the pooled connections of ``engine`` and of its :func:`reader` and :func:`reads`."""
+    made = _READERS.pop(engine, None)
+    if made is not None and made is not engine:
+        await made.dispose()
+    for runners in (_READS, _WRITES):
+        runner = runners.pop(engine, None)
+        if runner is not None:
+            await asyncio.get_running_loop().run_in_executor(None, runner.close)
+    await engine.dispose()
+
+
+_READERS: weakref.WeakKeyDictionary[AsyncEngine, AsyncEngine] = weakref.WeakKeyDictionary()
+_READS: weakref.WeakKeyDictionary[AsyncEngine, Reads] = weakref.WeakKeyDictionary()
+_WRITES: weakref.WeakKeyDictionary[AsyncEngine, Reads] = weakref.WeakKeyDictionary()
+
+
+def _sqlite_sync_engine(url: URL, connections: int, *, write: bool) -> Engine:
+    """A synchronous engine (the standard sqlite3 module) on the file: read-only, or a writer
+    with the async engine's settings."""
+    engine = create_engine(
+        url.set(drivername="sqlite"),
+        pool_size=connections,
+        max_overflow=0,
+        connect_args={"check_same_thread": False},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        dbapi_connection.isolation_level = None  # transactions begin in _on_begin
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            if not write:
+                cursor.execute("PRAGMA query_only=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # A reader takes a snapshot and no write lock; a writer takes the lock up front.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import Connection, delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from salon.storage.sql.dialect import upsert, upsert_many
+from salon.storage.sql.engine import reads
 from salon.storage.sql.schema import kv
 
 __all__ = ["SqlKeyValueStore"]
@@ -24,17 +25,12 @@ class SqlKeyValueStore:
         if not store or len(store) > 255:
             raise ValueError(f"invalid key-value store name {store!r}")
         self._engine = engine
+        self._reads = reads(engine)  # one round trip per read
         self.store = store
 
     async def get(self, host: str, username: str) -> str | None:
         """Return the document, or ``None``."""
-        async with self._engine.begin() as conn:
-            value: str | None = await conn.scalar(
-                select(kv.c.value).where(
-                    kv.c.host == host, kv.c.username == username, kv.c.store == self.store
-                )
-            )
-            return value
+        return await self._reads.run(_get, host, username, self.store)
 
     async def set(self, host: str, username: str, value: str | None) -> None:
         """Insert or replace the document; ``None`` deletes it."""
@@ -71,3 +67,10 @@ class SqlKeyValueStore:
         ]
         async with self._engine.begin() as conn:
             await upsert_many(conn, kv, rows, key=_KEY)
+
+
+def _get(conn: Connection, host: str, username: str, store: str) -> str | None:
+    value: str | None = conn.scalar(
+        select(kv.c.value).where(kv.c.host == host, kv.c.username == username, kv.c.store == store)
+    )
+    return value

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from salon.storage.interfaces import StoredRoom
 from salon.storage.sql.dialect import upsert
+from salon.storage.sql.engine import reader
 from salon.storage.sql.schema import muc_affiliations, muc_rooms
 
 __all__ = ["SqlMucStore"]
@@ -19,9 +20,10 @@ class SqlMucStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._reader = reader(engine)  # transactions that only read
 
     async def rooms(self, service: str) -> list[StoredRoom]:
-        async with self._engine.begin() as conn:
+        async with self._reader.begin() as conn:
             rows = (
                 await conn.execute(select(muc_rooms).where(muc_rooms.c.service == service))
             ).all()
@@ -37,7 +39,7 @@ class SqlMucStore:
         return sorted(rooms, key=lambda room: room.name)
 
     async def get(self, service: str, name: str) -> StoredRoom | None:
-        async with self._engine.begin() as conn:
+        async with self._reader.begin() as conn:
             row = (
                 await conn.execute(
                     select(muc_rooms).where(

@@ -6,11 +6,12 @@ import builtins
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Connection, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from salon.storage.interfaces import OfflineMessage
 from salon.storage.sql.dialect import lock_user
+from salon.storage.sql.engine import reader, reads
 from salon.storage.sql.schema import offline_messages
 
 __all__ = ["SqlOfflineStore"]
@@ -28,6 +29,8 @@ class SqlOfflineStore:
     def __init__(self, engine: AsyncEngine) -> None:
         """Use ``engine``; each method runs in its own transaction."""
         self._engine = engine
+        self._reader = reader(engine)  # transactions that only read
+        self._reads = reads(engine)  # one round trip per read (the login's offline read)
 
     async def push(self, host: str, username: str, stanza: str, *, limit: int) -> bool:
         """Store the message unless the user has ``limit`` already; commit before returning.
@@ -56,18 +59,7 @@ class SqlOfflineStore:
 
     async def list(self, host: str, username: str) -> builtins.list[OfflineMessage]:
         """Return the user's messages, oldest first."""
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                select(
-                    offline_messages.c.id, offline_messages.c.stanza, offline_messages.c.stored_at
-                )
-                .where(offline_messages.c.host == host, offline_messages.c.username == username)
-                .order_by(offline_messages.c.id)
-            )
-            return [
-                OfflineMessage(id=int(row.id), stanza=row.stanza, stored_at=row.stored_at)
-                for row in result
-            ]
+        return await self._reads.run(_list, host, username)
 
     async def delete(self, host: str, username: str, ids: Sequence[int]) -> None:
         """Delete the user's messages with these ids; unknown ids (or other users') are ignored."""
@@ -84,12 +76,35 @@ class SqlOfflineStore:
                     )
                 )
 
+    async def holders(self, host: str, limit: int) -> builtins.list[str] | None:
+        """The usernames with stored messages, or None when there are more than ``limit``."""
+        async with self._reader.begin() as conn:
+            names = await conn.scalars(
+                select(offline_messages.c.username)
+                .where(offline_messages.c.host == host)
+                .distinct()
+                .limit(max(limit, 0) + 1)
+            )
+            found = list(names)
+        return None if len(found) > limit else sorted(found)
+
     async def count(self, host: str, username: str) -> int:
         """Return the number of messages held for the user."""
-        async with self._engine.begin() as conn:
+        async with self._reader.begin() as conn:
             total = await conn.scalar(
                 select(func.count())
                 .select_from(offline_messages)
                 .where(offline_messages.c.host == host, offline_messages.c.username == username)
             )
             return int(total or 0)
+
+
+def _list(conn: Connection, host: str, username: str) -> builtins.list[OfflineMessage]:
+    result = conn.execute(
+        select(offline_messages.c.id, offline_messages.c.stanza, offline_messages.c.stored_at)
+        .where(offline_messages.c.host == host, offline_messages.c.username == username)
+        .order_by(offline_messages.c.id)
+    )
+    return [
+        OfflineMessage(id=int(row.id), stanza=row.stanza, stored_at=row.stored_at) for row in result
+    ]

@@ -21,6 +21,7 @@ from salon.storage.interfaces import (
     PubSubSubscription,
 )
 from salon.storage.sql.dialect import lock_user, upsert
+from salon.storage.sql.engine import reader
 from salon.storage.sql.schema import (
     pubsub_affiliations,
     pubsub_items,
@@ -49,6 +50,7 @@ def _item(row: Any) -> PubSubItem:
 class SqlPubSubStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._reader = reader(engine)  # transactions that only read
 
     # ------------------------------------------------------------------ nodes
     async def create_node(
@@ -89,7 +91,7 @@ class SqlPubSubStore:
         return found is not None
 
     async def get_node(self, service: str, node: str) -> PubSubNode | None:
-        async with self._engine.begin() as conn:
+        async with self._reader.begin() as conn:
             row = (
                 await conn.execute(
                     select(pubsub_nodes).where(
@@ -100,7 +102,7 @@ class SqlPubSubStore:
             return None if row is None else _node(row)
 
     async def list_nodes(self, service: str) -> list[PubSubNode]:
-        async with self._engine.begin() as conn:
+        async with self._reader.begin() as conn:
             rows = await conn.execute(
                 select(pubsub_nodes)
                 .where(pubsub_nodes.c.service == service)
@@ -179,7 +181,7 @@ class SqlPubSubStore:
         last: int | None = None,
     ) -> list[PubSubItem]:
         where = [pubsub_items.c.service == service, pubsub_items.c.node == node]
-        async with self._engine.begin() as conn:
+        async with self._reader.begin() as conn:
             if ids is not None:
                 wanted = sorted(set(ids))
                 found: list[Any] = []
@@ -239,7 +241,7 @@ class SqlPubSubStore:
             )
 
     async def affiliations(self, service: str, node: str) -> dict[str, str]:
-        async with self._engine.begin() as conn:
+        async with self._reader.begin() as conn:
             rows = await conn.execute(
                 select(pubsub_affiliations.c.jid, pubsub_affiliations.c.affiliation).where(
                     pubsub_affiliations.c.service == service, pubsub_affiliations.c.node == node
@@ -248,7 +250,7 @@ class SqlPubSubStore:
             return {row.jid: row.affiliation for row in rows}
 
     async def affiliations_of(self, service: str, jid: str) -> dict[str, str]:
-        async with self._engine.begin() as conn:
+        async with self._reader.begin() as conn:
             rows = await conn.execute(
                 select(pubsub_affiliations.c.node, pubsub_affiliations.c.affiliation).where(
                     pubsub_affiliations.c.service == service, pubsub_affiliations.c.jid == jid
@@ -287,7 +289,7 @@ class SqlPubSubStore:
             return bool(result.rowcount)
 
     async def subscriptions(self, service: str, node: str) -> list[PubSubSubscription]:
-        async with self._engine.begin() as conn:
+        async with self._reader.begin() as conn:
             rows = await conn.execute(
                 select(pubsub_subscriptions)
                 .where(
@@ -301,7 +303,7 @@ class SqlPubSubStore:
     async def subscriptions_of(
         self, service: str, jid: str
     ) -> list[tuple[str, PubSubSubscription]]:
-        async with self._engine.begin() as conn:
+        async with self._reader.begin() as conn:
             rows = await conn.execute(
                 select(pubsub_subscriptions)
                 .where(pubsub_subscriptions.c.service == service, pubsub_subscriptions.c.jid == jid)

@@ -15,11 +15,12 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, func, select
+from sqlalchemy import Connection, Row, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from salon.storage.interfaces import PendingSubscription, Roster, RosterItem
 from salon.storage.sql.dialect import increment, upsert
+from salon.storage.sql.engine import reader, reads
 from salon.storage.sql.schema import pending_subscriptions, roster_items, roster_versions
 
 __all__ = ["SUBSCRIPTION_STATES", "SqlRosterStore"]
@@ -36,40 +37,22 @@ class SqlRosterStore:
     def __init__(self, engine: AsyncEngine) -> None:
         """Use ``engine``; each method runs in its own transaction."""
         self._engine = engine
+        self._reader = reader(engine)  # transactions that only read
+        self._reads = reads(engine)  # the reads of a login, one round trip each
 
     async def get(self, host: str, username: str) -> Roster:
         """Return the items and the version they belong to (version 0 and no items if none)."""
-        async with self._engine.begin() as conn:
-            # FOR SHARE (PostgreSQL) keeps writers out until we have read the
-            # items, so the items match the version; SQLite holds its lock.
-            version = await conn.scalar(
-                select(roster_versions.c.version)
-                .where(roster_versions.c.host == host, roster_versions.c.username == username)
-                .with_for_update(read=True)
-            )
-            if version is None:
-                # Items are only ever written together with the version row.
-                return Roster(version=0, items={})
-            result = await conn.execute(
-                select(roster_items).where(
-                    roster_items.c.host == host, roster_items.c.username == username
-                )
-            )
-            items = {row.jid: _item(row) for row in result}
-        return Roster(version=int(version), items=items)
+        return await self._reads.run(_roster, host, username)
+
+    async def get_with_pending(
+        self, host: str, username: str
+    ) -> tuple[Roster, list[PendingSubscription]]:
+        """The roster and the waiting requests, read in one transaction."""
+        return await self._reads.run(_roster_and_pending, host, username)
 
     async def get_item(self, host: str, username: str, jid: str) -> RosterItem | None:
         """Return the item for ``jid``, or ``None``."""
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                select(roster_items).where(
-                    roster_items.c.host == host,
-                    roster_items.c.username == username,
-                    roster_items.c.jid == jid,
-                )
-            )
-            row = result.first()
-        return None if row is None else _item(row)
+        return await self._reads.run(_get_item, host, username, jid)
 
     async def put_item(self, host: str, username: str, item: RosterItem) -> int:
         """Insert or replace the item; return the new roster version.
@@ -115,7 +98,7 @@ class SqlRosterStore:
 
     async def count(self, host: str, username: str) -> int:
         """Return the number of items in the roster."""
-        async with self._engine.begin() as conn:
+        async with self._reader.begin() as conn:
             total = await conn.scalar(
                 select(func.count())
                 .select_from(roster_items)
@@ -157,21 +140,60 @@ class SqlRosterStore:
 
     async def list_pending(self, host: str, username: str) -> list[PendingSubscription]:
         """Return the waiting requests, oldest first (ties by JID, in code point order)."""
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                select(
-                    pending_subscriptions.c.jid,
-                    pending_subscriptions.c.stanza,
-                    pending_subscriptions.c.created_at,
-                ).where(
-                    pending_subscriptions.c.host == host,
-                    pending_subscriptions.c.username == username,
-                )
-            )
-            rows = list(result)
-        # Sorted here so the tie-break does not depend on a PostgreSQL collation.
-        rows.sort(key=lambda row: (row.created_at, row.jid))
-        return [PendingSubscription(jid=row.jid, stanza=row.stanza) for row in rows]
+        return await self._reads.run(_pending, host, username)
+
+
+# Reads: synchronous functions of a connection, run by Reads in one round trip.
+def _roster(conn: Connection, host: str, username: str) -> Roster:
+    # FOR SHARE (PostgreSQL) keeps writers out until we have read the items, so the items
+    # match the version; a SQLite transaction reads one snapshot.
+    version = conn.scalar(
+        select(roster_versions.c.version)
+        .where(roster_versions.c.host == host, roster_versions.c.username == username)
+        .with_for_update(read=True)
+    )
+    if version is None:
+        # Items are only ever written together with the version row.
+        return Roster(version=0, items={})
+    result = conn.execute(
+        select(roster_items).where(roster_items.c.host == host, roster_items.c.username == username)
+    )
+    items = {row.jid: _item(row) for row in result}
+    return Roster(version=int(version), items=items)
+
+
+def _roster_and_pending(
+    conn: Connection, host: str, username: str
+) -> tuple[Roster, list[PendingSubscription]]:
+    return _roster(conn, host, username), _pending(conn, host, username)
+
+
+def _get_item(conn: Connection, host: str, username: str, jid: str) -> RosterItem | None:
+    row = conn.execute(
+        select(roster_items).where(
+            roster_items.c.host == host,
+            roster_items.c.username == username,
+            roster_items.c.jid == jid,
+        )
+    ).first()
+    return None if row is None else _item(row)
+
+
+def _pending(conn: Connection, host: str, username: str) -> list[PendingSubscription]:
+    result = conn.execute(
+        select(
+            pending_subscriptions.c.jid,
+            pending_subscriptions.c.stanza,
+            pending_subscriptions.c.created_at,
+        ).where(
+            pending_subscriptions.c.host == host,
+            pending_subscriptions.c.username == username,
+        )
+    )
+    rows = list(result)
+    # Sorted here so the tie-break does not depend on a PostgreSQL collation.
+    rows.sort(key=lambda row: (row.created_at, row.jid))
+    return [PendingSubscription(jid=row.jid, stanza=row.stanza) for row in rows]
 
 
 async def _bump_version(conn: AsyncConnection, host: str, username: str) -> int:

@@ -16,6 +16,7 @@ from salon.storage.interfaces import (
 from salon.storage.sql.accounts import SqlAccountStore
 from salon.storage.sql.archive import SqlArchiveStore
 from salon.storage.sql.blocklist import SqlBlocklistStore
+from salon.storage.sql.engine import dispose
 from salon.storage.sql.kv import SqlKeyValueStore
 from salon.storage.sql.muc import SqlMucStore
 from salon.storage.sql.offline import SqlOfflineStore
@@ -42,7 +43,8 @@ class SqlStorage:
         self.blocklist: BlocklistStore = SqlBlocklistStore(engine)
         self.muc: MucStore = SqlMucStore(engine)
         self.pubsub: PubSubStore = SqlPubSubStore(engine)
-        self.archive: ArchiveStore = SqlArchiveStore(engine)
+        self._archive = SqlArchiveStore(engine)
+        self.archive: ArchiveStore = self._archive
         self._keyvalue: dict[str, SqlKeyValueStore] = {}
 
     def keyvalue(self, store: str) -> SqlKeyValueStore:
@@ -53,5 +55,6 @@ class SqlStorage:
         return kv
 
     async def close(self) -> None:
-        """Close all pooled connections."""
-        await self.engine.dispose()
+        """Finish the archive's waiting appends, then close all pooled connections."""
+        await self._archive.drain()
+        await dispose(self.engine)
