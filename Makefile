@@ -7,7 +7,9 @@ BIN = $(VENV)/bin
 CONVERSE_VERSION ?= 14.0.0
 WEB_CLIENT = var/web/.converse-$(CONVERSE_VERSION)
 
-.PHONY: run test lint format bench clean web-client
+.PHONY: run test lint format bench fuzz clean web-client
+# `make fuzz`: examples per fuzz test; 7 tests x 150,000 = 1.05 million generated inputs.
+FUZZ_EXAMPLES ?= 150000
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +51,9 @@ lint: $(BIN)/.test-installed
 format: $(BIN)/.test-installed
 	$(BIN)/ruff format salon tests
 	$(BIN)/ruff check --fix salon tests
+
+fuzz: $(BIN)/.test-installed
+	SALON_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q --timeout=0 tests/fuzz
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench run --server all --scenario all

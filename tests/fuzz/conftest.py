@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fuzz.oracle import EXAMPLES, FED
+from tests.fuzz.oracle import EXAMPLES, FED, REACHED
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -14,3 +14,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_sep("-", f"fuzz: {total} inputs ({EXAMPLES} examples per test)")
     for name, count in sorted(FED.items()):
         terminalreporter.write_line(f"{name}: {count}")
+    if REACHED:
+        terminalreporter.write_line(
+            "states reached (per chunk): "
+            + ", ".join(f"{state} {count}" for state, count in sorted(REACHED.items()))
+        )

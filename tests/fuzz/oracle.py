@@ -123,6 +123,8 @@ FUZZ = settings(
 
 # Inputs fed per test, printed at the end of the session (tests/fuzz/conftest.py).
 FED: Counter[str] = Counter()
+# Which states the stream machines reached (after a chunk), to see the fuzz gets past the header.
+REACHED: Counter[str] = Counter()
 
 
 def conditions(parent: ET.Element, ns: str) -> list[str]:
