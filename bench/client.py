@@ -35,7 +35,7 @@ TS_RE = re.compile(rb"<body>(\d{16})")
 MSG_END = b"</message>"
 PRESENCE_TAG = b"<presence"
 
-MODE_LOGIN, MODE_MESSAGES, MODE_PRESENCE, MODE_DISCARD = 0, 1, 2, 3
+MODE_LOGIN, MODE_MESSAGES, MODE_PRESENCE, MODE_DISCARD, MODE_SOAK = 0, 1, 2, 3, 4
 
 CLIENT_TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 CLIENT_TLS.check_hostname = False
@@ -179,6 +179,13 @@ class Conn(asyncio.Protocol):
             self.tail = chunk[-8:]
             return
         if mode == MODE_DISCARD:
+            return
+        if mode == MODE_SOAK:  # messages and presence, counted by their tags
+            chunk = self.tail + data
+            counters = self.counters
+            counters.messages += chunk.count(MSG_END)
+            counters.presences += chunk.count(PRESENCE_TAG)
+            self.tail = chunk[-8:]  # shorter than either tag: nothing is counted twice
             return
         self.buf += data
         waiter = self.waiter
