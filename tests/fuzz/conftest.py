@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fuzz.oracle import EXAMPLES, FED, REACHED
+from tests.fuzz.oracle import BATCH, EXAMPLES, FED, REACHED
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not FED:
         return
     total = sum(FED.values())
-    terminalreporter.write_sep("-", f"fuzz: {total} inputs ({EXAMPLES} examples per test)")
+    terminalreporter.write_sep("-", f"fuzz: {total} inputs ({EXAMPLES} examples per test, {BATCH} inputs each)")
     for name, count in sorted(FED.items()):
         terminalreporter.write_line(f"{name}: {count}")
     if REACHED:

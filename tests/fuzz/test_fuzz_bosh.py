@@ -9,13 +9,21 @@ import itertools
 import random
 import xml.etree.ElementTree as ET
 
-from hypothesis import given
+from hypothesis import given, note
 
 from salon.namespaces import NS_HTTPBIND, NS_STREAM
 from salon.stream.c2s import C2SPolicy, C2SStream
 from salon.stream.events import CloseConnection, DelayedSend, Send
 from salon.stream.framing import BoshError, BoshFraming, body_events, parse_body
-from tests.fuzz.oracle import BOSH_CONDITIONS, FED, FUZZ, REACHED, STREAM_CONDITIONS, check_element
+from tests.fuzz.oracle import (
+    BOSH_CONDITIONS,
+    FED,
+    FUZZ,
+    REACHED,
+    STREAM_CONDITIONS,
+    check_element,
+    input_seeds,
+)
 from tests.fuzz.strategies import C2S_VALID, SEEDS, mutate, piece
 
 MAX_STANZA = 65536
@@ -83,8 +91,13 @@ def check_output(actions: list[object]) -> None:
 @FUZZ
 @given(SEEDS)
 def test_bosh_body(seed: int) -> None:
+    for one in input_seeds(seed):
+        note(f"input seed {one}")
+        bosh_input(random.Random(one))
+
+
+def bosh_input(rng: random.Random) -> None:
     FED["bosh"] += 1
-    rng = random.Random(seed)
     data = fuzz_body(rng)
     try:
         body = parse_body(data, max_stanza_bytes=MAX_STANZA, max_depth=32)

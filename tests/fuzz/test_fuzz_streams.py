@@ -11,8 +11,7 @@ import itertools
 import random
 from datetime import UTC, datetime
 
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, note
 
 from salon.auth.credentials import make_credentials
 from salon.errors import StanzaError, StanzaErrorCondition
@@ -41,7 +40,7 @@ from salon.stream.s2s import (
     VerifyKey,
 )
 from salon.xml.element import Element
-from tests.fuzz.oracle import FED, FUZZ, REACHED, STREAM_CONDITIONS, OutputReader
+from tests.fuzz.oracle import FED, FUZZ, REACHED, STREAM_CONDITIONS, OutputReader, input_seeds
 from tests.fuzz.strategies import (
     C2S_HEADER,
     C2S_SCRIPT,
@@ -56,7 +55,6 @@ from tests.fuzz.strategies import (
     S2S_VALID,
     SEEDS,
     build_stream,
-    stream_input,
 )
 
 MAX_STANZA = 65536
@@ -109,11 +107,19 @@ class Peer:
 
 
 @FUZZ
-@given(SEEDS, st.booleans(), st.booleans(), st.sampled_from(["bound", "conflict", "error"]))
-def test_c2s_stream(seed: int, has_account: bool, secure: bool, bind: str) -> None:
+@given(SEEDS)
+def test_c2s_stream(seed: int) -> None:
+    for one in input_seeds(seed):
+        note(f"input seed {one}")
+        c2s_input(random.Random(one))
+
+
+def c2s_input(rng: random.Random) -> None:
     FED["c2s"] += 1
+    has_account, secure = rng.random() < 0.8, rng.random() < 0.5
+    bind = rng.choice(["bound", "bound", "conflict", "error"])
     script = C2S_SCRIPT if secure else C2S_SCRIPT_TLS
-    chunks = build_stream(random.Random(seed), C2S_VALID, C2S_HEADER, script)
+    chunks = build_stream(rng, C2S_VALID, C2S_HEADER, script)
     ids = itertools.count()
     policy = C2SPolicy(
         is_local_host={"localhost"}.__contains__,
@@ -173,9 +179,17 @@ def s2s_limits() -> S2SLimits:
 
 
 @FUZZ
-@given(stream_input(S2S_VALID, S2S_HEADER, S2S_SCRIPT), st.booleans(), st.booleans())
-def test_s2s_incoming_stream(chunks: list[bytes], secure: bool, valid: bool) -> None:
+@given(SEEDS)
+def test_s2s_incoming_stream(seed: int) -> None:
+    for one in input_seeds(seed):
+        note(f"input seed {one}")
+        s2s_in_input(random.Random(one))
+
+
+def s2s_in_input(rng: random.Random) -> None:
     FED["s2s-in"] += 1
+    secure, valid = rng.random() < 0.5, rng.random() < 0.7
+    chunks = build_stream(rng, S2S_VALID, S2S_HEADER, S2S_SCRIPT)
     policy = S2SInPolicy(
         is_local_host={"capulet.example"}.__contains__,
         default_host="capulet.example",
@@ -201,9 +215,17 @@ def test_s2s_incoming_stream(chunks: list[bytes], secure: bool, valid: bool) -> 
 
 
 @FUZZ
-@given(stream_input(S2S_OUT_PIECES, S2S_OUT_PIECES[0], S2S_OUT_SCRIPT), st.booleans())
-def test_s2s_outgoing_stream(chunks: list[bytes], secure: bool) -> None:
+@given(SEEDS)
+def test_s2s_outgoing_stream(seed: int) -> None:
+    for one in input_seeds(seed):
+        note(f"input seed {one}")
+        s2s_out_input(random.Random(one))
+
+
+def s2s_out_input(rng: random.Random) -> None:
     FED["s2s-out"] += 1
+    secure = rng.random() < 0.7
+    chunks = build_stream(rng, S2S_OUT_PIECES, S2S_OUT_PIECES[0], S2S_OUT_SCRIPT)
     policy = S2SOutPolicy(dialback_secret=b"secret", limits=s2s_limits())
     stream = S2SOutStream("capulet.example", "montague.example", policy, is_secure=secure)
     peer = Peer()
@@ -223,9 +245,17 @@ def test_s2s_outgoing_stream(chunks: list[bytes], secure: bool) -> None:
 
 
 @FUZZ
-@given(stream_input(COMPONENT_PIECES, COMPONENT_HEADER, COMPONENT_SCRIPT), st.booleans())
-def test_component_stream(chunks: list[bytes], connected: bool) -> None:
+@given(SEEDS)
+def test_component_stream(seed: int) -> None:
+    for one in input_seeds(seed):
+        note(f"input seed {one}")
+        component_input(random.Random(one))
+
+
+def component_input(rng: random.Random) -> None:
     FED["component"] += 1
+    connected = rng.random() < 0.2
+    chunks = build_stream(rng, COMPONENT_PIECES, COMPONENT_HEADER, COMPONENT_SCRIPT)
     policy = ComponentPolicy(
         secret_for={"gw.example.org": "sesame"}.get,
         is_connected=lambda domain: connected,
