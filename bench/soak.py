@@ -40,6 +40,13 @@ def slope_per_minute(samples: list[tuple[float, int]]) -> float:
     return cov / var * 60
 
 
+def _closed_conn(counters: Counters) -> Conn:
+    """A stand-in for a session whose login failed: closed, so the next churn logs it in."""
+    conn = Conn(counters)
+    conn.closed.set_result(None)
+    return conn
+
+
 class Soak:
     """The generator's side: who is online, the churn, the message and presence flow."""
 
@@ -52,9 +59,11 @@ class Soak:
         self.churning: set[int] = set()
         self.relogins = 0
         self.relogin_failures = 0
+        self.dropped = 0  # sessions the server closed by itself (logged in again)
         self.sent_messages = 0
         self.sent_presence = 0
         self.tasks: set[asyncio.Task[None]] = set()
+        self.lost: list[int] = []
         self.prefixes = [
             client.message_prefix(f"{user(i)}@{HOST}") for i in range(plan.soak_sessions)
         ]
@@ -63,18 +72,29 @@ class Soak:
         """One churned session: end the stream, wait for the close, log in again."""
         conn = self.online.pop(i)
         try:
-            await client.close(conn, timeout=30.0)
+            if conn.closed.done():
+                self.dropped += 1
+            else:
+                await client.close(conn, timeout=30.0)
             fresh = await client.login(self.spec, user(i), self.counters, i)
             fresh.conn.mode = client.MODE_SOAK
             self.online[i] = fresh.conn
             self.relogins += 1
-        except (OSError, TimeoutError, client.LoginFailed):
+        except (OSError, TimeoutError, RuntimeError, client.LoginFailed):
             self.relogin_failures += 1
+            self.lost.append(i)  # tried again at the next churn
         finally:
             self.churning.discard(i)
 
     def churn(self, k: int) -> None:
-        candidates = [i for i in random.sample(list(self.online), min(k, len(self.online)))]
+        # sessions the server closed, and failed logins, come back first (they count in k)
+        again = [i for i, c in self.online.items() if c.closed.done()] + self.lost
+        self.lost = []
+        for i in again:
+            if i not in self.online:  # a failed login: no connection to close
+                self.online[i] = _closed_conn(self.counters)
+        pool = [i for i in self.online if i not in again]
+        candidates = again + random.sample(pool, max(0, min(k - len(again), len(pool))))
         for i in candidates:
             if i in self.churning:
                 continue
@@ -90,12 +110,12 @@ class Soak:
         stamp = str(client.now_us()).encode()
         for _ in range(messages):
             (_, sender), (to, _) = random.sample(online, 2)
-            if not sender.transport.is_closing():
+            if sender.transport is not None and not sender.transport.is_closing():
                 sender.write(self.prefixes[to] + stamp + MSG_SUFFIX)
                 self.sent_messages += 1
         for _ in range(presences):
             (_, sender), (to, _) = random.sample(online, 2)
-            if sender.transport.is_closing():
+            if sender.transport is None or sender.transport.is_closing():
                 continue
             if random.random() < 0.1:  # a broadcast presence change
                 show = b"<show>away</show>" if random.random() < 0.5 else b""
@@ -178,6 +198,9 @@ async def scenario_soak(server: ServerUnderTest, plan: Plan) -> Result:
         "slope_kib_per_min": slope,
         "relogins": soak.relogins,
         "relogin_failures": soak.relogin_failures,
+        "dropped_by_server": soak.dropped,
+        "stream_errors": {k.decode(): v for k, v in soak.counters.stream_errors.items()},
+        "pings_answered": soak.counters.pings,
         "messages_sent": soak.sent_messages,
         "messages_received": soak.counters.messages,
         "presence_sent": soak.sent_presence,
@@ -197,7 +220,9 @@ async def scenario_soak(server: ServerUnderTest, plan: Plan) -> Result:
     )
     result.notes.append(
         f"soak: {plan.soak_sessions} sessions for {plan.soak_seconds:g}s, "
-        f"{churn_per_second}/s churned ({soak.relogins} logins, {soak.relogin_failures} failed); "
+        f"{churn_per_second}/s churned ({soak.relogins} logins, {soak.relogin_failures} failed, "
+        f"{soak.dropped} sessions closed by the server, stream errors "
+        f"{details['stream_errors'] or 'none'}); "
         f"RSS {rss_fresh:,} KiB fresh, {rss_logged_in:,} logged in, {rss_warm:,} after the "
         f"{warm_t:g}s warm-up, {rss_end:,} at the end ({growth:+.2f}%, {slope:+,.0f} KiB/min); "
         f"messages {soak.sent_messages:,} sent / {soak.counters.messages:,} received, presence "
