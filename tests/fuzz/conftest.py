@@ -11,7 +11,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not FED:
         return
     total = sum(FED.values())
-    terminalreporter.write_sep("-", f"fuzz: {total} inputs ({EXAMPLES} examples per test, {BATCH} inputs each)")
+    per_test = f"{EXAMPLES} examples per test, {BATCH} inputs each"
+    terminalreporter.write_sep("-", f"fuzz: {total} inputs ({per_test})")
     for name, count in sorted(FED.items()):
         terminalreporter.write_line(f"{name}: {count}")
     if REACHED:
