@@ -312,6 +312,8 @@ async def serve_process(
         'log_level = "warning"\n'
         '[c2s]\ninterfaces = ["127.0.0.1"]\nport = 0\ndirect_tls_port = 0\n'
         "[http]\nport = 0\ntls_port = 0\n"
+        # no federation here: a fixed s2s port may be taken by another server on the machine
+        "[s2s]\nenabled = false\nport = 0\ndirect_tls_port = 0\n"
         f"{tables}[modules]\nenabled = {modules!r}\n".replace("'", '"')
     )
     process = await asyncio.create_subprocess_exec(
