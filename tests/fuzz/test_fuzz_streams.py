@@ -271,3 +271,50 @@ def component_input(rng: random.Random) -> None:
             assert stream.receive_data(b"<presence/>") == []
             return
     peer.check(list(stream.close()))
+
+
+# Found by `make fuzz` (each raised out of receive_data instead of ending the stream).
+def test_non_ascii_handshake_is_not_authorized() -> None:
+    """hmac.compare_digest raised TypeError on a <handshake/> with non-ASCII text."""
+    stream = ComponentStream(
+        ComponentPolicy(secret_for={"gw.example.org": "sesame"}.get, new_id=lambda: "x")
+    )
+    peer = Peer()
+    peer.check(list(stream.receive_data(COMPONENT_HEADER)))
+    peer.check(list(stream.receive_data("<handshake>0123\u04dafdef</handshake>".encode())))
+    assert peer.closed and peer.out.stream_errors == ["not-authorized"]
+
+
+def _s2s_in() -> tuple[S2SInStream, Peer]:
+    policy = S2SInPolicy(
+        is_local_host={"capulet.example"}.__contains__,
+        default_host="capulet.example",
+        dialback_secret=b"secret",
+        limits=s2s_limits(),
+    )
+    stream = S2SInStream(policy, is_secure=True)
+    peer = Peer()
+    peer.check(list(stream.receive_data(S2S_HEADER)))
+    return stream, peer
+
+
+def test_non_ascii_external_authzid_is_incorrect_encoding() -> None:
+    """base64.b64decode raised ValueError on an EXTERNAL authzid with non-ASCII text."""
+    stream, peer = _s2s_in()
+    auth = (
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>bW9u\u06e7ZQ==</auth>"
+    )
+    actions = stream.receive_data(auth.encode())
+    peer.check(list(actions))
+    sent = b"".join(a.data for a in actions if isinstance(a, Send))
+    assert b"<incorrect-encoding/>" in sent and not peer.closed
+
+
+def test_non_ascii_dialback_key_is_invalid() -> None:
+    """hmac.compare_digest raised TypeError on a db:verify key with non-ASCII text."""
+    stream, peer = _s2s_in()
+    verify = "<db:verify from='montague.example' to='capulet.example' id='s1'>k\u00e9y</db:verify>"
+    actions = stream.receive_data(verify.encode())
+    peer.check(list(actions))
+    sent = b"".join(a.data for a in actions if isinstance(a, Send))
+    assert b"type='invalid'" in sent or b'type="invalid"' in sent, sent
