@@ -38,6 +38,17 @@ async def test_a_rid_of_unicode_digits_is_bad_request(server: RunningServer) -> 
             assert root.get("type") == "terminate" and root.get("condition") == "bad-request"
 
 
+async def test_a_ver_of_unicode_digits_is_answered(server: RunningServer) -> None:
+    """ver='².6' passed str.isdigit() and int() raised: a 500 for session creation. A version
+    that does not parse is a client older than 1.6."""
+    async with http_session(server) as http:
+        client = BoshClient(http, server.http_url("/http-bind"))
+        attrs = {"to": "localhost", "ver": "\u00b2.6", "xmpp_version": "1.0", "wait": "60"}
+        status, data = await client.post_raw(client.body(**attrs).encode())
+        assert status == 200, (status, data)
+        assert ET.fromstring(data).get("sid"), data
+
+
 async def test_fuzzed_bodies_get_bosh_answers_and_the_server_keeps_serving(
     server: RunningServer,
 ) -> None:
