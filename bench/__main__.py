@@ -99,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
         plan.idle_tls_sizes = tuple(int(x) for x in args.idle_tls_sizes.split(",") if x)
     if args.soak_sessions is not None:
         plan.soak_sessions = args.soak_sessions
+    if args.soak_rates:
+        msgs, _, presence = args.soak_rates.partition(",")
+        plan.soak_msg_rate, plan.soak_presence_rate = float(msgs), float(presence or 0)
     if args.soak_minutes is not None:
         plan.soak_seconds = args.soak_minutes * 60
         plan.soak_warmup = plan.soak_seconds / 5
@@ -256,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--soak-sessions", type=int, help="sessions in the soak (default 10,000)")
     r.add_argument(
         "--soak-minutes", type=float, help="length of the soak (default 10; warm-up a fifth)"
+    )
+    r.add_argument(
+        "--soak-rates", help="messages/s,presence/s offered during the soak (default 500,200)"
     )
     args = parser.parse_args(argv)
     if args.command == "setup":

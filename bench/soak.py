@@ -73,7 +73,8 @@ class Soak:
         conn = self.online.pop(i)
         try:
             if conn.closed.done():
-                self.dropped += 1
+                if conn.transport is not None:  # not the stand-in of a failed login
+                    self.dropped += 1
             else:
                 await client.close(conn, timeout=30.0)
             fresh = await client.login(self.spec, user(i), self.counters, i)
