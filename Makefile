@@ -7,7 +7,10 @@ BIN = $(VENV)/bin
 CONVERSE_VERSION ?= 14.0.0
 WEB_CLIENT = var/web/.converse-$(CONVERSE_VERSION)
 
-.PHONY: run test lint format bench clean web-client
+.PHONY: run test lint format bench fuzz clean web-client
+# `make fuzz`: 7 fuzz tests x 7,500 examples x 20 inputs each = 1.05 million generated inputs.
+FUZZ_EXAMPLES ?= 7500
+FUZZ_BATCH ?= 20
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +52,9 @@ lint: $(BIN)/.test-installed
 format: $(BIN)/.test-installed
 	$(BIN)/ruff format salon tests
 	$(BIN)/ruff check --fix salon tests
+
+fuzz: $(BIN)/.test-installed
+	SALON_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) SALON_FUZZ_BATCH=$(FUZZ_BATCH) $(BIN)/python -m pytest -q --timeout=0 tests/fuzz
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench run --server all --scenario all

@@ -31,13 +31,15 @@ from bench.servers import Forwarder, installed, make_server, stop_all
 
 ALL_SERVERS = ("salon", "prosody", "ejabberd")
 ALL_SCENARIOS = ("login", "idle", "messages", "presence", "storm", "groupchat", "pep", "limit")
+# Run only when named: the soak takes ten minutes per server.
+EXTRA_SCENARIOS = ("soak",)
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _split(value: str, allowed: tuple[str, ...]) -> list[str]:
+def _split(value: str, allowed: tuple[str, ...], extra: tuple[str, ...] = ()) -> list[str]:
     names = list(allowed) if value == "all" else [v.strip() for v in value.split(",")]
     for name in names:
-        if name not in allowed:
+        if name not in allowed + extra:
             raise SystemExit(f"unknown name {name!r}: choose from {', '.join(allowed)} or all")
     return names
 
@@ -86,7 +88,7 @@ def _fd_cap(plan: Plan, notes: list[str]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     servers = _split(args.server, ALL_SERVERS)
-    scenarios = _split(args.scenario, ALL_SCENARIOS)
+    scenarios = _split(args.scenario, ALL_SCENARIOS, EXTRA_SCENARIOS)
     plan = Plan.quick() if args.quick else Plan.full()
     plan.native_profile = args.native_profile
     if args.profile_seconds is not None:
@@ -95,6 +97,14 @@ def run(args: argparse.Namespace) -> int:
         plan.idle_sizes = tuple(int(x) for x in args.idle_sizes.split(","))
     if args.idle_tls_sizes is not None:
         plan.idle_tls_sizes = tuple(int(x) for x in args.idle_tls_sizes.split(",") if x)
+    if args.soak_sessions is not None:
+        plan.soak_sessions = args.soak_sessions
+    if args.soak_rates:
+        msgs, _, presence = args.soak_rates.partition(",")
+        plan.soak_msg_rate, plan.soak_presence_rate = float(msgs), float(presence or 0)
+    if args.soak_minutes is not None:
+        plan.soak_seconds = args.soak_minutes * 60
+        plan.soak_warmup = plan.soak_seconds / 5
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(parents=True, exist_ok=True)
     plan.profile_dir = None if args.no_profile else RESULTS / f"{stamp}-profile"
@@ -222,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument(
         "--scenario",
         default="all",
-        help="login|idle|messages|presence|storm|groupchat|pep|limit|all, or a,b",
+        help="login|idle|messages|presence|storm|groupchat|pep|limit|all, or a,b; soak by name",
     )
     r.add_argument(
         "--rounds", type=int, default=1,
@@ -245,6 +255,13 @@ def main(argv: list[str] | None = None) -> int:
         "--native-profile",
         action="store_true",
         help="py-spy --native (C frames: GC, syscalls); pauses Salon per sample",
+    )
+    r.add_argument("--soak-sessions", type=int, help="sessions in the soak (default 10,000)")
+    r.add_argument(
+        "--soak-minutes", type=float, help="length of the soak (default 10; warm-up a fifth)"
+    )
+    r.add_argument(
+        "--soak-rates", help="messages/s,presence/s offered during the soak (default 500,200)"
     )
     args = parser.parse_args(argv)
     if args.command == "setup":

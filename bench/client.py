@@ -32,10 +32,14 @@ TS_DIGITS = 16
 PAD = b" " + b"x" * (BODY_SIZE - TS_DIGITS - 1)
 MSG_SUFFIX = PAD + b"</body></message>"
 TS_RE = re.compile(rb"<body>(\d{16})")
+# A server's ping (XEP-0199; Salon's offline store asks one to learn the messages arrived);
+# RFC 6120 §8.2.3: a client answers every iq get.
+PING_RE = re.compile(rb"<iq type='get' id='([^']+)' from='([^']+)'[^>]*><ping ")
+STREAM_ERROR_RE = re.compile(rb"<stream:error><([a-z-]+)")
 MSG_END = b"</message>"
 PRESENCE_TAG = b"<presence"
 
-MODE_LOGIN, MODE_MESSAGES, MODE_PRESENCE, MODE_DISCARD = 0, 1, 2, 3
+MODE_LOGIN, MODE_MESSAGES, MODE_PRESENCE, MODE_DISCARD, MODE_SOAK = 0, 1, 2, 3, 4
 
 CLIENT_TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 CLIENT_TLS.check_hostname = False
@@ -75,6 +79,8 @@ class Counters:
     last_delivery: float = 0.0
     latencies: list[int] | None = None
     closed: int = 0
+    pings: int = 0  # server pings answered (MODE_SOAK)
+    stream_errors: dict[bytes, int] = field(default_factory=dict)  # MODE_SOAK: by condition
 
 
 # SCRAM-SHA-1 (RFC 5802) client. SaltedPassword (the PBKDF2 part) is cached per
@@ -179,6 +185,23 @@ class Conn(asyncio.Protocol):
             self.tail = chunk[-8:]
             return
         if mode == MODE_DISCARD:
+            return
+        if mode == MODE_SOAK:  # messages and presence, counted by their tags
+            chunk = self.tail + data
+            counters = self.counters
+            counters.messages += chunk.count(MSG_END)
+            counters.presences += chunk.count(PRESENCE_TAG)
+            if b"<ping " in chunk:  # answered; a ping cut in two is caught with the tail
+                for iq_id, sender in PING_RE.findall(chunk):
+                    self.transport.write(b"<iq type='result' id='%s' to='%s'/>" % (iq_id, sender))
+                    counters.pings += 1
+                cut = chunk.rfind(b"<iq ")
+                self.tail = chunk[cut:] if cut >= 0 and b"</iq>" not in chunk[cut:] else chunk[-8:]
+            else:
+                self.tail = chunk[-8:]  # shorter than either tag: nothing is counted twice
+            if b"<stream:error>" in chunk:
+                for condition in STREAM_ERROR_RE.findall(chunk):
+                    counters.stream_errors[condition] = counters.stream_errors.get(condition, 0) + 1
             return
         self.buf += data
         waiter = self.waiter

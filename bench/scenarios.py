@@ -77,6 +77,13 @@ class Plan:
     groupchat_sizes: tuple[int, ...] = (10, 100, 1000)
     groupchat_start_rate: float = 1000.0  # deliveries/s
     groupchat_max_steps: int = 12
+    soak_sessions: int = 10000
+    soak_seconds: float = 600.0
+    soak_warmup: float = 120.0  # RSS growth is measured from here to the end
+    soak_churn: float = 0.01  # of the sessions log out and back in every second
+    soak_msg_rate: float = 500.0  # chat messages/s between random online users
+    soak_presence_rate: float = 200.0  # presence stanzas/s (directed, and broadcast changes)
+    soak_sample: float = 5.0  # seconds between RSS samples
 
     @classmethod
     def full(cls) -> Plan:
@@ -107,6 +114,9 @@ class Plan:
             profile_seconds=0.0,
             groupchat_sizes=(10, 100),
             groupchat_max_steps=4,
+            soak_sessions=1000,
+            soak_seconds=60.0,
+            soak_warmup=20.0,
         )
 
     @classmethod
@@ -139,6 +149,12 @@ class Plan:
             groupchat_sizes=(3,),
             groupchat_start_rate=100.0,
             groupchat_max_steps=1,
+            soak_sessions=20,
+            soak_seconds=3.0,
+            soak_warmup=1.0,
+            soak_msg_rate=40.0,
+            soak_presence_rate=20.0,
+            soak_sample=0.5,
         )
 
     def population(self) -> Population:
@@ -151,6 +167,7 @@ class Plan:
                 *self.idle_sizes,
                 *self.idle_tls_sizes,
                 *self.groupchat_sizes,
+                self.soak_sessions,
             ]
         )
         return Population(users, self.presence_users, self.roster_size)
@@ -946,6 +963,13 @@ async def scenario_groupchat(server: ServerUnderTest, plan: Plan) -> Result:
     return await run(server, plan)
 
 
+async def scenario_soak(server: ServerUnderTest, plan: Plan) -> Result:
+    """Sessions for minutes with churn, messages and presence; RSS sampled: :mod:`bench.soak`."""
+    from bench.soak import scenario_soak as soak
+
+    return await soak(server, plan)
+
+
 async def scenario_pep(server: ServerUnderTest, plan: Plan) -> Result:
     from bench.pep import scenario_pep as pep  # bench.pep builds on this module
 
@@ -1120,6 +1144,7 @@ SCENARIOS: dict[str, Callable[[ServerUnderTest, Plan], Awaitable[Result]]] = {
     "pep": scenario_pep,
     "storm": scenario_storm,
     "limit": scenario_limit,
+    "soak": scenario_soak,
 }
 
 

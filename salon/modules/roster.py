@@ -153,7 +153,7 @@ class Roster(Module[RosterOptions]):
         known = request.payload.get("ver") if self.opts.versioning else None
         if known is not None and known == str(roster.version):
             return request.result()  # §2.6.3: nothing changed, nothing to send
-        if known is not None and known.isdigit() and origin is not None:
+        if known is not None and known.isascii() and known.isdigit() and origin is not None:
             changes = self.changes.since(user, int(known), roster.version)
             if changes is not None:
                 # The empty result goes first (the router sends it when we return), then the

@@ -69,7 +69,9 @@ def _is_legacy(ver: str | None) -> bool:
     if not ver:
         return True
     major, _, minor = ver.partition(".")
-    return not (major.isdigit() and minor.isdigit()) or (int(major), int(minor)) < (1, 6)
+    if not (ver.isascii() and major.isdigit() and minor.isdigit()):  # "²" passes isdigit()
+        return True
+    return (int(major), int(minor)) < (1, 6)
 
 
 def error_response(condition: str, *, legacy: bool = False) -> web.Response:

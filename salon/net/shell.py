@@ -383,13 +383,19 @@ class ClientShell:
                     break
                 try:
                     if stanza.ns == NS_CLIENT:
-                        session.stanzas_in += 1  # taken for handling (XEP-0198's h)
-                        bucket = self._stanza_bucket
-                        if bucket is not None and not bucket.allows():
-                            self._over_stanza_rate(stanza)
-                            continue
-                        self._metrics.stanza_in(stanza.tag)
-                        await self.server.core.router.from_client(session, stanza)
+                        try:
+                            bucket = self._stanza_bucket
+                            if bucket is not None and not bucket.allows():
+                                self._over_stanza_rate(stanza)
+                                continue
+                            self._metrics.stanza_in(stanza.tag)
+                            await self.server.core.router.from_client(session, stanza)
+                        finally:
+                            # Counted once handled: routed, and stored when it was (XEP-0198's
+                            # h). An <r/> is answered in turn after it; a <resume/> on another
+                            # connection meanwhile reports only stanzas that are safe, and the
+                            # client sends the one in hand again.
+                            session.stanzas_in += 1
                     else:  # a nonza (XEP-0198 <r/>, XEP-0352 <inactive/>, ...)
                         core = self.server.core
                         await core.client_nonza(self, session.jid.bare, session, stanza)

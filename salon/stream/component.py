@@ -209,7 +209,9 @@ class ComponentStream:
         assert self.domain is not None
         secret = self.policy.secret_for(self.domain)
         expected = handshake_digest(self.stream_id, secret or "")
-        if secret is None or not hmac.compare_digest(expected, el.text.strip().lower()):
+        # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError).
+        given = el.text.strip().lower().encode()
+        if secret is None or not hmac.compare_digest(expected.encode(), given):
             raise StreamError(StreamErrorCondition.NOT_AUTHORIZED, "wrong secret")
         if self.policy.is_connected(self.domain):
             raise StreamError(StreamErrorCondition.CONFLICT, "the domain is already connected")

@@ -225,7 +225,8 @@ class Body:
         value = self.attrs.get(name)
         if value is None:
             return None
-        if not value.isdigit() or len(value) > 19:
+        # ASCII digits only (xs:unsignedLong): str.isdigit() also accepts "²" and "٣".
+        if not (value.isascii() and value.isdigit()) or len(value) > 19:
             raise BoshError("bad-request", f"{name} is not a whole number")
         return int(value)
 

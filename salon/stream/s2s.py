@@ -36,7 +36,6 @@ Outbound::
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import secrets
@@ -498,9 +497,10 @@ class S2SInStream(_S2SStream):
             raise StreamError(StreamErrorCondition.UNSUPPORTED_STANZA_TYPE, "db:verify answer")
         if not self.is_secure and self.policy.require_encryption:
             raise StreamError(StreamErrorCondition.POLICY_VIOLATION, "use TLS first")
+        # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError).
         is_valid = self.policy.is_local_host(originating) and hmac.compare_digest(
-            dialback_key(self.policy.dialback_secret, receiving, originating, stream_id),
-            el.text.strip(),
+            dialback_key(self.policy.dialback_secret, receiving, originating, stream_id).encode(),
+            el.text.strip().encode(),
         )
         attrs = {
             "from": originating,
@@ -866,5 +866,5 @@ def _decode_authzid(text: str) -> str | None:
         return ""
     try:
         return base64.b64decode(text, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and text that is not ASCII
         return None

@@ -37,6 +37,11 @@ _MAX_CACHED_NAMES: Final = 4096
 # First two bytes of a stream that is certainly not UTF-8: UTF-16/32 byte order marks and the
 # NUL bytes of unmarked UTF-16/32 ("<" is 0x3C 0x00 or 0x00 0x3C).
 _NOT_UTF8_HEADS: Final = (b"\xfe\xff", b"\xff\xfe", b"\x00")
+# expat keeps every element and attribute name it meets in tables of its own, for the life of
+# the expat parser: a busy stream that keeps inventing names would grow them without bound. A
+# parser that has read this many bytes is replaced at the next stanza boundary (as an idle one
+# is by hibernate()), so those tables stay in proportion to this, not to the stream's length.
+_RENEW_AFTER_BYTES: Final = 1 << 20
 
 _Condition = StreamErrorCondition
 
@@ -253,6 +258,8 @@ class XmlStreamParser:
             self._fail(StreamError(_Condition.INTERNAL_SERVER_ERROR, repr(exc)))
         if not self._closed:
             self._check_size()
+            if self._fed > _RENEW_AFTER_BYTES:
+                self.hibernate()  # the next feed wakes a fresh expat parser
         events = self._events
         self._events = []
         return events

@@ -40,7 +40,7 @@ class RsmResult:
 
 def _non_negative(text: str, what: str) -> int:
     value = text.strip()
-    if not value.isdigit() or len(value) > 18:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:  # "²" passes isdigit()
         raise RsmError(f"<{what}/> must be a non-negative integer")
     return int(value)
 

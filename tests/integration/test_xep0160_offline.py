@@ -296,7 +296,9 @@ class ServerProcess:
         return ctx
 
 
-async def serve_process(data_dir: Path, ca: trustme.CA) -> ServerProcess:
+async def serve_process(
+    data_dir: Path, ca: trustme.CA, modules: list[str] = MODULES
+) -> ServerProcess:
     hosts = issue_host_certs(ca, data_dir, DOMAINS)
     ca_path = data_dir / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_path))
@@ -310,7 +312,9 @@ async def serve_process(data_dir: Path, ca: trustme.CA) -> ServerProcess:
         'log_level = "warning"\n'
         '[c2s]\ninterfaces = ["127.0.0.1"]\nport = 0\ndirect_tls_port = 0\n'
         "[http]\nport = 0\ntls_port = 0\n"
-        f"{tables}[modules]\nenabled = {MODULES!r}\n".replace("'", '"')
+        # no federation here: a fixed s2s port may be taken by another server on the machine
+        "[s2s]\nenabled = false\nport = 0\ndirect_tls_port = 0\n"
+        f"{tables}[modules]\nenabled = {modules!r}\n".replace("'", '"')
     )
     process = await asyncio.create_subprocess_exec(
         sys.executable,

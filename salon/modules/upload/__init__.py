@@ -170,7 +170,7 @@ class Upload(Module[UploadOptions]):
         problem = check_filename(filename)
         if problem is not None:
             raise StanzaError(StanzaErrorCondition.BAD_REQUEST, problem)
-        if not size_text.isdigit():
+        if not (size_text.isascii() and size_text.isdigit()):
             raise StanzaError(StanzaErrorCondition.BAD_REQUEST, "size is not a whole number")
         size = int(size_text)
         content_type = normalise_content_type(request.get("content-type"))

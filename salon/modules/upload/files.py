@@ -179,7 +179,7 @@ class FileStore:
         if (
             pending is None
             or pending.filename != name
-            or not expires.isdigit()
+            or not (expires.isascii() and expires.isdigit())
             or not mac_matches(
                 slot_mac(self.secret, slot, name, pending.size, pending.content_type, int(expires)),
                 token,

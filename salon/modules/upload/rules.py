@@ -86,7 +86,9 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
     first, dash, last = spec.strip().partition("-")
-    if not dash or not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+    if not spec.isascii() or not dash:
+        return None
+    if not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
         return None
     if first == "":
         if last == "":
