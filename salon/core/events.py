@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from salon.core.hooks import Dispatch, Notification
+from salon.core.hooks import Dispatch, Guard, Notification
 from salon.core.session import C2SSession, Connection
 from salon.jid import JID
 from salon.storage.interfaces import RosterItem
@@ -29,7 +29,7 @@ class RoutedStanza(Dispatch):
 
 
 @dataclass(slots=True)
-class PreStanza(Dispatch):
+class PreStanza(Guard):
     """A stanza from a local client, stamped and about to be routed. GUARD-priority modules
     (privacy, blocking, rate limits) may answer it and return HANDLED to stop it."""
 
@@ -39,14 +39,14 @@ class PreStanza(Dispatch):
 
 
 @dataclass(slots=True)
-class InboundStanza(RoutedStanza):
+class InboundStanza(RoutedStanza, Guard):
     """Any stanza addressed to a local account (bare or full JID), fired before the
     kind-specific event. GUARD modules (blocking, privacy) return HANDLED to stop it; they
     answer the sender themselves or raise StanzaError."""
 
 
 @dataclass(slots=True)
-class OutboundRemoteStanza(RoutedStanza):
+class OutboundRemoteStanza(RoutedStanza, Guard):
     """A stanza from a local account leaving for another server, fired on the sender's host
     before federation takes it. GUARD modules (blocking) return HANDLED to stop it."""
 

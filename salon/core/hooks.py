@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Generic, TypeVar
 
-from salon.errors import StanzaError
+from salon.errors import StanzaError, StanzaErrorCondition
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,14 @@ class Notification(Event):
 
 
 class Dispatch(Event):
+    __slots__ = ()
+
+
+class Guard(Dispatch):
+    """A Dispatch whose handlers decide whether a stanza may pass (blocking, privacy, rate
+    limits). It fails closed: a handler that fails with anything but a ``StanzaError``
+    stops the stanza with ``internal-server-error`` instead of letting it through unchecked."""
+
     __slots__ = ()
 
 
@@ -106,7 +114,8 @@ class HookBus:
         """Run the handlers of ``event``; returns True when a Dispatch handler handled it.
 
         ``StanzaError`` raised by a Dispatch handler propagates (the caller turns it into an
-        error reply); any other exception is logged and the chain continues.
+        error reply); any other exception is logged and the chain continues, except on a
+        ``Guard`` event, where it becomes ``internal-server-error`` (fail closed).
         """
         regs = self._handlers.get(type(event))
         if not regs:
@@ -122,8 +131,12 @@ class HookBus:
                     raise
                 log.exception("hook %s of %s raised", type(event).__name__, reg.owner)
                 continue
-            except Exception:
+            except Exception as exc:
                 log.exception("hook %s of %s failed", type(event).__name__, reg.owner)
+                if isinstance(event, Guard):
+                    raise StanzaError(
+                        StanzaErrorCondition.INTERNAL_SERVER_ERROR, "a policy check failed"
+                    ) from exc
                 continue
             if is_dispatch and result is HANDLED:
                 return True

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from salon.core.hooks import HANDLED, Dispatch, Fold, HookBus, Notification, Priority
+from salon.core.hooks import HANDLED, Dispatch, Fold, Guard, HookBus, Notification, Priority
 from salon.errors import StanzaError, StanzaErrorCondition
 
 
@@ -295,3 +295,40 @@ async def test_handler_removing_itself_while_firing_does_not_skip_the_next() -> 
     await bus.fire(second)
     assert first.calls == ["once", "next"]
     assert second.calls == ["next"]
+
+
+@dataclass(slots=True)
+class Checked(Guard):
+    calls: list[str] = field(default_factory=list)
+
+
+async def test_guard_fails_closed_when_a_check_breaks() -> None:
+    """A policy check that breaks (storage down, a bug) stops the stanza with
+    internal-server-error; the later handlers, which would deliver it, never run."""
+    bus = HookBus()
+
+    def broken(event: Checked) -> None:
+        event.calls.append("blocking")
+        raise OSError("storage is gone")
+
+    bus.add(Checked, broken, Priority.GUARD)
+    bus.add(Checked, recorder("deliver", HANDLED))
+    event = Checked()
+    with pytest.raises(StanzaError) as raised:
+        await bus.fire(event)
+    assert raised.value.condition is StanzaErrorCondition.INTERNAL_SERVER_ERROR
+    assert event.calls == ["blocking"]
+
+
+async def test_plain_dispatch_goes_on_past_a_broken_handler() -> None:
+    bus = HookBus()
+
+    def broken(event: Asked) -> None:
+        event.calls.append("broken")
+        raise OSError("boom")
+
+    bus.add(Asked, broken, Priority.GUARD)
+    bus.add(Asked, recorder("deliver", HANDLED))
+    event = Asked()
+    assert await bus.fire(event) is True
+    assert event.calls == ["broken", "deliver"]
