@@ -52,6 +52,7 @@ from salon.modules.pubsub.service import (
 )
 from salon.namespaces import NS_CLIENT, NS_DISCO_INFO, NS_PUBSUB, NS_PUBSUB_OWNER
 from salon.storage.interfaces import RosterItem
+from salon.xml.broadcast import Broadcast
 from salon.xml.element import Element
 from salon.xml.fragment import parse_element
 
@@ -187,9 +188,12 @@ class Pep(Module[PepOptions]):
                     or await service.may_access(event.node, event.config, resource)
                 ):
                     recipients[resource] = None
+        if not recipients:
+            return
+        # one notification, serialized once: the copies differ only in 'to'
+        shared = Broadcast(protocol.event_message(event, str(owner), None))
         for to in recipients:
-            message = protocol.event_message(event, str(owner), to)
-            await self.router.route(message, None, owner, to)
+            await self.router.route(shared.to(str(to)), None, owner, to)
 
     # ------------------------------------------------------------------ presence
     async def own_presence(self, event: PresenceBroadcast) -> None:

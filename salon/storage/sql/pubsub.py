@@ -2,14 +2,35 @@
 
 Items are ordered by an autoincrement id: a republished item id gets a new row, so it
 becomes the newest. Pruning to ``max_items`` is one ``DELETE ... NOT IN (newest N)``.
+
+Two things keep a publish cheap when many arrive at once (every contact's client publishing
+its tune, mood or avatar):
+
+* **Group commit.** Publishes waiting for the database go into one transaction: the first
+  waiter starts a writer task, which takes everything queued (up to ``BATCH``), writes it,
+  commits once, then answers each caller. A caller's ``publish`` returns only after the
+  commit (with SQLite's ``synchronous=FULL``, after the fsync), so an item whose publish was
+  answered is stored. If a batch fails, each of its publishes is retried in a transaction of
+  its own, so one bad item fails alone.
+* **A read cache** of what every publish and notification reads but rarely changes: each
+  node's row (with its configuration), its affiliations and its subscriptions. Entries live
+  at most ``cache_ttl`` seconds (``cache_size`` of each kind at most, oldest out first).
+  Every write through this store that changes one of them drops it, and a read that
+  overlapped any such write is returned but not kept, so this process never serves data
+  older than its own writes. A change by another process (another cluster node) is seen
+  when the entry expires: at most ``cache_ttl`` seconds. ``cache_ttl=0`` turns it off.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import Sequence
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -28,7 +49,11 @@ from salon.storage.sql.schema import (
     pubsub_subscriptions,
 )
 
-__all__ = ["SqlPubSubStore"]
+__all__ = ["BATCH", "CACHE_SIZE", "CACHE_TTL", "SqlPubSubStore"]
+
+CACHE_SIZE = 10_000  # nodes (and as many affiliation and subscription lists) kept ...
+CACHE_TTL = 60.0  # ... for at most this many seconds
+BATCH = 500  # publishes written in one transaction at most
 
 _LOCK_CLASS = 0x5A1_0B5B
 """Advisory lock class (PostgreSQL) for one service's node set and one node's items."""
@@ -46,15 +71,104 @@ def _item(row: Any) -> PubSubItem:
     return PubSubItem(row.item_id, row.publisher, row.payload, row.published_at)
 
 
+_Key = tuple[str, str]
+V = TypeVar("V")
+
+
+class _Cache(Generic[V]):
+    """``(service, node)`` -> value, for ``ttl`` seconds, ``size`` entries at most."""
+
+    def __init__(self, size: int, ttl: float, clock: Callable[[], float]) -> None:
+        self.size = size if ttl > 0 else 0
+        self.ttl = ttl
+        self.clock = clock
+        self.entries: OrderedDict[_Key, tuple[float, V]] = OrderedDict()
+
+    def get(self, key: _Key) -> V | None:
+        hit = self.entries.get(key)
+        if hit is None:
+            return None
+        if hit[0] > self.clock():
+            return hit[1]
+        del self.entries[key]
+        return None
+
+    def put(self, key: _Key, value: V) -> None:
+        if not self.size:
+            return
+        entries, now = self.entries, self.clock()
+        entries.pop(key, None)
+        while entries and (len(entries) >= self.size or next(iter(entries.values()))[0] <= now):
+            entries.popitem(last=False)
+        entries[key] = (now + self.ttl, value)
+
+    def drop_service(self, service: str) -> None:
+        for key in [k for k in self.entries if k[0] == service]:
+            del self.entries[key]
+
+
+class _Publish:
+    __slots__ = ("future", "item", "max_items", "node", "service")
+
+    def __init__(
+        self, service: str, node: str, item: PubSubItem, max_items: int, future: Any
+    ) -> None:
+        self.service = service
+        self.node = node
+        self.item = item
+        self.max_items = max_items
+        self.future: asyncio.Future[list[str]] = future
+
+
 class SqlPubSubStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        cache_size: int = CACHE_SIZE,
+        cache_ttl: float = CACHE_TTL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Use ``engine``. Nodes, affiliations and subscriptions read are kept for
+        ``cache_ttl`` seconds, ``cache_size`` of each at most (see the module's docstring)."""
         self._engine = engine
+        self._nodes: _Cache[PubSubNode] = _Cache(cache_size, cache_ttl, clock)
+        self._affiliations: _Cache[dict[str, str]] = _Cache(cache_size, cache_ttl, clock)
+        self._subscriptions: _Cache[tuple[PubSubSubscription, ...]] = _Cache(
+            cache_size, cache_ttl, clock
+        )
+        self._writes = 0  # writes begun or ended: a read that overlapped one is not kept
+        self._queue: list[_Publish] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    def _changed(self, service: str, node: str | None = None) -> None:
+        """Drop what a write to ``node`` (every node of ``service`` when None) may change;
+        called when the write begins and when it has ended."""
+        self._writes += 1
+        for cache in (self._nodes, self._affiliations, self._subscriptions):
+            if node is None:
+                cache.drop_service(service)
+            else:
+                cache.entries.pop((service, node), None)
+
+    @contextlib.asynccontextmanager
+    async def _writing(
+        self, service: str, node: str | None = None
+    ) -> AsyncIterator[AsyncConnection]:
+        """A transaction that changes ``node`` (or all of ``service``): the caches forget it
+        before and after."""
+        self._changed(service, node)
+        try:
+            async with self._engine.begin() as conn:
+                yield conn
+        finally:
+            self._changed(service, node)
 
     # ------------------------------------------------------------------ nodes
     async def create_node(
         self, service: str, node: str, config: dict[str, Any], owner: str, *, max_nodes: int
     ) -> bool:
-        async with self._engine.begin() as conn:
+        async with self._writing(service, node) as conn:
             await lock_user(conn, _LOCK_CLASS, service, "")
             if await self._node_exists(conn, service, node):
                 return False
@@ -89,6 +203,11 @@ class SqlPubSubStore:
         return found is not None
 
     async def get_node(self, service: str, node: str) -> PubSubNode | None:
+        key = (service, node)
+        found = self._nodes.get(key)
+        if found is not None:
+            return found
+        writes = self._writes
         async with self._engine.begin() as conn:
             row = (
                 await conn.execute(
@@ -97,7 +216,12 @@ class SqlPubSubStore:
                     )
                 )
             ).first()
-            return None if row is None else _node(row)
+        if row is None:
+            return None  # only nodes that exist are kept: one made elsewhere is seen at once
+        found = _node(row)
+        if writes == self._writes:
+            self._nodes.put(key, found)
+        return found
 
     async def list_nodes(self, service: str) -> list[PubSubNode]:
         async with self._engine.begin() as conn:
@@ -109,7 +233,7 @@ class SqlPubSubStore:
             return [_node(row) for row in rows]
 
     async def set_config(self, service: str, node: str, config: dict[str, Any]) -> bool:
-        async with self._engine.begin() as conn:
+        async with self._writing(service, node) as conn:
             result = await conn.execute(
                 update(pubsub_nodes)
                 .where(pubsub_nodes.c.service == service, pubsub_nodes.c.node == node)
@@ -118,7 +242,7 @@ class SqlPubSubStore:
             return bool(result.rowcount)
 
     async def delete_node(self, service: str, node: str) -> bool:
-        async with self._engine.begin() as conn:
+        async with self._writing(service, node) as conn:
             found = await self._node_exists(conn, service, node)
             for table in _NODE_TABLES:
                 await conn.execute(
@@ -127,7 +251,7 @@ class SqlPubSubStore:
             return found
 
     async def delete_service(self, service: str) -> None:
-        async with self._engine.begin() as conn:
+        async with self._writing(service) as conn:
             for table in _NODE_TABLES:
                 await conn.execute(delete(table).where(table.c.service == service))
 
@@ -135,40 +259,84 @@ class SqlPubSubStore:
     async def publish(
         self, service: str, node: str, item: PubSubItem, *, max_items: int
     ) -> list[str]:
-        where = (pubsub_items.c.service == service, pubsub_items.c.node == node)
+        """Queued for the writer task, which commits every publish waiting in one
+        transaction; returns once this one is committed."""
+        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Publish(service, node, item, max_items, future))
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_queued())
+        return await asyncio.shield(future)  # a caller that gives up does not undo the write
+
+    async def _write_queued(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[:BATCH], self._queue[BATCH:]
+                try:
+                    results = await self._write(batch)
+                except Exception as exc:
+                    if len(batch) == 1:
+                        _answer(batch[0].future, exc)
+                        continue
+                    for one in batch:  # each alone: one bad item fails alone
+                        try:
+                            _answer(one.future, (await self._write([one]))[0])
+                        except Exception as single:
+                            _answer(one.future, single)
+                    continue
+                for one, pruned in zip(batch, results, strict=True):
+                    _answer(one.future, pruned)
+        except BaseException as exc:  # cancelled (shutdown): nobody waits forever
+            for one in self._queue:
+                _answer(one.future, exc if isinstance(exc, Exception) else RuntimeError("stopped"))
+            self._queue = []
+            raise
+        finally:
+            self._writer = None
+
+    async def _write(self, batch: list[_Publish]) -> list[list[str]]:
+        results: list[list[str]] = []
         async with self._engine.begin() as conn:
-            await lock_user(conn, _LOCK_CLASS, service, node)
-            await conn.execute(
-                delete(pubsub_items).where(*where, pubsub_items.c.item_id == item.id)
-            )
-            await conn.execute(
-                insert(pubsub_items).values(
-                    service=service,
-                    node=node,
-                    item_id=item.id,
-                    publisher=item.publisher,
-                    payload=item.payload,
-                    published_at=item.published_at,
+            locked: set[_Key] = set()
+            for one in batch:
+                if (one.service, one.node) not in locked:
+                    await lock_user(conn, _LOCK_CLASS, one.service, one.node)
+                    locked.add((one.service, one.node))
+                results.append(
+                    await self._publish(conn, one.service, one.node, one.item, one.max_items)
                 )
+        return results
+
+    @staticmethod
+    async def _publish(
+        conn: AsyncConnection, service: str, node: str, item: PubSubItem, max_items: int
+    ) -> list[str]:
+        where = (pubsub_items.c.service == service, pubsub_items.c.node == node)
+        await conn.execute(delete(pubsub_items).where(*where, pubsub_items.c.item_id == item.id))
+        await conn.execute(
+            insert(pubsub_items).values(
+                service=service,
+                node=node,
+                item_id=item.id,
+                publisher=item.publisher,
+                payload=item.payload,
+                published_at=item.published_at,
             )
-            newest = (
-                select(pubsub_items.c.id)
-                .where(*where)
-                .order_by(pubsub_items.c.id.desc())
-                .limit(max(max_items, 0))
-            )
-            # Materialise the kept ids in a subquery (MySQL-style LIMIT-in-IN limits do
-            # not apply to SQLite or PostgreSQL).
-            kept = select(newest.subquery().c.id)
-            pruned = await conn.execute(
-                select(pubsub_items.c.item_id).where(*where, pubsub_items.c.id.not_in(kept))
-            )
-            pruned_ids = [row.item_id for row in pruned]
-            if pruned_ids:
-                await conn.execute(
-                    delete(pubsub_items).where(*where, pubsub_items.c.id.not_in(kept))
-                )
-            return pruned_ids
+        )
+        newest = (
+            select(pubsub_items.c.id)
+            .where(*where)
+            .order_by(pubsub_items.c.id.desc())
+            .limit(max(max_items, 0))
+        )
+        # Materialise the kept ids in a subquery (MySQL-style LIMIT-in-IN limits do not
+        # apply to SQLite or PostgreSQL); one statement deletes and names what it pruned.
+        kept = select(newest.subquery().c.id)
+        pruned = await conn.execute(
+            delete(pubsub_items)
+            .where(*where, pubsub_items.c.id.not_in(kept))
+            .returning(pubsub_items.c.item_id)
+        )
+        return [row.item_id for row in pruned]
 
     async def get_items(
         self,
@@ -221,7 +389,7 @@ class SqlPubSubStore:
 
     # ------------------------------------------------------------------ affiliations
     async def set_affiliation(self, service: str, node: str, jid: str, affiliation: str) -> None:
-        async with self._engine.begin() as conn:
+        async with self._writing(service, node) as conn:
             if affiliation == "none":
                 await conn.execute(
                     delete(pubsub_affiliations).where(
@@ -239,13 +407,21 @@ class SqlPubSubStore:
             )
 
     async def affiliations(self, service: str, node: str) -> dict[str, str]:
+        key = (service, node)
+        found = self._affiliations.get(key)
+        if found is not None:
+            return dict(found)  # the caller's to change
+        writes = self._writes
         async with self._engine.begin() as conn:
             rows = await conn.execute(
                 select(pubsub_affiliations.c.jid, pubsub_affiliations.c.affiliation).where(
                     pubsub_affiliations.c.service == service, pubsub_affiliations.c.node == node
                 )
             )
-            return {row.jid: row.affiliation for row in rows}
+            found = {row.jid: row.affiliation for row in rows}
+        if writes == self._writes:
+            self._affiliations.put(key, dict(found))
+        return found
 
     async def affiliations_of(self, service: str, jid: str) -> dict[str, str]:
         async with self._engine.begin() as conn:
@@ -260,7 +436,7 @@ class SqlPubSubStore:
     async def add_subscription(
         self, service: str, node: str, subscription: PubSubSubscription
     ) -> None:
-        async with self._engine.begin() as conn:
+        async with self._writing(service, node) as conn:
             await upsert(
                 conn,
                 pubsub_subscriptions,
@@ -275,7 +451,7 @@ class SqlPubSubStore:
             )
 
     async def remove_subscription(self, service: str, node: str, jid: str, subid: str) -> bool:
-        async with self._engine.begin() as conn:
+        async with self._writing(service, node) as conn:
             result = await conn.execute(
                 delete(pubsub_subscriptions).where(
                     pubsub_subscriptions.c.service == service,
@@ -287,6 +463,11 @@ class SqlPubSubStore:
             return bool(result.rowcount)
 
     async def subscriptions(self, service: str, node: str) -> list[PubSubSubscription]:
+        key = (service, node)
+        found = self._subscriptions.get(key)
+        if found is not None:
+            return list(found)
+        writes = self._writes
         async with self._engine.begin() as conn:
             rows = await conn.execute(
                 select(pubsub_subscriptions)
@@ -296,7 +477,10 @@ class SqlPubSubStore:
                 )
                 .order_by(pubsub_subscriptions.c.jid, pubsub_subscriptions.c.subid)
             )
-            return [PubSubSubscription(row.jid, row.subid, row.state) for row in rows]
+            subscriptions = [PubSubSubscription(row.jid, row.subid, row.state) for row in rows]
+        if writes == self._writes:
+            self._subscriptions.put(key, tuple(subscriptions))
+        return subscriptions
 
     async def subscriptions_of(
         self, service: str, jid: str
@@ -308,3 +492,12 @@ class SqlPubSubStore:
                 .order_by(pubsub_subscriptions.c.node, pubsub_subscriptions.c.subid)
             )
             return [(row.node, PubSubSubscription(row.jid, row.subid, row.state)) for row in rows]
+
+
+def _answer(future: asyncio.Future[list[str]], result: list[str] | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
