@@ -163,8 +163,11 @@ class Pep(Module[PepOptions]):
     async def _announce(self, event: NodeEvent, owner: JID, source: str | None) -> None:
         """Tell the host's modules what changed (bookmarks and avatar conversions)."""
         if event.kind == "items":
-            for item in event.items:
-                payload = parse_element(item.payload) if item.payload else None
+            for k, item in enumerate(event.items):
+                if k < len(event.payloads):
+                    payload = event.payloads[k]  # as published: no need to parse it again
+                else:
+                    payload = parse_element(item.payload) if item.payload else None
                 publisher = parse_jid(item.publisher) or owner
                 await self.host.hooks.fire(
                     PepItemPublished(owner, event.node, item.id, payload, publisher, source)

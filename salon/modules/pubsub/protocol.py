@@ -305,10 +305,15 @@ def event_message(event: NodeEvent, sender: str, to: JID | None) -> Element:
     payload = message.add("event", NS_PUBSUB_EVENT)
     if event.kind == "items":
         items = payload.add("items", attrs={"node": event.node})
-        for item in event.items:
-            element = item_element(item, NS_PUBSUB_EVENT)
+        for k, item in enumerate(event.items):
+            published = event.payloads[k] if k < len(event.payloads) else None
             if not event.config.deliver_payloads:
-                element.children = []
+                element = Element("item", NS_PUBSUB_EVENT, {"id": item.id})
+            elif published is not None:
+                element = Element("item", NS_PUBSUB_EVENT, {"id": item.id})
+                element.append(published)  # as published: not parsed again
+            else:
+                element = item_element(item, NS_PUBSUB_EVENT)
             items.append(element)
     elif event.kind == "retract":
         items = payload.add("items", attrs={"node": event.node})

@@ -97,6 +97,7 @@ class NodeEvent:
     recipients: tuple[JID, ...] = ()
     last_item: bool = False  # a last-published-item delivery to ``recipients`` only
     owner: JID | None = None  # the PEP account (None for a pubsub service)
+    payloads: tuple[Element | None, ...] = ()  # ``items``' payloads as published, when known
 
 
 class Broadcaster(Protocol):
@@ -338,7 +339,7 @@ class PubSubService:
             keep = config.effective_max_items(self.limits.max_items) if config.persist_items else 1
             await self.store.publish(self.service, name, item, max_items=keep)
         if config.deliver_notifications:
-            await self._emit(name, "items", config, items=(item,))
+            await self._emit(name, "items", config, items=(item,), payloads=(payload,))
         return item.id
 
     async def _check_publish(self, name: str, config: NodeConfig, actor: JID) -> None:
@@ -567,6 +568,7 @@ class PubSubService:
         items: tuple[PubSubItem, ...] = (),
         retracted: tuple[str, ...] = (),
         recipients: tuple[JID, ...] | None = None,
+        payloads: tuple[Element | None, ...] = (),
     ) -> None:
         if recipients is None:
             recipients = await self._recipients(name)
@@ -580,5 +582,6 @@ class PubSubService:
                 retracted=retracted,
                 recipients=recipients,
                 owner=self.owner,
+                payloads=payloads,
             )
         )

@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from salon.storage.interfaces import (
@@ -294,49 +294,66 @@ class SqlPubSubStore:
             self._writer = None
 
     async def _write(self, batch: list[_Publish]) -> list[list[str]]:
-        results: list[list[str]] = []
+        """One transaction; a few statements for the whole batch, whatever its size."""
+        pruned: dict[int, list[str]] = {}
         async with self._engine.begin() as conn:
-            locked: set[_Key] = set()
-            for one in batch:
-                if (one.service, one.node) not in locked:
-                    await lock_user(conn, _LOCK_CLASS, one.service, one.node)
-                    locked.add((one.service, one.node))
-                results.append(
-                    await self._publish(conn, one.service, one.node, one.item, one.max_items)
-                )
-        return results
+            for part in _one_per_node(batch):
+                await self._write_part(conn, [batch[k] for k in part], part, pruned)
+        return [pruned.get(k, []) for k in range(len(batch))]
 
     @staticmethod
-    async def _publish(
-        conn: AsyncConnection, service: str, node: str, item: PubSubItem, max_items: int
-    ) -> list[str]:
-        where = (pubsub_items.c.service == service, pubsub_items.c.node == node)
-        await conn.execute(delete(pubsub_items).where(*where, pubsub_items.c.item_id == item.id))
+    async def _write_part(
+        conn: AsyncConnection,
+        part: list[_Publish],
+        indexes: list[int],
+        pruned: dict[int, list[str]],
+    ) -> None:
+        """Publishes to distinct nodes: replace the items with the same ids, insert, prune
+        each node to its newest ``max_items`` (one statement per distinct ``max_items``)."""
+        c = pubsub_items.c
+        for service, node in sorted({(one.service, one.node) for one in part}):
+            await lock_user(conn, _LOCK_CLASS, service, node)  # in one order: no deadlock
         await conn.execute(
-            insert(pubsub_items).values(
-                service=service,
-                node=node,
-                item_id=item.id,
-                publisher=item.publisher,
-                payload=item.payload,
-                published_at=item.published_at,
+            delete(pubsub_items).where(
+                c.service == bindparam("b_service"),
+                c.node == bindparam("b_node"),
+                c.item_id == bindparam("b_item"),
+            ),
+            [{"b_service": p.service, "b_node": p.node, "b_item": p.item.id} for p in part],
+        )
+        await conn.execute(
+            insert(pubsub_items),
+            [
+                {
+                    "service": p.service,
+                    "node": p.node,
+                    "item_id": p.item.id,
+                    "publisher": p.item.publisher,
+                    "payload": p.item.payload,
+                    "published_at": p.item.published_at,
+                }
+                for p in part
+            ],
+        )
+        by_node = {(p.service, p.node): k for p, k in zip(part, indexes, strict=True)}
+        for keep in sorted({max(p.max_items, 0) for p in part}):
+            nodes = [(p.service, p.node) for p in part if max(p.max_items, 0) == keep]
+            ranked = (
+                select(
+                    c.id,
+                    func.row_number()
+                    .over(partition_by=(c.service, c.node), order_by=c.id.desc())
+                    .label("newness"),
+                )
+                .where(tuple_(c.service, c.node).in_(nodes))
+                .subquery()
             )
-        )
-        newest = (
-            select(pubsub_items.c.id)
-            .where(*where)
-            .order_by(pubsub_items.c.id.desc())
-            .limit(max(max_items, 0))
-        )
-        # Materialise the kept ids in a subquery (MySQL-style LIMIT-in-IN limits do not
-        # apply to SQLite or PostgreSQL); one statement deletes and names what it pruned.
-        kept = select(newest.subquery().c.id)
-        pruned = await conn.execute(
-            delete(pubsub_items)
-            .where(*where, pubsub_items.c.id.not_in(kept))
-            .returning(pubsub_items.c.item_id)
-        )
-        return [row.item_id for row in pruned]
+            doomed = select(ranked.c.id).where(ranked.c.newness > keep)
+            rows = await conn.execute(
+                delete(pubsub_items).where(c.id.in_(doomed)).returning(c.service, c.node, c.item_id)
+            )
+            for row in rows:
+                pruned.setdefault(by_node[(row.service, row.node)], []).append(row.item_id)
 
     async def get_items(
         self,
@@ -492,6 +509,23 @@ class SqlPubSubStore:
                 .order_by(pubsub_subscriptions.c.node, pubsub_subscriptions.c.subid)
             )
             return [(row.node, PubSubSubscription(row.jid, row.subid, row.state)) for row in rows]
+
+
+def _one_per_node(batch: list[_Publish]) -> list[list[int]]:
+    """``batch``'s indexes in parts that each name a node once, in order (two publishes
+    to one node are written one after the other)."""
+    parts: list[list[int]] = []
+    seen: list[set[_Key]] = []
+    for k, one in enumerate(batch):
+        key = (one.service, one.node)
+        # after the last part that has this node
+        at = next((i + 1 for i in range(len(seen) - 1, -1, -1) if key in seen[i]), 0)
+        if at == len(parts):
+            parts.append([])
+            seen.append(set())
+        parts[at].append(k)
+        seen[at].add(key)
+    return parts
 
 
 def _answer(future: asyncio.Future[list[str]], result: list[str] | BaseException) -> None:
