@@ -184,13 +184,13 @@ class Pep(Module[PepOptions]):
     async def _deliver(self, event: NodeEvent, owner: JID) -> None:
         recipients = dict.fromkeys(event.recipients)
         if not event.last_item:
-            service = self.service(owner)
-            for resource in self.interests.interested(owner, event.node):
-                if resource not in recipients and (
-                    resource.bare == owner
-                    or await service.may_access(event.node, event.config, resource)
-                ):
-                    recipients[resource] = None
+            wanting = [
+                r for r in self.interests.interested(owner, event.node) if r not in recipients
+            ]
+            if wanting:
+                service = self.service(owner)
+                readers = await service.readers(event.node, event.config, wanting)
+                recipients.update((r, None) for r in wanting if r in readers)
         if not recipients:
             return
         # one notification, serialized once: the copies differ only in 'to'
