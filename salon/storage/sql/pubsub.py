@@ -267,6 +267,11 @@ class SqlPubSubStore:
             self._writer = asyncio.get_running_loop().create_task(self._write_queued())
         return await asyncio.shield(future)  # a caller that gives up does not undo the write
 
+    async def drain(self) -> None:
+        """Wait until every queued publish is written (before the engine is closed)."""
+        while self._writer is not None:
+            await asyncio.wait({self._writer})
+
     async def _write_queued(self) -> None:
         try:
             while self._queue:

@@ -53,5 +53,7 @@ class SqlStorage:
         return kv
 
     async def close(self) -> None:
-        """Close all pooled connections."""
+        """Finish the queued pubsub publishes, then close all pooled connections."""
+        if isinstance(self.pubsub, SqlPubSubStore):
+            await self.pubsub.drain()
         await self.engine.dispose()
