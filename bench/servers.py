@@ -486,11 +486,14 @@ COOKIE = "salonbench"
 
 
 class Ejabberd(ServerUnderTest):
+    @property
+    def NODE(self) -> str:
+        """One Erlang node name per port: two runs at once (--port-offset) must not collide;
+        the default port keeps the first name (Mnesia's files belong to the node's name)."""
+        return "salonbench@localhost" if self.port == 35222 else f"salonbench{self.port}@localhost"
+
     def __init__(self, workdir: Path, port: int = 35222) -> None:
         super().__init__(workdir, "ejabberd", port)
-        # one Erlang node name per port: two runs at once (--port-offset) must not collide;
-        # the default port keeps the first name (Mnesia's files belong to the node's name)
-        self.NODE = "salonbench@localhost" if port == 35222 else f"salonbench{port}@localhost"
         self.notes = [
             "ejabberd: one scheduler (`+S 1:1 +SDcpu 1:1`) besides taskset; listener "
             "`shaper: none`, `c2s_shaper: none`, no `shaper:` definitions, max_fsm_queue off, "
