@@ -151,3 +151,38 @@ async def test_a_failing_publish_fails_alone(backend: Backend) -> None:
         assert [i.id for i in await storage.pubsub.get_items(PEP, "urn:z")] == ["ok"]
     finally:
         await storage.close()
+
+
+async def test_the_newest_item_follows_own_writes(backend: Backend) -> None:
+    storage, store, clock = await _stores(backend)
+
+    def item(item_id: str) -> PubSubItem:
+        return PubSubItem(item_id, PEP, f"<t xmlns='urn:x'>{item_id}</t>", datetime.now(UTC))
+
+    try:
+        await store.create_node(PEP, "urn:x", {}, PEP, max_nodes=5)
+        assert await store.get_items(PEP, "urn:x", last=1) == []
+        await store.publish(PEP, "urn:x", item("a"), max_items=5)
+        await store.publish(PEP, "urn:x", item("b"), max_items=5)
+        assert [i.id for i in await store.get_items(PEP, "urn:x", last=1)] == ["b"]
+        assert await store.retract(PEP, "urn:x", "b")
+        assert [i.id for i in await store.get_items(PEP, "urn:x", last=1)] == ["a"]
+        await store.publish(PEP, "urn:x", item("a"), max_items=5)  # republished: newest
+        await store.publish(PEP, "urn:x", item("c"), max_items=0)  # keeps nothing
+        assert await store.get_items(PEP, "urn:x", last=1) == []
+        await store.publish(PEP, "urn:x", item("d"), max_items=5)
+        await store.purge(PEP, "urn:x")
+        assert await store.get_items(PEP, "urn:x", last=1) == []
+        await store.publish(PEP, "urn:x", item("e"), max_items=5)
+        assert [i.id for i in await store.get_items(PEP, "urn:x", last=1)] == ["e"]
+
+        # another process publishes: seen when the entry expires
+        await storage.pubsub.publish(PEP, "urn:x", item("f"), max_items=5)
+        assert [i.id for i in await store.get_items(PEP, "urn:x", last=1)] == ["e"]
+        clock.now += 61.0
+        assert [i.id for i in await store.get_items(PEP, "urn:x", last=1)] == ["f"]
+
+        await store.delete_node(PEP, "urn:x")
+        assert await store.get_items(PEP, "urn:x", last=1) == []
+    finally:
+        await storage.close()

@@ -13,7 +13,9 @@ its tune, mood or avatar):
   answered is stored. If a batch fails, each of its publishes is retried in a transaction of
   its own, so one bad item fails alone.
 * **A read cache** of what every publish and notification reads but rarely changes: each
-  node's row (with its configuration), its affiliations and its subscriptions. Entries live
+  node's row (with its configuration), its affiliations and its subscriptions; and each
+  node's newest item, which every resource coming online (or whose caps are learned) is
+  sent (set by the publish that wrote it, dropped by retract, purge and delete). Entries live
   at most ``cache_ttl`` seconds (``cache_size`` of each kind at most, oldest out first).
   Every write through this store that changes one of them drops it, and a read that
   overlapped any such write is returned but not kept, so this process never serves data
@@ -138,6 +140,10 @@ class SqlPubSubStore:
             cache_size, cache_ttl, clock
         )
         self._writes = 0  # writes begun or ended: a read that overlapped one is not kept
+        # each node's newest item (empty: none), what a last-published-item delivery reads;
+        # with its own count of item writes begun or ended
+        self._last: _Cache[tuple[PubSubItem, ...]] = _Cache(cache_size, cache_ttl, clock)
+        self._item_writes = 0
         self._queue: list[_Publish] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -145,11 +151,29 @@ class SqlPubSubStore:
         """Drop what a write to ``node`` (every node of ``service`` when None) may change;
         called when the write begins and when it has ended."""
         self._writes += 1
+        self._items_changed(service, node)
         for cache in (self._nodes, self._affiliations, self._subscriptions):
             if node is None:
                 cache.drop_service(service)
             else:
                 cache.entries.pop((service, node), None)
+
+    def _items_changed(self, service: str, node: str | None) -> None:
+        self._item_writes += 1
+        if node is None:
+            self._last.drop_service(service)
+        else:
+            self._last.entries.pop((service, node), None)
+
+    @contextlib.asynccontextmanager
+    async def _items_writing(self, service: str, node: str) -> AsyncIterator[AsyncConnection]:
+        """A transaction that changes ``node``'s items."""
+        self._items_changed(service, node)
+        try:
+            async with self._engine.begin() as conn:
+                yield conn
+        finally:
+            self._items_changed(service, node)
 
     @contextlib.asynccontextmanager
     async def _writing(
@@ -301,9 +325,18 @@ class SqlPubSubStore:
     async def _write(self, batch: list[_Publish]) -> list[list[str]]:
         """One transaction; a few statements for the whole batch, whatever its size."""
         pruned: dict[int, list[str]] = {}
-        async with self._engine.begin() as conn:
-            for part in _one_per_node(batch):
-                await self._write_part(conn, [batch[k] for k in part], part, pruned)
+        for one in batch:
+            self._items_changed(one.service, one.node)
+        try:
+            async with self._engine.begin() as conn:
+                for part in _one_per_node(batch):
+                    await self._write_part(conn, [batch[k] for k in part], part, pruned)
+        finally:
+            for one in batch:
+                self._items_changed(one.service, one.node)
+        # committed: each node's newest item is the last one published to it here
+        for one in batch:
+            self._last.put((one.service, one.node), (one.item,) if one.max_items > 0 else ())
         return [pruned.get(k, []) for k in range(len(batch))]
 
     @staticmethod
@@ -368,6 +401,21 @@ class SqlPubSubStore:
         ids: Sequence[str] | None = None,
         last: int | None = None,
     ) -> list[PubSubItem]:
+        if ids is None and last == 1:
+            key = (service, node)
+            newest = self._last.get(key)
+            if newest is not None:
+                return list(newest)
+            writes = self._item_writes
+            found_last = await self._get_items(service, node, None, 1)
+            if writes == self._item_writes:
+                self._last.put(key, tuple(found_last))
+            return found_last
+        return await self._get_items(service, node, ids, last)
+
+    async def _get_items(
+        self, service: str, node: str, ids: Sequence[str] | None, last: int | None
+    ) -> list[PubSubItem]:
         where = [pubsub_items.c.service == service, pubsub_items.c.node == node]
         async with self._engine.begin() as conn:
             if ids is not None:
@@ -391,7 +439,7 @@ class SqlPubSubStore:
             return [_item(row) for row in rows]
 
     async def retract(self, service: str, node: str, item_id: str) -> bool:
-        async with self._engine.begin() as conn:
+        async with self._items_writing(service, node) as conn:
             result = await conn.execute(
                 delete(pubsub_items).where(
                     pubsub_items.c.service == service,
@@ -402,7 +450,7 @@ class SqlPubSubStore:
             return bool(result.rowcount)
 
     async def purge(self, service: str, node: str) -> None:
-        async with self._engine.begin() as conn:
+        async with self._items_writing(service, node) as conn:
             await conn.execute(
                 delete(pubsub_items).where(
                     pubsub_items.c.service == service, pubsub_items.c.node == node
