@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+from sqlalchemy import event
+
 from salon.storage.interfaces import PubSubItem, PubSubSubscription
 from salon.storage.sql import SqlStorage
 from salon.storage.sql.pubsub import SqlPubSubStore
@@ -184,5 +186,37 @@ async def test_the_newest_item_follows_own_writes(backend: Backend) -> None:
 
         await store.delete_node(PEP, "urn:x")
         assert await store.get_items(PEP, "urn:x", last=1) == []
+    finally:
+        await storage.close()
+
+
+async def test_concurrent_misses_share_one_read(backend: Backend) -> None:
+    """Thousands of contacts coming online at once ask for the same nodes: one query per
+    node and kind, not one per caller; a write in between starts a fresh read."""
+    storage, store, _clock = await _stores(backend)
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    try:
+        await store.create_node(PEP, "urn:x", {"a": 1}, PEP, max_nodes=5)
+        store._nodes.entries.clear()  # cold, as after a restart
+        store._affiliations.entries.clear()
+        event.listen(storage.engine.sync_engine, "before_cursor_execute", count)
+        nodes, affiliations, newest = await asyncio.gather(
+            asyncio.gather(*(store.get_node(PEP, "urn:x") for _ in range(50))),
+            asyncio.gather(*(store.affiliations(PEP, "urn:x") for _ in range(50))),
+            asyncio.gather(*(store.get_items(PEP, "urn:x", last=1) for _ in range(50))),
+        )
+        event.remove(storage.engine.sync_engine, "before_cursor_execute", count)
+        assert all(n is not None and n.config == {"a": 1} for n in nodes)
+        assert affiliations == [{PEP: "owner"}] * 50
+        assert newest == [[]] * 50
+        selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+        assert len(selects) == 3, selects
+        # every caller has its own copy to change
+        affiliations[0].clear()
+        assert await store.affiliations(PEP, "urn:x") == {PEP: "owner"}
     finally:
         await storage.close()

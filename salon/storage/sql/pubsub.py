@@ -30,7 +30,7 @@ import contextlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -144,6 +144,8 @@ class SqlPubSubStore:
         # with its own count of item writes begun or ended
         self._last: _Cache[tuple[PubSubItem, ...]] = _Cache(cache_size, cache_ttl, clock)
         self._item_writes = 0
+        # reads under way, by (cache, key), with the write count they started after
+        self._flights: dict[tuple[int, _Key], tuple[asyncio.Future[Any], int]] = {}
         self._queue: list[_Publish] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -157,6 +159,49 @@ class SqlPubSubStore:
                 cache.drop_service(service)
             else:
                 cache.entries.pop((service, node), None)
+
+    async def _read_through(
+        self,
+        cache: _Cache[V],
+        key: _Key,
+        read: Callable[[], Awaitable[V | None]],
+        *,
+        items: bool = False,
+    ) -> V | None:
+        """``cache``'s entry for ``key``, or what ``read()`` returns (kept unless a write
+        overlapped the read). Concurrent misses of one key after the same writes share one
+        read: thousands of contacts coming online at once cost one query per node."""
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+        writes = self._item_writes if items else self._writes
+        flight = (id(cache), key)
+        running = self._flights.get(flight)
+        if running is not None and running[1] == writes:
+            try:
+                value: V | None = await asyncio.shield(running[0])
+                return value
+            except asyncio.CancelledError:
+                if not running[0].cancelled():
+                    raise  # this caller was cancelled; otherwise the read was: read anew
+        future: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
+        self._flights[flight] = (future, writes)
+        try:
+            value = await read()
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)
+                future.exception()  # those waiting get it; nobody need retrieve it
+            raise
+        finally:
+            if self._flights.get(flight, (None, 0))[0] is future:
+                del self._flights[flight]
+        future.set_result(value)
+        if value is not None and writes == (self._item_writes if items else self._writes):
+            cache.put(key, value)
+        return value
 
     def _items_changed(self, service: str, node: str | None) -> None:
         self._item_writes += 1
@@ -227,11 +272,12 @@ class SqlPubSubStore:
         return found is not None
 
     async def get_node(self, service: str, node: str) -> PubSubNode | None:
-        key = (service, node)
-        found = self._nodes.get(key)
-        if found is not None:
-            return found
-        writes = self._writes
+        # only nodes that exist are kept: one made elsewhere is seen at once
+        return await self._read_through(
+            self._nodes, (service, node), lambda: self._read_node(service, node)
+        )
+
+    async def _read_node(self, service: str, node: str) -> PubSubNode | None:
         async with self._engine.begin() as conn:
             row = (
                 await conn.execute(
@@ -240,12 +286,7 @@ class SqlPubSubStore:
                     )
                 )
             ).first()
-        if row is None:
-            return None  # only nodes that exist are kept: one made elsewhere is seen at once
-        found = _node(row)
-        if writes == self._writes:
-            self._nodes.put(key, found)
-        return found
+        return None if row is None else _node(row)
 
     async def list_nodes(self, service: str) -> list[PubSubNode]:
         async with self._engine.begin() as conn:
@@ -402,16 +443,14 @@ class SqlPubSubStore:
         last: int | None = None,
     ) -> list[PubSubItem]:
         if ids is None and last == 1:
-            key = (service, node)
-            newest = self._last.get(key)
-            if newest is not None:
-                return list(newest)
-            writes = self._item_writes
-            found_last = await self._get_items(service, node, None, 1)
-            if writes == self._item_writes:
-                self._last.put(key, tuple(found_last))
-            return found_last
+            newest = await self._read_through(
+                self._last, (service, node), lambda: self._newest(service, node), items=True
+            )
+            return list(newest or ())
         return await self._get_items(service, node, ids, last)
+
+    async def _newest(self, service: str, node: str) -> tuple[PubSubItem, ...]:
+        return tuple(await self._get_items(service, node, None, 1))
 
     async def _get_items(
         self, service: str, node: str, ids: Sequence[str] | None, last: int | None
@@ -477,21 +516,19 @@ class SqlPubSubStore:
             )
 
     async def affiliations(self, service: str, node: str) -> dict[str, str]:
-        key = (service, node)
-        found = self._affiliations.get(key)
-        if found is not None:
-            return dict(found)  # the caller's to change
-        writes = self._writes
+        found = await self._read_through(
+            self._affiliations, (service, node), lambda: self._read_affiliations(service, node)
+        )
+        return dict(found or {})  # the caller's to change
+
+    async def _read_affiliations(self, service: str, node: str) -> dict[str, str]:
         async with self._engine.begin() as conn:
             rows = await conn.execute(
                 select(pubsub_affiliations.c.jid, pubsub_affiliations.c.affiliation).where(
                     pubsub_affiliations.c.service == service, pubsub_affiliations.c.node == node
                 )
             )
-            found = {row.jid: row.affiliation for row in rows}
-        if writes == self._writes:
-            self._affiliations.put(key, dict(found))
-        return found
+            return {row.jid: row.affiliation for row in rows}
 
     async def affiliations_of(self, service: str, jid: str) -> dict[str, str]:
         async with self._engine.begin() as conn:
@@ -533,11 +570,12 @@ class SqlPubSubStore:
             return bool(result.rowcount)
 
     async def subscriptions(self, service: str, node: str) -> list[PubSubSubscription]:
-        key = (service, node)
-        found = self._subscriptions.get(key)
-        if found is not None:
-            return list(found)
-        writes = self._writes
+        found = await self._read_through(
+            self._subscriptions, (service, node), lambda: self._read_subscriptions(service, node)
+        )
+        return list(found or ())
+
+    async def _read_subscriptions(self, service: str, node: str) -> tuple[PubSubSubscription, ...]:
         async with self._engine.begin() as conn:
             rows = await conn.execute(
                 select(pubsub_subscriptions)
@@ -547,10 +585,7 @@ class SqlPubSubStore:
                 )
                 .order_by(pubsub_subscriptions.c.jid, pubsub_subscriptions.c.subid)
             )
-            subscriptions = [PubSubSubscription(row.jid, row.subid, row.state) for row in rows]
-        if writes == self._writes:
-            self._subscriptions.put(key, tuple(subscriptions))
-        return subscriptions
+            return tuple(PubSubSubscription(row.jid, row.subid, row.state) for row in rows)
 
     async def subscriptions_of(
         self, service: str, jid: str
