@@ -8,6 +8,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from salon.storage.sql.dialect import upsert
+from salon.storage.sql.engine import reading
 from salon.storage.sql.schema import blocklist
 
 __all__ = ["SqlBlocklistStore"]
@@ -27,7 +28,7 @@ class SqlBlocklistStore:
 
     async def get(self, host: str, username: str) -> list[str]:
         """Return the blocked JIDs in code point order."""
-        async with self._engine.begin() as conn:
+        async with reading(self._engine) as conn:
             jids = await conn.scalars(
                 select(blocklist.c.jid).where(
                     blocklist.c.host == host, blocklist.c.username == username

@@ -20,20 +20,22 @@ fail on a lock upgrade.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 from sqlalchemy.schema import CreateSchema
 
-__all__ = ["MIGRATION_LOCK_KEY", "open_engine", "to_async_url"]
+__all__ = ["MIGRATION_LOCK_KEY", "READ_ONLY", "open_engine", "reading", "to_async_url"]
 
 BUSY_TIMEOUT_MS = 10_000
 """How long a SQLite writer waits for another writer before failing."""
@@ -148,10 +150,32 @@ def _sqlite_engine(url: URL) -> AsyncEngine:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         # IMMEDIATE takes the write lock up front (waiting up to the busy
-        # timeout), so no transaction fails later when it starts writing.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # timeout), so no transaction fails later when it starts writing. A
+        # read-only transaction (see reading()) begins deferred: in WAL mode it
+        # reads a snapshot and neither takes nor waits for the write lock.
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+READ_ONLY = "salon_read_only"
+"""Execution option of a connection whose transactions only read (see :func:`reading`)."""
+
+
+@contextlib.asynccontextmanager
+async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A transaction that only reads. On SQLite it begins deferred instead of
+    ``BEGIN IMMEDIATE``: with WAL it never waits for (or holds up) a writer, so
+    thousands of reads at once (contacts coming online, a burst of publishes)
+    cannot starve past the busy timeout. Writing in it is an error on SQLite's
+    side only if another writer got there first; do not."""
+    async with engine.connect() as conn:
+        await conn.execution_options(**{READ_ONLY: True})
+        async with conn.begin():
+            yield conn
 
 
 def _enable_wal(cursor: Any) -> None:

@@ -44,6 +44,7 @@ from salon.storage.interfaces import (
     PubSubSubscription,
 )
 from salon.storage.sql.dialect import lock_user, upsert
+from salon.storage.sql.engine import reading
 from salon.storage.sql.schema import (
     pubsub_affiliations,
     pubsub_items,
@@ -278,7 +279,7 @@ class SqlPubSubStore:
         )
 
     async def _read_node(self, service: str, node: str) -> PubSubNode | None:
-        async with self._engine.begin() as conn:
+        async with reading(self._engine) as conn:
             row = (
                 await conn.execute(
                     select(pubsub_nodes).where(
@@ -289,7 +290,7 @@ class SqlPubSubStore:
         return None if row is None else _node(row)
 
     async def list_nodes(self, service: str) -> list[PubSubNode]:
-        async with self._engine.begin() as conn:
+        async with reading(self._engine) as conn:
             rows = await conn.execute(
                 select(pubsub_nodes)
                 .where(pubsub_nodes.c.service == service)
@@ -456,7 +457,7 @@ class SqlPubSubStore:
         self, service: str, node: str, ids: Sequence[str] | None, last: int | None
     ) -> list[PubSubItem]:
         where = [pubsub_items.c.service == service, pubsub_items.c.node == node]
-        async with self._engine.begin() as conn:
+        async with reading(self._engine) as conn:
             if ids is not None:
                 wanted = sorted(set(ids))
                 found: list[Any] = []
@@ -522,7 +523,7 @@ class SqlPubSubStore:
         return dict(found or {})  # the caller's to change
 
     async def _read_affiliations(self, service: str, node: str) -> dict[str, str]:
-        async with self._engine.begin() as conn:
+        async with reading(self._engine) as conn:
             rows = await conn.execute(
                 select(pubsub_affiliations.c.jid, pubsub_affiliations.c.affiliation).where(
                     pubsub_affiliations.c.service == service, pubsub_affiliations.c.node == node
@@ -531,7 +532,7 @@ class SqlPubSubStore:
             return {row.jid: row.affiliation for row in rows}
 
     async def affiliations_of(self, service: str, jid: str) -> dict[str, str]:
-        async with self._engine.begin() as conn:
+        async with reading(self._engine) as conn:
             rows = await conn.execute(
                 select(pubsub_affiliations.c.node, pubsub_affiliations.c.affiliation).where(
                     pubsub_affiliations.c.service == service, pubsub_affiliations.c.jid == jid
@@ -576,7 +577,7 @@ class SqlPubSubStore:
         return list(found or ())
 
     async def _read_subscriptions(self, service: str, node: str) -> tuple[PubSubSubscription, ...]:
-        async with self._engine.begin() as conn:
+        async with reading(self._engine) as conn:
             rows = await conn.execute(
                 select(pubsub_subscriptions)
                 .where(
@@ -590,7 +591,7 @@ class SqlPubSubStore:
     async def subscriptions_of(
         self, service: str, jid: str
     ) -> list[tuple[str, PubSubSubscription]]:
-        async with self._engine.begin() as conn:
+        async with reading(self._engine) as conn:
             rows = await conn.execute(
                 select(pubsub_subscriptions)
                 .where(pubsub_subscriptions.c.service == service, pubsub_subscriptions.c.jid == jid)
