@@ -118,14 +118,17 @@ async def test_a_publish_answers_after_its_batch_is_committed(backend: Backend) 
     can be read back by another connection (another process)."""
     storage, store, _clock = await _stores(backend)
     try:
-        users = [f"u{n}@example.org" for n in range(200)]
+        users = [f"u{n}@example.org" for n in range(100)]
         for user in users:
             await store.create_node(user, "urn:x", {}, user, max_nodes=5)
+
+        readers = asyncio.Semaphore(2)  # few connections: the test database is shared
 
         async def publish_then_read(user: str) -> list[str]:
             item = PubSubItem("current", f"{user}/r", "<t xmlns='urn:x'/>", datetime.now(UTC))
             await store.publish(user, "urn:x", item, max_items=1)
-            return [i.id for i in await storage.pubsub.get_items(user, "urn:x")]
+            async with readers:
+                return [i.id for i in await storage.pubsub.get_items(user, "urn:x")]
 
         found = await asyncio.gather(*(publish_then_read(u) for u in users))
         assert found == [["current"]] * len(users)
