@@ -26,7 +26,7 @@ import time
 from bench import client
 from bench.client import Conn, Counters, LoginSpec
 from bench.procstat import CpuMeter, others_share
-from bench.scenarios import SOURCE_IPS, Plan, Result, _noise, abort_all, login_many
+from bench.scenarios import SOURCE_IPS, Plan, Profiler, Result, _noise, abort_all, login_many
 from bench.servers import ServerUnderTest, presence_user, ring_contacts
 
 NODE = "http://jabber.org/protocol/tune"
@@ -264,6 +264,18 @@ async def scenario_pep(server: ServerUnderTest, plan: Plan) -> Result:
             f"(publish, recipient) pairs each, generator CPU "
             f"{gen / seconds:.0%} of the delivery time, {_noise(measured[0]['others'])}"
         )
+        profiler = Profiler(server, plan, "pep")
+        if profiler.enabled:
+            print("    profiling Salon with py-spy during one more round", flush=True)
+            await profiler.start()
+            r = plan.presence_rounds + 1
+            watcher.new_round(r)
+            base = watcher.events
+            for i, c in enumerate(conns):
+                c.write(publish(i, r))
+            await watcher.wait(base + per_round, n, plan.quiet, 600)
+            result.details["profile"] = await profiler.stop()
+            result.details["profile_threads"] = profiler.thread_cpu
     finally:
         if watcher is not None:
             await watcher.stop()

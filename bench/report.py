@@ -256,6 +256,7 @@ def render(
         "messages": "the messages scenario, at 90% of the max sustained rate",
         "login": "SCRAM-SHA-1 logins (plaintext), closed loop",
         "presence": "one more presence round (every user coming online at once)",
+        "pep": "one more PEP round (every user publishing a tune at once)",
     }
     for scenario, text in what.items():
         res = results.get("salon", {}).get(scenario)

@@ -486,7 +486,11 @@ COOKIE = "salonbench"
 
 
 class Ejabberd(ServerUnderTest):
-    NODE = "salonbench@localhost"
+    @property
+    def NODE(self) -> str:
+        """One Erlang node name per port: two runs at once (--port-offset) must not collide;
+        the default port keeps the first name (Mnesia's files belong to the node's name)."""
+        return "salonbench@localhost" if self.port == 35222 else f"salonbench{self.port}@localhost"
 
     def __init__(self, workdir: Path, port: int = 35222) -> None:
         super().__init__(workdir, "ejabberd", port)

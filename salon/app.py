@@ -37,6 +37,8 @@ from salon.net.s2s import S2SManager
 from salon.net.socks5 import Socks5Relay
 from salon.net.tls import TlsContexts
 from salon.storage import open_storage
+from salon.storage.sql.pubsub import SqlPubSubStore
+from salon.storage.sql.storage import SqlStorage
 from salon.stream.c2s import C2SPolicy
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,8 @@ class App:
         storage = await open_storage(settings.storage_url(), base_dir=settings.data_path())
         self.cluster: ClusterNode | None = None
         if settings.cluster.enabled:
+            if isinstance(storage, SqlStorage) and isinstance(storage.pubsub, SqlPubSubStore):
+                storage.pubsub.disable_cache()  # other nodes write the same nodes
             # sessions in a directory shared over Redis, stanzas between nodes over Redis
             self.cluster = ClusterNode(settings.cluster, self.node_name)
             self.core = Server(settings, storage, clock=self.clock, sessions=self.cluster.directory)

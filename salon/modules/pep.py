@@ -53,6 +53,7 @@ from salon.modules.pubsub.service import (
 )
 from salon.namespaces import NS_CLIENT, NS_DISCO_INFO, NS_PUBSUB, NS_PUBSUB_OWNER
 from salon.storage.interfaces import RosterItem
+from salon.xml.broadcast import Broadcast
 from salon.xml.element import Element
 from salon.xml.fragment import parse_element
 
@@ -163,8 +164,11 @@ class Pep(Module[PepOptions]):
     async def _announce(self, event: NodeEvent, owner: JID, source: str | None) -> None:
         """Tell the host's modules what changed (bookmarks and avatar conversions)."""
         if event.kind == "items":
-            for item in event.items:
-                payload = parse_element(item.payload) if item.payload else None
+            for k, item in enumerate(event.items):
+                if k < len(event.payloads):
+                    payload = event.payloads[k]  # as published: no need to parse it again
+                else:
+                    payload = parse_element(item.payload) if item.payload else None
                 publisher = parse_jid(item.publisher) or owner
                 await self.host.hooks.fire(
                     PepItemPublished(owner, event.node, item.id, payload, publisher, source)
@@ -181,21 +185,19 @@ class Pep(Module[PepOptions]):
     async def _deliver(self, event: NodeEvent, owner: JID) -> None:
         recipients = dict.fromkeys(event.recipients)
         if not event.last_item:
-            service = self.service(owner)
-            for resource in self.interests.interested(owner, event.node):
-                if resource not in recipients and (
-                    resource.bare == owner
-                    or await service.may_access(event.node, event.config, resource)
-                ):
-                    recipients[resource] = None
-            for resource in await self._remote_interested(owner, event.node):
-                if resource not in recipients and (
-                    await service.may_access(event.node, event.config, resource)
-                ):
-                    recipients[resource] = None
+            interested = self.interests.interested(owner, event.node)
+            interested += await self._remote_interested(owner, event.node)
+            wanting = list(dict.fromkeys(r for r in interested if r not in recipients))
+            if wanting:
+                service = self.service(owner)
+                readers = await service.readers(event.node, event.config, wanting)
+                recipients.update((r, None) for r in wanting if r in readers)
+        if not recipients:
+            return
+        # one notification, serialized once: the copies differ only in 'to'
+        shared = Broadcast(protocol.event_message(event, str(owner), None))
         for to in recipients:
-            message = protocol.event_message(event, str(owner), to)
-            await self.router.route(message, None, owner, to)
+            await self.router.route(shared.to(str(to)), None, owner, to)
 
     async def _remote_interested(self, owner: JID, node: str) -> list[JID]:
         """In a cluster, the contacts' resources on other nodes: their presence reached the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
@@ -98,6 +99,31 @@ async def test_pruning_leaves_other_nodes_alone(storage: Storage) -> None:
     await storage.pubsub.publish(PEP, "urn:x", item("new"), max_items=1)
     assert [i.id for i in await storage.pubsub.get_items(SERVICE, "urn:x")] == ["keep"]
     assert [i.id for i in await storage.pubsub.get_items(PEP, "urn:x")] == ["new"]
+
+
+async def test_concurrent_publishes_are_each_stored_and_pruned(storage: Storage) -> None:
+    """Publishes arriving together (which an implementation may write in one transaction)
+    each behave as if alone: every node keeps its newest items, a node published to twice
+    at once keeps both in order, a republished id stays one item, and each publish names
+    what it pruned."""
+    users = [f"u{n}@example.org" for n in range(30)]
+    for user in users:
+        await storage.pubsub.create_node(user, "urn:x", CONFIG, user, max_nodes=10)
+        await storage.pubsub.publish(user, "urn:x", item("old"), max_items=5)
+    publishes = [storage.pubsub.publish(u, "urn:x", item("new"), max_items=1) for u in users]
+    publishes.append(storage.pubsub.publish(PEP, "urn:y", item("a"), max_items=2))
+    publishes.append(storage.pubsub.publish(PEP, "urn:y", item("b"), max_items=2))
+    publishes.append(storage.pubsub.publish(PEP, "urn:y", item("a"), max_items=2))
+    publishes.append(storage.pubsub.publish(SERVICE, "urn:z", item("z"), max_items=0))
+
+    results = await asyncio.gather(*publishes)
+
+    assert results[: len(users)] == [["old"]] * len(users)
+    assert results[len(users) :] == [[], [], [], ["z"]]
+    for user in users:
+        assert [i.id for i in await storage.pubsub.get_items(user, "urn:x")] == ["new"]
+    assert [i.id for i in await storage.pubsub.get_items(PEP, "urn:y")] == ["b", "a"]
+    assert await storage.pubsub.get_items(SERVICE, "urn:z") == []
 
 
 async def test_retract_and_purge(storage: Storage) -> None:

@@ -24,6 +24,7 @@ from salon.namespaces import (
     NS_PUBSUB_OWNER,
 )
 from salon.storage.interfaces import RosterItem
+from salon.xml.broadcast import Broadcast
 from salon.xml.dataforms import Field as FormField
 from salon.xml.dataforms import build_form
 from salon.xml.element import Element
@@ -84,9 +85,11 @@ class PubSub(Module[PubSubOptions]):
         )
 
     async def broadcast(self, event: NodeEvent) -> None:
+        if not event.recipients:
+            return
+        shared = Broadcast(protocol.event_message(event, self.address, None))  # serialized once
         for to in event.recipients:
-            message = protocol.event_message(event, self.address, to)
-            await self.router.route(message, None, self.jid, to)
+            await self.router.route(shared.to(str(to)), None, self.jid, to)
 
     # ------------------------------------------------------------------ DomainService
     async def receive(

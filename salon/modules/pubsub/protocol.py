@@ -295,16 +295,25 @@ async def _owner(
     raise PubSubError(C.FEATURE_NOT_IMPLEMENTED, text=f"{iq_type} {name} is not supported")
 
 
-def event_message(event: NodeEvent, sender: str, to: JID) -> Element:
-    """The notification message for one recipient (type headline, XEP-0060 §12.3)."""
-    message = Element("message", NS_CLIENT, {"from": sender, "to": str(to), "type": "headline"})
+def event_message(event: NodeEvent, sender: str, to: JID | None) -> Element:
+    """The notification message (type headline, XEP-0060 §12.3) for ``to``, or without
+    ``to`` for a :class:`~salon.xml.broadcast.Broadcast` to many."""
+    attrs = {"from": sender, "type": "headline"}
+    if to is not None:
+        attrs["to"] = str(to)
+    message = Element("message", NS_CLIENT, attrs)
     payload = message.add("event", NS_PUBSUB_EVENT)
     if event.kind == "items":
         items = payload.add("items", attrs={"node": event.node})
-        for item in event.items:
-            element = item_element(item, NS_PUBSUB_EVENT)
+        for k, item in enumerate(event.items):
+            published = event.payloads[k] if k < len(event.payloads) else None
             if not event.config.deliver_payloads:
-                element.children = []
+                element = Element("item", NS_PUBSUB_EVENT, {"id": item.id})
+            elif published is not None:
+                element = Element("item", NS_PUBSUB_EVENT, {"id": item.id})
+                element.append(published)  # as published: not parsed again
+            else:
+                element = item_element(item, NS_PUBSUB_EVENT)
             items.append(element)
     elif event.kind == "retract":
         items = payload.add("items", attrs={"node": event.node})

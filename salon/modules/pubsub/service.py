@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -97,6 +97,7 @@ class NodeEvent:
     recipients: tuple[JID, ...] = ()
     last_item: bool = False  # a last-published-item delivery to ``recipients`` only
     owner: JID | None = None  # the PEP account (None for a pubsub service)
+    payloads: tuple[Element | None, ...] = ()  # ``items``' payloads as published, when known
 
 
 class Broadcaster(Protocol):
@@ -134,6 +135,31 @@ class ServicePolicy:
     locks: _Locks = field(default_factory=_Locks)
 
 
+class _NodeFacts:
+    """What access checks on one node read, each read once (when first needed)."""
+
+    __slots__ = ("_owner", "_subscribed", "node", "service")
+
+    def __init__(self, service: PubSubService, node: str) -> None:
+        self.service = service
+        self.node = node
+        self._owner: tuple[JID | None] | None = None
+        self._subscribed: frozenset[JID] | None = None
+
+    async def owner(self) -> JID | None:
+        if self._owner is None:
+            self._owner = (await self.service._node_owner(self.node),)
+        return self._owner[0]
+
+    async def subscribed(self) -> frozenset[JID]:
+        """The JIDs (bare or full) with a subscription in state "subscribed"."""
+        if self._subscribed is None:
+            subs = await self.service.store.subscriptions(self.service.service, self.node)
+            found = (parse_jid(sub.jid) for sub in subs if sub.state == SUBSCRIBED)
+            self._subscribed = frozenset(jid for jid in found if jid is not None)
+        return self._subscribed
+
+
 class PubSubService:
     def __init__(
         self,
@@ -163,10 +189,15 @@ class PubSubService:
         return node, NodeConfig.from_dict(node.config, self.policy.defaults)
 
     async def affiliation(self, node: str, jid: JID) -> Affiliation:
+        if self.owner is not None and jid.bare == self.owner:
+            return Affiliation.OWNER
+        return self._affiliation_in(await self.store.affiliations(self.service, node), jid)
+
+    def _affiliation_in(self, affiliations: Mapping[str, str], jid: JID) -> Affiliation:
         bare = jid.bare
         if self.owner is not None and bare == self.owner:
             return Affiliation.OWNER
-        stored = (await self.store.affiliations(self.service, node)).get(str(bare))
+        stored = affiliations.get(str(bare))
         return Affiliation(stored) if stored else Affiliation.NONE
 
     async def _node_owner(self, node: str) -> JID | None:
@@ -189,6 +220,16 @@ class PubSubService:
         """May ``jid`` retrieve items of (or subscribe to) ``node``? XEP-0060 §6.1.3,
         §6.5.9: the error names the access model that refused."""
         affiliation = await self.affiliation(node, jid)
+        await self._check_access(_NodeFacts(self, node), config, jid, affiliation, subscribing)
+
+    async def _check_access(
+        self,
+        facts: _NodeFacts,
+        config: NodeConfig,
+        jid: JID,
+        affiliation: Affiliation,
+        subscribing: bool,
+    ) -> None:
         if affiliation is Affiliation.OUTCAST:
             raise PubSubError(C.FORBIDDEN, text="you are banned from this node")
         if affiliation in _READERS:
@@ -201,11 +242,11 @@ class PubSubService:
         if model is AccessModel.AUTHORIZE:
             if subscribing:
                 return  # the subscription waits for the owner's approval
-            for sub in await self.store.subscriptions(self.service, node):
-                if parse_jid(sub.jid) in (jid, jid.bare) and sub.state == SUBSCRIBED:
-                    return
+            subscribed = await facts.subscribed()
+            if jid in subscribed or jid.bare in subscribed:
+                return
             raise PubSubError(C.NOT_AUTHORIZED, "not-subscribed")
-        owner = await self._node_owner(node)
+        owner = await facts.owner()
         item = None if owner is None else await self.relations.roster_item(owner, jid.bare)
         if model is AccessModel.PRESENCE:
             if item is None or item.subscription not in ("from", "both"):
@@ -222,6 +263,26 @@ class PubSubService:
         except PubSubError:
             return False
         return True
+
+    async def readers(self, node: str, config: NodeConfig, jids: Iterable[JID]) -> set[JID]:
+        """Those of ``jids`` that may read ``node`` (:meth:`check_access` for each), with
+        what the checks need (affiliations, owner, subscriptions) read once for all."""
+        facts = _NodeFacts(self, node)
+        affiliations: Mapping[str, str] | None = None
+        found: set[JID] = set()
+        for jid in jids:
+            if self.owner is not None and jid.bare == self.owner:
+                found.add(jid)
+                continue
+            if affiliations is None:
+                affiliations = await self.store.affiliations(self.service, node)
+            affiliation = self._affiliation_in(affiliations, jid)
+            try:
+                await self._check_access(facts, config, jid, affiliation, False)
+            except PubSubError:
+                continue
+            found.add(jid)
+        return found
 
     # ------------------------------------------------------------------ nodes
     async def create(
@@ -338,7 +399,7 @@ class PubSubService:
             keep = config.effective_max_items(self.limits.max_items) if config.persist_items else 1
             await self.store.publish(self.service, name, item, max_items=keep)
         if config.deliver_notifications:
-            await self._emit(name, "items", config, items=(item,))
+            await self._emit(name, "items", config, items=(item,), payloads=(payload,))
         return item.id
 
     async def _check_publish(self, name: str, config: NodeConfig, actor: JID) -> None:
@@ -567,6 +628,7 @@ class PubSubService:
         items: tuple[PubSubItem, ...] = (),
         retracted: tuple[str, ...] = (),
         recipients: tuple[JID, ...] | None = None,
+        payloads: tuple[Element | None, ...] = (),
     ) -> None:
         if recipients is None:
             recipients = await self._recipients(name)
@@ -580,5 +642,6 @@ class PubSubService:
                 retracted=retracted,
                 recipients=recipients,
                 owner=self.owner,
+                payloads=payloads,
             )
         )

@@ -55,6 +55,9 @@ class SqlStorage:
         return kv
 
     async def close(self) -> None:
-        """Finish the archive's waiting appends, then close all pooled connections."""
+        """Finish the archive's waiting appends and the queued pubsub publishes, then close
+        all pooled connections."""
         await self._archive.drain()
+        if isinstance(self.pubsub, SqlPubSubStore):
+            await self.pubsub.drain()
         await dispose(self.engine)
