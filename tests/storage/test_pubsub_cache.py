@@ -14,6 +14,7 @@ from sqlalchemy import event
 
 from salon.storage.interfaces import PubSubItem, PubSubSubscription
 from salon.storage.sql import SqlStorage
+from salon.storage.sql.engine import reader
 from salon.storage.sql.pubsub import SqlPubSubStore
 from tests.storage.conftest import Backend
 
@@ -206,13 +207,17 @@ async def test_concurrent_misses_share_one_read(backend: Backend) -> None:
         await store.create_node(PEP, "urn:x", {"a": 1}, PEP, max_nodes=5)
         store._nodes.entries.clear()  # cold, as after a restart
         store._affiliations.entries.clear()
-        event.listen(storage.engine.sync_engine, "before_cursor_execute", count)
+        # reads run on the reader engine (a second engine on a SQLite file)
+        engines = {storage.engine.sync_engine, reader(storage.engine).sync_engine}
+        for engine in engines:
+            event.listen(engine, "before_cursor_execute", count)
         nodes, affiliations, newest = await asyncio.gather(
             asyncio.gather(*(store.get_node(PEP, "urn:x") for _ in range(50))),
             asyncio.gather(*(store.affiliations(PEP, "urn:x") for _ in range(50))),
             asyncio.gather(*(store.get_items(PEP, "urn:x", last=1) for _ in range(50))),
         )
-        event.remove(storage.engine.sync_engine, "before_cursor_execute", count)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", count)
         assert all(n is not None and n.config == {"a": 1} for n in nodes)
         assert affiliations == [{PEP: "owner"}] * 50
         assert newest == [[]] * 50
