@@ -53,7 +53,9 @@ REDIS_URL = os.environ.get("SALON_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 PORT = 15322
 
 
-def config(folder: Path, storage: str, workers: int, prefix: str) -> Path:
+def config(
+    folder: Path, storage: str, workers: int, prefix: str, heartbeat_ttl: float | None = None
+) -> Path:
     cert, key, _ = make_certificate(folder / "certs")
     # Without the archive: with it each message is two PostgreSQL commits, and the figure
     # would be the disk's fsync rate, not routing (the single-process bench uses SQLite).
@@ -91,6 +93,8 @@ redis = "{REDIS_URL}"
 node = "bench"
 key_prefix = "{prefix}"
 """
+        if heartbeat_ttl is not None:
+            text += f"heartbeat_ttl = {heartbeat_ttl}\n"
     path = folder / f"salon-{workers}.toml"
     path.write_text(text)
     return path
@@ -137,6 +141,19 @@ async def create_accounts(storage_url: str, count: int, prefix: str = "b") -> No
                 )
     finally:
         await storage.close()
+
+
+async def drop_redis(prefix: str) -> None:
+    """Delete the keys the cluster made under ``prefix``."""
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        keys = [k async for k in redis.scan_iter(match=f"{prefix}*", count=1000)]
+        for i in range(0, len(keys), 1000):
+            await redis.delete(*keys[i : i + 1000])
+    finally:
+        await redis.aclose()
 
 
 def server_pids(proc: subprocess.Popen[bytes], workers: int) -> list[int]:
@@ -275,13 +292,21 @@ def start(path: Path, workers: int, log: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
+def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """SIGTERM, and SIGKILL after ``timeout`` seconds, to the server and (with --workers)
+    to every worker, so that no worker outlives a supervisor killed first."""
+    children: list[int] = []
+    with contextlib.suppress(OSError):
+        children = server_pids(proc, 2)
     proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(30)
+        proc.wait(timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(10)
+    for pid in children:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def main() -> None:
@@ -352,6 +377,8 @@ def main() -> None:
         finally:
             with contextlib.suppress(Exception):
                 asyncio.run(drop_schema(schema))
+            with contextlib.suppress(Exception):
+                asyncio.run(drop_redis(prefix))
     print(f"\nload average (1 min) during the runs: {min(others):.1f} to {max(others):.1f}")
     for scenario in scenarios:
         unit = "messages/s" if scenario == "messages" else "logins/s"

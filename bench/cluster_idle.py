@@ -41,6 +41,7 @@ from bench.cluster import (
     POSTGRES_URL,
     config,
     create_accounts,
+    drop_redis,
     drop_schema,
     server_pids,
     start,
@@ -148,6 +149,7 @@ def run(
     ramp_limit: float,
     hold: float,
     presence: bool = True,
+    heartbeat_ttl: float | None = 30.0,
 ) -> dict[str, Any]:
     from bench.cluster import PORT
 
@@ -166,7 +168,7 @@ def run(
             asyncio.run(create_accounts(storage, sessions + 50 * workers, "i"))
             print(f"accounts created in {time.perf_counter() - t0:.0f} s", flush=True)
             log = folder / "server.log"
-            server = start(config(folder, storage, workers, prefix), workers, log)
+            server = start(config(folder, storage, workers, prefix, heartbeat_ttl), workers, log)
             try:
                 pids = server_pids(server, workers)
                 # warm-up: a few logins per worker, closed again, so that lazily loaded code
@@ -223,17 +225,18 @@ def run(
                             still_open += msg[1]
                 out["open_at_end"] = still_open
             finally:
-                stop(server)
+                stop(server, 60)
         finally:
+            deadline = time.monotonic() + 30
             for proc in procs:
-                proc.join(30)
+                proc.join(max(0.1, deadline - time.monotonic()))
                 if proc.is_alive():
                     proc.kill()
                     proc.join(10)
             with contextlib.suppress(Exception):
                 asyncio.run(drop_schema(schema))
             with contextlib.suppress(Exception):
-                asyncio.run(_drop_redis(prefix))
+                asyncio.run(drop_redis(prefix))
     if out.get("held"):
         out["kib_per_session"] = (out["rss_held_kib"] - out["rss_before_kib"]) / out["held"]
     return out
@@ -252,20 +255,6 @@ async def _warm(port: int, names: list[str]) -> None:
     await asyncio.wait_for(asyncio.gather(*(one() for _ in range(20))), 300)
 
 
-async def _drop_redis(prefix: str) -> None:
-    from redis.asyncio import Redis
-
-    from bench.cluster import REDIS_URL
-
-    redis = Redis.from_url(REDIS_URL)
-    try:
-        keys = [k async for k in redis.scan_iter(match=f"{prefix}*", count=1000)]
-        for i in range(0, len(keys), 1000):
-            await redis.delete(*keys[i : i + 1000])
-    finally:
-        await redis.aclose()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=6)
@@ -274,6 +263,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=40)  # logins in flight, each
     parser.add_argument("--ramp-limit", type=float, default=900.0)
     parser.add_argument("--hold", type=float, default=15.0)
+    parser.add_argument("--heartbeat-ttl", type=float, default=30.0)  # [cluster], see README
     parser.add_argument(
         "--presence", action=argparse.BooleanOptionalAction, default=True
     )  # initial presence after bind (--no-presence: authenticated and bound only)
@@ -290,6 +280,7 @@ def main() -> None:
         args.ramp_limit,
         args.hold,
         args.presence,
+        args.heartbeat_ttl,
     )
     for key, value in out.items():
         print(f"{key}: {value}")
