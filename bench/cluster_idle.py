@@ -237,8 +237,10 @@ def run(
                 asyncio.run(drop_schema(schema))
             with contextlib.suppress(Exception):
                 asyncio.run(drop_redis(prefix))
-    if out.get("held"):
-        out["kib_per_session"] = (out["rss_held_kib"] - out["rss_before_kib"]) / out["held"]
+    if out.get("open_at_end"):
+        # per session still open when the RSS was read (the generators count theirs just
+        # after it): sessions that ended during the ramp do not count
+        out["kib_per_session"] = (out["rss_held_kib"] - out["rss_before_kib"]) / out["open_at_end"]
     return out
 
 
@@ -286,7 +288,8 @@ def main() -> None:
         print(f"{key}: {value}")
     if "kib_per_session" in out:
         print(
-            f"\n{out['held']:,} idle sessions on {args.workers} worker(s): RSS "
+            f"\n{out['held']:,} logged in, {out['open_at_end']:,} still open, on "
+            f"{args.workers} worker(s): RSS "
             f"{out['rss_before_kib'] / 1024:,.0f} MiB before, {out['rss_held_kib'] / 1024:,.0f} "
             f"MiB held, {out['kib_per_session']:.1f} KiB per session"
         )

@@ -18,7 +18,7 @@ from tests.integration.harness import free_port
 
 @pytest.fixture
 def port(monkeypatch: pytest.MonkeyPatch) -> int:
-    chosen = free_port()
+    chosen = free_port("127.0.0.1")
     monkeypatch.setattr(cluster, "PORT", chosen)
     return chosen
 
