@@ -54,7 +54,12 @@ PORT = 15322
 
 
 def config(
-    folder: Path, storage: str, workers: int, prefix: str, heartbeat_ttl: float | None = None
+    folder: Path,
+    storage: str,
+    workers: int,
+    prefix: str,
+    heartbeat_ttl: float | None = None,
+    ping_silent_clients: bool = True,
 ) -> Path:
     cert, key, _ = make_certificate(folder / "certs")
     # Without the archive: with it each message is two PostgreSQL commits, and the figure
@@ -86,6 +91,8 @@ key = "{key}"
 [modules]
 enabled = {modules}
 """
+    if not ping_silent_clients:  # the idle generators do not answer XEP-0199 pings
+        text += "\n[modules.ping]\ninterval = 0\n"
     if workers > 1:
         text += f"""
 [cluster]

@@ -168,7 +168,8 @@ def run(
             asyncio.run(create_accounts(storage, sessions + 50 * workers, "i"))
             print(f"accounts created in {time.perf_counter() - t0:.0f} s", flush=True)
             log = folder / "server.log"
-            server = start(config(folder, storage, workers, prefix, heartbeat_ttl), workers, log)
+            cfg = config(folder, storage, workers, prefix, heartbeat_ttl, ping_silent_clients=False)
+            server = start(cfg, workers, log)
             try:
                 pids = server_pids(server, workers)
                 # warm-up: a few logins per worker, closed again, so that lazily loaded code
