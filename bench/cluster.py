@@ -1,8 +1,15 @@
-"""Messages per second through Salon as one process and as ``salon serve --workers N``
-(cluster mode on Redis and PostgreSQL), in one interleaved run. The archive (MAM) is off in
-both: on PostgreSQL it would make the figure the disk's commit rate.
+"""Messages per second and logins per second through Salon as one process and as
+``salon serve --workers N`` (cluster mode on Redis and PostgreSQL), in one interleaved run.
+The archive (MAM) is off in both: on PostgreSQL it would make the figure the disk's commit
+rate.
 
     python -m bench.cluster --workers 1,2 --pairs 40 --seconds 8 --rounds 2
+
+``--scenario messages,logins`` (the default: both, on the same server start) picks what runs.
+Logins: ``--login-concurrency`` clients in a closed loop each connect, authenticate with
+SCRAM-SHA-1, bind, send initial presence and end the stream, and start the next login while
+the server closes the connection (as ``python -m bench run --scenario login`` does), over a
+pool of ``--login-pool`` accounts that a warm-up has logged in first.
 
 ``1`` is a single process without cluster mode (the baseline); N > 1 is ``--workers N``
 with ``[cluster]``. Both use the same PostgreSQL (a fresh schema per run) so storage is not
@@ -24,14 +31,18 @@ import contextlib
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
+from bench import client
 from bench.client import MODE_MESSAGES, MSG_SUFFIX, Counters, LoginSpec, login, message_prefix
+from bench.procstat import cpu_seconds
 from bench.servers import make_certificate, wait_port
 from salon.config import DEFAULT_MODULES
 
@@ -42,7 +53,14 @@ REDIS_URL = os.environ.get("SALON_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 PORT = 15322
 
 
-def config(folder: Path, storage: str, workers: int, prefix: str) -> Path:
+def config(
+    folder: Path,
+    storage: str,
+    workers: int,
+    prefix: str,
+    heartbeat_ttl: float | None = None,
+    ping_silent_clients: bool = True,
+) -> Path:
     cert, key, _ = make_certificate(folder / "certs")
     # Without the archive: with it each message is two PostgreSQL commits, and the figure
     # would be the disk's fsync rate, not routing (the single-process bench uses SQLite).
@@ -73,6 +91,8 @@ key = "{key}"
 [modules]
 enabled = {modules}
 """
+    if not ping_silent_clients:  # the idle generators do not answer XEP-0199 pings
+        text += "\n[modules.ping]\ninterval = 0\n"
     if workers > 1:
         text += f"""
 [cluster]
@@ -80,22 +100,83 @@ redis = "{REDIS_URL}"
 node = "bench"
 key_prefix = "{prefix}"
 """
+        if heartbeat_ttl is not None:
+            text += f"heartbeat_ttl = {heartbeat_ttl}\n"
     path = folder / f"salon-{workers}.toml"
     path.write_text(text)
     return path
 
 
-async def create_accounts(storage_url: str, count: int) -> None:
+async def create_accounts(storage_url: str, count: int, prefix: str = "b") -> None:
+    """Accounts ``<prefix>0`` … with password ``pw``, inserted in bulk (100,000 take seconds).
+    They share one SCRAM-SHA-1 salt (4,096 iterations): a load generator then computes
+    PBKDF2 once, as a client caches it; the server's work per login is the same as with a
+    salt per account (it never runs PBKDF2 for SCRAM)."""
+    from sqlalchemy import insert
+
     from salon.auth.credentials import make_credentials
     from salon.storage import open_storage
+    from salon.storage.sql.schema import account_credentials, accounts
 
     storage = await open_storage(storage_url)
     try:
         creds = make_credentials("pw")
-        for i in range(count):
-            await storage.accounts.create("localhost", f"b{i}", creds)
+        now = datetime.now(UTC)
+        engine = storage.engine  # type: ignore[attr-defined]
+        for start in range(0, count, 5000):
+            names = [f"{prefix}{i}" for i in range(start, min(count, start + 5000))]
+            async with engine.begin() as conn:
+                await conn.execute(
+                    insert(accounts),
+                    [{"host": "localhost", "username": n, "created_at": now} for n in names],
+                )
+                await conn.execute(
+                    insert(account_credentials),
+                    [
+                        {
+                            "host": "localhost",
+                            "username": n,
+                            "hash_name": c.hash_name,
+                            "salt": c.salt,
+                            "iterations": c.iterations,
+                            "stored_key": c.stored_key,
+                            "server_key": c.server_key,
+                        }
+                        for n in names
+                        for c in creds
+                    ],
+                )
     finally:
         await storage.close()
+
+
+async def drop_redis(prefix: str) -> None:
+    """Delete the keys the cluster made under ``prefix``."""
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        keys = [k async for k in redis.scan_iter(match=f"{prefix}*", count=1000)]
+        for i in range(0, len(keys), 1000):
+            await redis.delete(*keys[i : i + 1000])
+    finally:
+        await redis.aclose()
+
+
+def server_pids(proc: subprocess.Popen[bytes], workers: int) -> list[int]:
+    """The processes that serve: the one process, or the supervisor's worker children."""
+    if workers <= 1:
+        return [proc.pid]
+    path = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    return [int(p) for p in path.read_text().split()]
+
+
+def server_cpu(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(pid)
+    return total
 
 
 async def drop_schema(schema: str) -> None:
@@ -115,9 +196,11 @@ async def measure(pairs: int, seconds: float, window: int) -> float:
     spec = LoginSpec(port=PORT, presence=True)
     receivers = [Counters() for _ in range(pairs)]
     sends = []
+    receiving = []
     for i in range(pairs):
         got = await login(spec, f"b{2 * i + 1}", receivers[i], i)
         got.conn.mode = MODE_MESSAGES
+        receiving.append(got.conn)
         sender = await login(spec, f"b{2 * i}", Counters(), i)
         sender.conn.mode = MODE_MESSAGES
         sends.append(sender.conn)
@@ -148,7 +231,59 @@ async def measure(pairs: int, seconds: float, window: int) -> float:
     for counter in receivers:
         if counter.closed:
             raise RuntimeError("a connection was closed during the run")
+    for conn in [*sends, *receiving]:
+        conn.mode = client.MODE_DISCARD
+        conn.transport.abort()
     return delivered / elapsed
+
+
+async def measure_logins(
+    pids: list[int], concurrency: int, seconds: float, pool: int, prefix: str = "l"
+) -> tuple[float, float, int]:
+    """(logins/s, server CPU ms per login, failures) over ``seconds`` of a closed loop of
+    ``concurrency`` clients, after a warm-up that logs every account of ``pool`` in twice
+    (each worker keeps its own account cache, and connections land on workers at random)."""
+    from bench.scenarios import SOURCE_IPS
+
+    spec = LoginSpec(port=PORT, presence=True, source_ips=SOURCE_IPS)
+    counters = Counters()
+    pool = max(pool, 2 * concurrency)  # no user's previous session is still closing
+    closing: list[asyncio.Future[None]] = []
+    failures: list[str] = []
+    done = 0
+
+    async def worker(w: int, stop_at: float, record: bool, at_least: int = 0) -> None:
+        nonlocal done
+        k = 0
+        while (time.perf_counter() < stop_at or k < at_least) and k < 100_000:
+            name = f"{prefix}{(w + k * concurrency) % pool}"
+            k += 1
+            try:
+                r = await login(spec, name, counters, w + k)
+                closing.append(asyncio.ensure_future(client.close(r.conn)))
+            except (OSError, TimeoutError, client.LoginFailed) as exc:
+                failures.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+                await asyncio.sleep(0.05)
+                continue
+            if record and time.perf_counter() <= stop_at:
+                done += 1
+
+    passes = 2 * -(-pool // concurrency)
+    warm_until = time.perf_counter() + 1.0
+    await asyncio.wait_for(
+        asyncio.gather(*(worker(w, warm_until, False, passes) for w in range(concurrency))),
+        300,
+    )
+    failures.clear()
+    cpu0, t0 = server_cpu(pids), time.perf_counter()
+    stop_at = t0 + seconds
+    await asyncio.gather(*(worker(w, stop_at, True) for w in range(concurrency)))
+    cpu1, t1 = server_cpu(pids), time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*closing), 60)
+    if failures:
+        print(f"  {len(failures)} failed logins, e.g. {failures[0]}", flush=True)
+    rate = done / (t1 - t0)
+    return rate, (cpu1 - cpu0) / done * 1000 if done else float("nan"), len(failures)
 
 
 def start(path: Path, workers: int, log: Path) -> subprocess.Popen[bytes]:
@@ -164,51 +299,107 @@ def start(path: Path, workers: int, log: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
+def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """SIGTERM, and SIGKILL after ``timeout`` seconds, to the server and (with --workers)
+    to every worker, so that no worker outlives a supervisor killed first."""
+    children: list[int] = []
+    with contextlib.suppress(OSError):
+        children = server_pids(proc, 2)
     proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(30)
+        proc.wait(timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(10)
+    for pid in children:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--scenario", default="messages,logins")
     parser.add_argument("--pairs", type=int, default=40)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--window", type=int, default=20)
+    parser.add_argument("--login-concurrency", type=int, default=50)
+    parser.add_argument("--login-pool", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
     counts = [int(w) for w in args.workers.split(",")]
+    scenarios = [s for s in args.scenario.split(",") if s]
+    unknown = set(scenarios) - {"messages", "logins"}
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     schema = f"salon_bench_{uuid.uuid4().hex[:12]}"
     storage = f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}schema={schema}"
     prefix = f"salonbench:{uuid.uuid4().hex[:8]}:"
-    results: dict[int, list[float]] = {w: [] for w in counts}
+    rates: dict[str, dict[int, list[float]]] = {s: {w: [] for w in counts} for s in scenarios}
+    login_cpu: dict[int, list[float]] = {w: [] for w in counts}
+    others: list[float] = []
     with tempfile.TemporaryDirectory(prefix="salon-cluster-bench-") as tmp:
         folder = Path(tmp)
-        asyncio.run(create_accounts(storage, 2 * args.pairs))
+        asyncio.run(create_accounts(storage, 2 * args.pairs, "b"))
+        if "logins" in scenarios:
+            pool = max(args.login_pool, 2 * args.login_concurrency)
+            asyncio.run(create_accounts(storage, pool, "l"))
         try:
-            for _ in range(args.rounds):
+            for r in range(args.rounds):
                 for workers in counts:  # interleaved: a noisy minute hits both
                     log = folder / f"server-{workers}.log"
+                    load0 = os.getloadavg()[0]
                     proc = start(config(folder, storage, workers, prefix), workers, log)
                     try:
-                        rate = asyncio.run(measure(args.pairs, args.seconds, args.window))
+                        pids = server_pids(proc, workers)
+                        if "messages" in scenarios:
+                            rate = asyncio.run(measure(args.pairs, args.seconds, args.window))
+                            rates["messages"][workers].append(rate)
+                            print(
+                                f"round {r + 1} workers={workers}: {rate:,.0f} messages/s",
+                                flush=True,
+                            )
+                        if "logins" in scenarios:
+                            rate, cpu_ms, _failed = asyncio.run(
+                                measure_logins(
+                                    pids, args.login_concurrency, args.seconds, args.login_pool
+                                )
+                            )
+                            rates["logins"][workers].append(rate)
+                            login_cpu[workers].append(cpu_ms)
+                            print(
+                                f"round {r + 1} workers={workers}: {rate:,.0f} logins/s, "
+                                f"{cpu_ms:.2f} ms server CPU per login",
+                                flush=True,
+                            )
                     finally:
                         stop(proc)
-                    results[workers].append(rate)
-                    print(f"workers={workers}: {rate:,.0f} messages/s", flush=True)
+                    others.append(max(load0, os.getloadavg()[0]))
         finally:
             with contextlib.suppress(Exception):
                 asyncio.run(drop_schema(schema))
-    base = max(results[counts[0]])
-    print(f"\n| workers | messages/s (best of {args.rounds}) | vs {counts[0]} |")
-    print("|---|---|---|")
-    for workers in counts:
-        best = max(results[workers])
-        print(f"| {workers} | {best:,.0f} | {best / base:.2f}x |")
+            with contextlib.suppress(Exception):
+                asyncio.run(drop_redis(prefix))
+    print(f"\nload average (1 min) during the runs: {min(others):.1f} to {max(others):.1f}")
+    for scenario in scenarios:
+        unit = "messages/s" if scenario == "messages" else "logins/s"
+        base = statistics.median(rates[scenario][counts[0]])
+        print(f"\n| workers | {unit} (median of {args.rounds}) | rounds | vs {counts[0]} |")
+        print("|---|---|---|---|")
+        for workers in counts:
+            values = rates[scenario][workers]
+            med = statistics.median(values)
+            each = ", ".join(f"{v:,.0f}" for v in values)
+            extra = ""
+            if scenario == "logins":
+                extra = f" ({statistics.median(login_cpu[workers]):.2f} ms CPU per login)"
+            print(f"| {workers} | {med:,.0f}{extra} | {each} | {med / base:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -945,7 +945,7 @@ class ClusterSettings(_Section):
         default=1.0, gt=0, strict=False, description="Seconds between a node's heartbeats."
     )
     heartbeat_ttl: float = Field(
-        default=5.0,
+        default=15.0,
         gt=0,
         strict=False,
         description="Seconds without a heartbeat after which a node counts as dead: its "
