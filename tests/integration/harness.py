@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import inspect
 import random
@@ -489,13 +490,21 @@ def stanza_error_condition(stanza: ET.Element) -> str | None:
 def free_port(address: str) -> int:
     """A port to listen on later. Taken below Linux's ephemeral range (32768-60999): a port
     the kernel handed out would be free again at once, and any outgoing connection on the
-    machine could take it as its source port before the server binds it."""
+    machine could take it as its source port before the server binds it. A port handed out
+    is not handed out again for the next 2,000 calls: two calls before anything binds (a
+    cluster's nodes) would otherwise be free to return the same one."""
     for _ in range(200):
         port = random.randrange(20_000, 32_000)
+        if port in _RECENT_PORTS:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind((address, port))
             except OSError:
                 continue
+            _RECENT_PORTS.append(port)  # the oldest falls out at maxlen
             return port
     raise RuntimeError(f"no free port on {address}")
+
+
+_RECENT_PORTS: collections.deque[int] = collections.deque(maxlen=2_000)
