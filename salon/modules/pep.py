@@ -36,7 +36,6 @@ from salon.core.events import (
 from salon.core.iq import IqRequest, Target
 from salon.core.module import Module, ModuleOptions, Spec
 from salon.core.personal import PepItem, PersonalEventing
-from salon.core.ports import NoPeers
 from salon.core.roster_cache import RosterCache
 from salon.errors import StanzaError, StanzaErrorCondition
 from salon.jid import JID, parse_jid
@@ -204,7 +203,7 @@ class Pep(Module[PepOptions]):
         owner through those nodes, so ``interests`` here never saw it. Their current
         presence travels with the session directory; its caps say what they want."""
         found: list[JID] = []
-        if isinstance(self.host.peers, NoPeers):
+        if not self.host.peers.is_clustered:
             return found  # a single process: every resource's presence passed through here
         roster = await self.rosters.cache.roster(owner)
         users = [owner]
