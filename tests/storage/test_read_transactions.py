@@ -1,5 +1,5 @@
-"""Read-only transactions (``reading``) do not wait for a writer: on SQLite they begin
-deferred, so with WAL a read goes on while another transaction holds the write lock (an
+"""Read-only transactions (``reader(engine).begin()``) do not wait for a writer: on SQLite
+they begin deferred, so with WAL a read goes on while another transaction holds the write lock (an
 ordinary transaction would wait up to the busy timeout, then fail)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import asyncio
 
 from sqlalchemy import insert, select
 
-from salon.storage.sql.engine import reading
+from salon.storage.sql.engine import reader
 from salon.storage.sql.schema import blocklist
 from tests.storage.conftest import Backend
 
@@ -23,7 +23,7 @@ async def test_a_read_goes_on_while_a_writer_holds_the_lock(backend: Backend) ->
             )
 
             async def read() -> list[str]:
-                async with reading(engine) as conn:
+                async with reader(engine).begin() as conn:
                     rows = await conn.scalars(select(blocklist.c.jid))
                     return list(rows)
 

@@ -23,12 +23,11 @@ runs beside a writer instead of queueing behind every other transaction.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import sqlite3
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,7 +35,7 @@ from typing import Any, TypeVar
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 from sqlalchemy.schema import CreateSchema
 
@@ -46,7 +45,6 @@ __all__ = [
     "dispose",
     "open_engine",
     "reader",
-    "reading",
     "reads",
     "to_async_url",
     "writes",
@@ -217,15 +215,6 @@ def reader(engine: AsyncEngine) -> AsyncEngine:
         made = _sqlite_engine(engine.url, read_only=True)
     _READERS[engine] = made
     return made
-
-
-@contextlib.asynccontextmanager
-async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A transaction that only reads, on :func:`reader`'s engine: on SQLite it takes no write
-    lock (with WAL it neither waits for nor holds up a writer, so thousands of reads at once
-    cannot starve past the busy timeout); elsewhere an ordinary transaction."""
-    async with reader(engine).begin() as conn:
-        yield conn
 
 
 class Reads:

@@ -44,7 +44,7 @@ from salon.storage.interfaces import (
     PubSubSubscription,
 )
 from salon.storage.sql.dialect import lock_user, upsert
-from salon.storage.sql.engine import reading
+from salon.storage.sql.engine import reader
 from salon.storage.sql.schema import (
     pubsub_affiliations,
     pubsub_items,
@@ -135,6 +135,7 @@ class SqlPubSubStore:
         """Use ``engine``. Nodes, affiliations and subscriptions read are kept for
         ``cache_ttl`` seconds, ``cache_size`` of each at most (see the module's docstring)."""
         self._engine = engine
+        self._reader = reader(engine)  # transactions that only read
         self._nodes: _Cache[PubSubNode] = _Cache(cache_size, cache_ttl, clock)
         self._affiliations: _Cache[dict[str, str]] = _Cache(cache_size, cache_ttl, clock)
         self._subscriptions: _Cache[tuple[PubSubSubscription, ...]] = _Cache(
@@ -286,7 +287,7 @@ class SqlPubSubStore:
         )
 
     async def _read_node(self, service: str, node: str) -> PubSubNode | None:
-        async with reading(self._engine) as conn:
+        async with self._reader.begin() as conn:
             row = (
                 await conn.execute(
                     select(pubsub_nodes).where(
@@ -297,7 +298,7 @@ class SqlPubSubStore:
         return None if row is None else _node(row)
 
     async def list_nodes(self, service: str) -> list[PubSubNode]:
-        async with reading(self._engine) as conn:
+        async with self._reader.begin() as conn:
             rows = await conn.execute(
                 select(pubsub_nodes)
                 .where(pubsub_nodes.c.service == service)
@@ -464,7 +465,7 @@ class SqlPubSubStore:
         self, service: str, node: str, ids: Sequence[str] | None, last: int | None
     ) -> list[PubSubItem]:
         where = [pubsub_items.c.service == service, pubsub_items.c.node == node]
-        async with reading(self._engine) as conn:
+        async with self._reader.begin() as conn:
             if ids is not None:
                 wanted = sorted(set(ids))
                 found: list[Any] = []
@@ -530,7 +531,7 @@ class SqlPubSubStore:
         return dict(found or {})  # the caller's to change
 
     async def _read_affiliations(self, service: str, node: str) -> dict[str, str]:
-        async with reading(self._engine) as conn:
+        async with self._reader.begin() as conn:
             rows = await conn.execute(
                 select(pubsub_affiliations.c.jid, pubsub_affiliations.c.affiliation).where(
                     pubsub_affiliations.c.service == service, pubsub_affiliations.c.node == node
@@ -539,7 +540,7 @@ class SqlPubSubStore:
             return {row.jid: row.affiliation for row in rows}
 
     async def affiliations_of(self, service: str, jid: str) -> dict[str, str]:
-        async with reading(self._engine) as conn:
+        async with self._reader.begin() as conn:
             rows = await conn.execute(
                 select(pubsub_affiliations.c.node, pubsub_affiliations.c.affiliation).where(
                     pubsub_affiliations.c.service == service, pubsub_affiliations.c.jid == jid
@@ -584,7 +585,7 @@ class SqlPubSubStore:
         return list(found or ())
 
     async def _read_subscriptions(self, service: str, node: str) -> tuple[PubSubSubscription, ...]:
-        async with reading(self._engine) as conn:
+        async with self._reader.begin() as conn:
             rows = await conn.execute(
                 select(pubsub_subscriptions)
                 .where(
@@ -598,7 +599,7 @@ class SqlPubSubStore:
     async def subscriptions_of(
         self, service: str, jid: str
     ) -> list[tuple[str, PubSubSubscription]]:
-        async with reading(self._engine) as conn:
+        async with self._reader.begin() as conn:
             rows = await conn.execute(
                 select(pubsub_subscriptions)
                 .where(pubsub_subscriptions.c.service == service, pubsub_subscriptions.c.jid == jid)
