@@ -10,7 +10,41 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int, tid: int | None = None) -> float:
-    """utime + stime of ``pid`` (all its threads, or only thread ``tid``), in seconds."""
+    """CPU seconds used by ``pid`` (all its live threads, or only thread ``tid``).
+
+    Read from the scheduler's nanosecond runtime (``se.sum_exec_runtime`` in
+    ``/proc/PID/task/TID/sched``): utime + stime in ``/proc/PID/stat`` count whole clock
+    ticks (10 ms), so a short measured interval could read as no CPU at all. A kernel
+    without that file gets the tick count instead. Threads that have exited are not
+    counted; the servers measured keep their threads for their lifetime."""
+    tids = [tid] if tid is not None else _tids(pid)
+    total = 0.0
+    for t in tids:
+        runtime = _sched_runtime(pid, t)
+        if runtime is None:
+            return _stat_seconds(pid, tid)
+        total += runtime
+    return total
+
+
+def _tids(pid: int) -> list[int]:
+    return [int(name) for name in os.listdir(f"/proc/{pid}/task")]
+
+
+def _sched_runtime(pid: int, tid: int) -> float | None:
+    try:
+        text = Path(f"/proc/{pid}/task/{tid}/sched").read_text()
+    except FileNotFoundError:
+        return 0.0  # the thread ended between the listing and the read
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("se.sum_exec_runtime"):
+            return float(line.split(":")[1]) / 1000  # milliseconds
+    return None
+
+
+def _stat_seconds(pid: int, tid: int | None) -> float:
     path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     stat = Path(path).read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
