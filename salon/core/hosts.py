@@ -19,6 +19,7 @@ from salon.core.clock import Clock
 from salon.core.hooks import HookBus
 from salon.core.iq import IqHandlers, PendingIqs
 from salon.core.module import Module, ModuleOptions
+from salon.core.pacing import FanOut
 from salon.core.registry import Items, Services
 from salon.core.roster_cache import RosterCache
 
@@ -137,6 +138,11 @@ class VirtualHost:
     @property
     def clock(self) -> Clock:
         return self._core.clock
+
+    @property
+    def fanout(self) -> FanOut:
+        """Turns for loops that route a stanza to many (salon.core.pacing)."""
+        return self._core.fanout
 
     @property
     def metrics(self) -> CoreMetrics:

@@ -24,6 +24,7 @@ from salon.core.hosts import VirtualHost
 from salon.core.iq import PendingIqs
 from salon.core.memory import ChurnRelease
 from salon.core.metrics import CoreMetrics
+from salon.core.pacing import FanOut
 from salon.core.passwords import PasswordPool
 from salon.core.ports import FederationSender, NoFederation, NoPeers, PeerNotifier
 from salon.core.router import Router
@@ -64,6 +65,7 @@ class Server:
         self.owned_domain: Callable[[str, DomainService], DomainService] | None = None
         self.passwords = PasswordPool()  # PBKDF2 off the event loop
         self.metrics = CoreMetrics()  # counters /metrics exports (salon.core.metrics)
+        self.fanout = FanOut()  # presence to every contact in turns (salon.core.pacing)
         # after a mass disconnect: collect and give the freed heap back (salon/core/memory.py)
         self.bound = 0  # sessions bound and not yet unbound
         self.churn = ChurnRelease(self.clock, lambda: self.bound)

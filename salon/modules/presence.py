@@ -182,16 +182,20 @@ class Presence(Module[PresenceOptions]):
                 copy.set("to", str(session.jid))
                 session.send(copy)
         roster = await self._roster(user)
-        for contact in contacts(roster, user, _FROM):
-            await self._route_copy(stanza, session, contact, change)
-        if not is_initial:
-            return
-        for contact in contacts(roster, user, _TO):
-            # §4.3.1: a probe goes from the bare JID, and its answers reach every available
-            # resource. A local contact is asked on behalf of the new resource alone: the
-            # user's other resources already have the contact's presence.
-            prober = session.jid if self.host.is_local(contact.domain) else user
-            await self.router.route(_presence("probe", prober, contact), session, prober, contact)
+        async with self.host.fanout.turn() as turn:
+            for contact in contacts(roster, user, _FROM):
+                await turn.step()
+                await self._route_copy(stanza, session, contact, change)
+            if not is_initial:
+                return
+            for contact in contacts(roster, user, _TO):
+                # §4.3.1: a probe goes from the bare JID, and its answers reach every
+                # available resource. A local contact is asked on behalf of the new resource
+                # alone: the user's other resources already have the contact's presence.
+                prober = session.jid if self.host.is_local(contact.domain) else user
+                await turn.step()
+                probe = _presence("probe", prober, contact)
+                await self.router.route(probe, session, prober, contact)
         await self.host.hooks.fire(AvailablePresence(session))
 
     async def _unavailable(self, session: C2SSession, stanza: Element) -> None:
@@ -207,8 +211,10 @@ class Presence(Module[PresenceOptions]):
         subscribers = contacts(await self._roster(user), user, _FROM) if was_available else []
         reached = set(subscribers)
         others = [jid for jid in directed if jid not in reached and jid.bare not in reached]
-        for jid in subscribers + others:
-            await self._route_copy(stanza, session, jid)
+        async with self.host.fanout.turn() as turn:
+            for jid in subscribers + others:
+                await turn.step()
+                await self._route_copy(stanza, session, jid)
         if self.opts.remembered_unavailable and not self.sessions.available(user):
             last = stanza.shallow_copy()
             last.set("to", None)

