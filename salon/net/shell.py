@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from salon.core.clock import Clock, Timer
 from salon.core.session import C2SSession
+from salon.core.write_behind import handled
 from salon.errors import StanzaError, StanzaErrorCondition, StreamErrorCondition
 from salon.jid import JID
 from salon.logs import CONNECTION, new_connection_id
@@ -389,7 +390,9 @@ class ClientShell:
                                 self._over_stanza_rate(stanza)
                                 continue
                             self._metrics.stanza_in(stanza.tag)
-                            await self.server.core.router.from_client(session, stanza)
+                            # delivered at once; counted only once its archive copies
+                            # are committed (salon.core.write_behind)
+                            await handled(self.server.core.router.from_client(session, stanza))
                         finally:
                             # Counted once handled: routed, and stored when it was (XEP-0198's
                             # h). An <r/> is answered in turn after it; a <resume/> on another

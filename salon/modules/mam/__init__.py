@@ -49,6 +49,7 @@ from salon.core.hooks import Priority
 from salon.core.iq import IqRequest, Target
 from salon.core.module import Module, ModuleOptions, Spec
 from salon.core.roster_cache import RosterCache
+from salon.core.write_behind import write_behind
 from salon.errors import StanzaError, StanzaErrorCondition
 from salon.jid import JID
 from salon.modules.mam import prefs as mam_prefs
@@ -201,8 +202,10 @@ class Mam(Module[MamOptions]):
         return await self.storage.accounts.get(self.domain, user.local or "") is not None
 
     async def _append(self, user: JID, peer: JID, stanza: Element, direction: str) -> str:
+        """Archive a copy; the stanza is delivered while the copy is written, and a client's
+        stanza counts as handled once it is committed (salon.core.write_behind)."""
         uid = _new_uid()
-        await self.archive.append(
+        append = self.archive.append(
             self.domain,
             user.local or "",
             item_id=uid,
@@ -211,6 +214,7 @@ class Mam(Module[MamOptions]):
             timestamp=datetime.fromtimestamp(self.clock.time(), UTC),
             direction=direction,
         )
+        await write_behind(append)
         return uid
 
     async def _wanted(self, user: JID, peer: JID) -> bool:

@@ -70,6 +70,7 @@ class SqlArchiveStore:
         # Appends waiting for the group commit, and the task writing them (see append).
         self._waiting: list[tuple[dict[str, Any], asyncio.Future[int]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._last: asyncio.Future[int] | None = None  # the newest append (see drain)
 
     # ------------------------------------------------------------------ writing
     async def append(
@@ -102,6 +103,7 @@ class SqlArchiveStore:
         }
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiting.append((row, done))
+        self._last = done
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write_waiting())
         # Shielded: a caller that gives up does not take the others' batch down with it.
@@ -160,13 +162,17 @@ class SqlArchiveStore:
                 done.set_result(row_id)
 
     async def drain(self) -> None:
-        """Wait until every append made so far is committed (or has failed)."""
-        writer = self._writer
-        if writer is not None:
-            await asyncio.wait({writer})
+        """Wait until every append made so far is committed (or has failed). Batches
+        commit in order, so the newest append's end is everyone's. Reads and deletions call
+        it first: an append made before them (perhaps still in flight while its message was
+        delivered, see salon.core.write_behind) is there for them."""
+        last = self._last
+        if last is not None and not last.done():
+            await asyncio.wait({last})
 
     async def delete(self, host: str, username: str) -> int:
         """Remove the owner's whole archive."""
+        await self.drain()
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 delete(archive).where(archive.c.host == host, archive.c.username == username)
@@ -175,6 +181,7 @@ class SqlArchiveStore:
 
     async def expire(self, host: str, older_than: datetime, username: str | None = None) -> int:
         """Remove items stamped before ``older_than`` (of one owner, or every owner of host)."""
+        await self.drain()
         conds: list[ColumnElement[bool]] = [
             archive.c.ts < to_micros(older_than),
             archive.c.host == host,
@@ -186,6 +193,7 @@ class SqlArchiveStore:
             return int(result.rowcount or 0)
 
     async def count(self, host: str, username: str) -> int:
+        await self.drain()
         async with self._reader.begin() as conn:
             total = await conn.scalar(
                 select(func.count())
@@ -196,6 +204,7 @@ class SqlArchiveStore:
 
     async def replace(self, host: str, username: str, item_id: str, stanza: str) -> bool:
         """Replace one item's stanza (a tombstone for a retracted message)."""
+        await self.drain()
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 update(archive)
@@ -211,6 +220,7 @@ class SqlArchiveStore:
     # ------------------------------------------------------------------ querying
     async def query(self, host: str, username: str, query: ArchiveQuery) -> ArchivePage:
         """One page of the owner's archive (see :class:`ArchiveQuery`)."""
+        await self.drain()
         if query.max < 0:
             raise ValueError("max must not be negative")
         if len(query.ids) > _MAX_IDS:
