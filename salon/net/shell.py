@@ -23,7 +23,7 @@ import asyncio
 import logging
 import ssl
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from salon.core.clock import Clock, Timer
@@ -72,6 +72,7 @@ class ClientShell:
         "_closing",
         "_deferred",
         "_deferred_handle",
+        "_ended",
         "_inbox",
         "_input_paused",
         "_loop",
@@ -102,6 +103,7 @@ class ClientShell:
         self._deferred: list[StreamAction] = []
         self._deferred_handle: Timer | None = None
         self._closing = False
+        self._ended = False  # the transport is gone and the core has ended (or kept) the session
         self._input_paused = False  # the inbox filled up: the transport takes no more input
         # asyncio.get_running_loop() costs a getpid() system call; the loop is kept instead.
         self._loop = asyncio.get_running_loop()
@@ -171,7 +173,26 @@ class ClientShell:
             session.is_closed = True
             ended = self.stream.peer_closed  # the client closed the stream: no hibernation
             lost = self.server.core.connection_lost(session, self, reason, stream_ended=ended)
-            self.server.spawn(lost)
+            self.server.spawn(self._after_loss(lost))
+        else:
+            self._ended = True
+            self._let_go()
+
+    async def _after_loss(self, lost: Coroutine[Any, Any, None]) -> None:
+        try:
+            await lost
+        finally:
+            self._ended = True
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """Once the session is ended (or hibernated) and its stanzas routed, drop the
+        reference to it. The session refers to this connection and this connection to the
+        session: left in place, every ended connection waits for a full run of the cyclic
+        garbage collector (under steady churn at 10,000 sessions, memory grew ~45 MB a
+        minute); without it, both are freed at once."""
+        if self._ended and self._worker is None:
+            self.session = None
 
     def _connections(self) -> set[object]:
         """The server's live client connections, whatever their transport."""
@@ -411,6 +432,7 @@ class ClientShell:
             self._worker = None
             if not inbox:
                 self._inbox = None
+            self._let_go()
 
     def _over_stanza_rate(self, stanza: Element) -> None:
         """Over the session's stanza rate: a wait-type resource-constraint (RFC 6120
