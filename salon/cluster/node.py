@@ -8,9 +8,10 @@ What lives in Redis (every key under ``[cluster] key_prefix``, written ``P`` her
   availability, last presence, shared slots; ``directory.session_record``). Each node writes
   its own, rebuilds it at start and after a Redis restart, and reads the others' into its
   mirror.
-* ``P events``: a pub/sub channel of small JSON events: a session up (bound or changed) or
-  down, a node that said hello (read its hash again) or is gone, a user's cached data
-  changed ("roster", "offline", ...), rooms whose owner is gone.
+* ``P events``: a pub/sub channel of small JSON events: the sessions that came up (bound or
+  changed) or went down since a node's last flush, one event per flush; a node that said
+  hello (read its hash again) or is gone; a user's cached data changed ("roster",
+  "offline", ...); rooms whose owner is gone.
 * ``P stream:<name>``: a Redis Stream per node, the stanzas other nodes route to it. The node
   reads it with XREADGROUP and acknowledges (XACK, then XDEL) each entry once it has handed
   the stanza to the session (or stored/bounced it). An entry nobody acknowledged survives
@@ -268,14 +269,20 @@ class ClusterNode:
     ) -> None:
         key, channel = self._k("sess", self.name), self._k("events")
         async with self.redis.pipeline(transaction=False) as pipe:
+            # One event for all of this flush's session changes: each other node parses one
+            # message per flush, not one per change (a login is three: bind, presence, end).
+            changes: list[dict[str, str]] = []
             for jid, session in dirty.items():
                 if session is None:
                     pipe.hdel(key, str(jid))
-                    pipe.publish(channel, _event("down", self.name, jid=str(jid)))
+                    changes.append({"jid": str(jid)})  # gone
                 else:
                     record = session_record(session)
                     pipe.hset(key, str(jid), record)
-                    pipe.publish(channel, _event("up", self.name, jid=str(jid), rec=record))
+                    changes.append({"jid": str(jid), "rec": record})
+            if changes:
+                batch = {"op": "sessions", "node": self.name, "changes": changes}
+                pipe.publish(channel, json.dumps(batch, separators=(",", ":")))
             for node, fields in outbox:
                 pipe.xadd(self.stream_of(node), fields)
             for event in events:
@@ -312,10 +319,15 @@ class ClusterNode:
         if node == self.name:
             return
         jid = parse_jid(event.get("jid") or "") if "jid" in event else None
-        if op == "up" and jid is not None:
-            self.directory.remote_up(node, jid, json.loads(event["rec"]))
-        elif op == "down" and jid is not None:
-            self.directory.remote_down(node, jid)
+        if op == "sessions":
+            for change in event.get("changes", ()):
+                changed = parse_jid(change.get("jid") or "")
+                if changed is None:
+                    continue
+                if "rec" in change:
+                    self.directory.remote_up(node, changed, json.loads(change["rec"]))
+                else:
+                    self.directory.remote_down(node, changed)
         elif op == "hello":
             self._forget_rooms_of(node)
             await self._load_node(node)
