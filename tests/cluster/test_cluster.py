@@ -1,6 +1,7 @@
 """Three Salon nodes on one Redis and one PostgreSQL serve as one server: users spread across
 the nodes see each other's presence, exchange messages, subscribe, get offline messages, lose
-a resource conflict to a newer session on another node, and chat in one room."""
+a resource conflict to a newer session on another node, chat in one room, and find their
+chats in the archive through any node."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tests.integration.message_helpers import carbon_original, delay_of, is_carb
 from tests.integration.pubsub_helpers import event, event_item_ids, publish
 from tests.integration.test_xep0163_pep import TUNE, pep_client, tune
 from tests.integration.test_xep0198_sm import enable, resume
+from tests.integration.test_xep0313_mam import mam_results, result_id_and_body, stanza_ids, with_mam
 
 NS_MUC = "http://jabber.org/protocol/muc"
 INSTANT_ROOM = f"<query xmlns='{NS_MUC}#owner'><x xmlns='jabber:x:data' type='submit'/></query>"
@@ -275,4 +277,28 @@ async def test_blocking_takes_effect_on_every_node(cluster: Cluster) -> None:
     assert refused, "n1 kept delivering after bob blocked alice on n2"
     await cb.expect_nothing(lambda s: is_message(s, f"blocked {attempt}"), within=0.5)
     for client in (ca, cb):
+        await client.disconnect()
+
+
+async def test_archive_across_nodes(cluster: Cluster) -> None:
+    """XEP-0313 in a cluster: a chat between users on two nodes is archived for both, the
+    recipient's copy under the stanza-id it was delivered with, and each finds it through
+    any node."""
+    n1, n2, n3 = cluster.nodes
+    alice, bob = [await cluster.add_user(n) for n in ("alice", "bob")]
+    ca = await login(n1, f"{alice}/a", configure=with_mam)
+    cb = await login(n2, f"{bob}/b", configure=with_mam)
+    chat(ca, f"{bob}/b", "archived across")
+    got = await cb.expect(lambda s: is_message(s, "archived across"))
+    [(by, sid)] = stanza_ids(got.xml)
+    assert by == bob
+    # Alice's next stanza is answered only after her message counted as handled, which
+    # waits for both archive copies to be committed (salon.core.write_behind).
+    await settle(ca)
+    results, _ = await mam_results(cb)
+    assert [result_id_and_body(m) for m in results] == [(sid, "archived across")]
+    other = await login(n3, f"{alice}/c", configure=with_mam)
+    results, _ = await mam_results(other)
+    assert [result_id_and_body(m)[1] for m in results] == ["archived across"]
+    for client in (ca, cb, other):
         await client.disconnect()
