@@ -11,8 +11,14 @@ from tests.integration.harness import RawClient, RunningServer, until
 
 
 def _ended_connections(srv: RunningServer) -> int:
-    live = srv.server.connections
-    return sum(1 for o in gc.get_objects() if type(o) is C2SConnection and o not in live)
+    """This server's connection objects that are still in memory but no longer live (other
+    tests' servers, in the same process, are not counted)."""
+    live, app = srv.server.connections, srv.server
+    return sum(
+        1
+        for o in gc.get_objects()
+        if type(o) is C2SConnection and o.server is app and o not in live
+    )
 
 
 async def test_an_ended_connection_is_freed_without_the_cyclic_collector(
