@@ -281,8 +281,7 @@ class ClusterNode:
                     pipe.hset(key, str(jid), record)
                     changes.append({"jid": str(jid), "rec": record})
             if changes:
-                batch = {"op": "sessions", "node": self.name, "changes": changes}
-                pipe.publish(channel, json.dumps(batch, separators=(",", ":")))
+                pipe.publish(channel, _event("sessions", self.name, changes=changes))
             for node, fields in outbox:
                 pipe.xadd(self.stream_of(node), fields)
             for event in events:
@@ -681,5 +680,5 @@ class _OwnedService:
             self.node.forward_service(owner, sender, to, stanza)
 
 
-def _event(op: str, node: str, **fields: str) -> str:
+def _event(op: str, node: str, **fields: str | list[dict[str, str]]) -> str:
     return json.dumps({"op": op, "node": node, **fields}, separators=(",", ":"))

@@ -57,18 +57,16 @@ class FanOut:
 class FanOutTurn:
     """One fan-out's hold on a slot (an async context manager)."""
 
-    __slots__ = ("_count", "_fanout", "_holding", "_nested", "_token")
+    __slots__ = ("_count", "_fanout", "_holding", "_token")
 
     def __init__(self, fanout: FanOut) -> None:
         self._fanout = fanout
         self._count = 0
-        self._nested = False
         self._holding = False
-        self._token: Token[bool] | None = None
+        self._token: Token[bool] | None = None  # None: nested in another fan-out's slot
 
     async def __aenter__(self) -> FanOutTurn:
-        self._nested = _INSIDE.get()
-        if not self._nested:
+        if not _INSIDE.get():
             await self._fanout._acquire()
             self._holding = True
             self._token = _INSIDE.set(True)
@@ -82,7 +80,6 @@ class FanOutTurn:
     ) -> None:
         if self._token is not None:
             _INSIDE.reset(self._token)
-            self._token = None
         if self._holding:
             self._holding = False
             self._fanout._release()
@@ -94,7 +91,7 @@ class FanOutTurn:
         count = self._count
         self._count = count + 1
         fanout = self._fanout
-        if self._nested or count == 0 or count % fanout.batch:
+        if self._token is None or count == 0 or count % fanout.batch:
             return
         if fanout.waiting:
             self._holding = False
