@@ -102,14 +102,15 @@ class Cluster:
     redis: aioredis.Redis
     prefix: str
     postgres_url: str
+    domain: str = "localhost"
     _counter: int = 0
 
     async def add_user(self, local: str | None = None) -> str:
         if local is None:
             self._counter += 1
             local = f"u{self._counter}-{uuid.uuid4().hex[:6]}"
-        await self.storage.accounts.create("localhost", local, make_credentials(PASSWORD))
-        return f"{local}@localhost"
+        await self.storage.accounts.create(self.domain, local, make_credentials(PASSWORD))
+        return f"{local}@{self.domain}"
 
     async def befriend(self, a: str, b: str) -> None:
         for owner, contact in ((a, b), (b, a)):
@@ -179,8 +180,12 @@ async def cluster_factory(
         modules: dict[str, Any] | None = None,
         workers: int = 1,
         redis_url: str = REDIS_URL,
+        domains: tuple[str, ...] = DOMAINS,
+        sections: Callable[[Node], dict[str, Any]] | None = None,
     ) -> Cluster:
-        """``count`` nodes; with ``workers`` > 1, each is ``salon serve --workers``."""
+        """``count`` nodes serving ``domains`` (accounts go to the first); with ``workers``
+        > 1, each is ``salon serve --workers``. ``sections(node)`` gives tables that replace
+        the node's own (``{"s2s": {...}}`` to federate)."""
         storage = await open_storage(pg)  # creates and migrates the schema
         ca_path = tmp_path / "ca.pem"
         ca.cert_pem.write_to_path(str(ca_path))
@@ -188,7 +193,7 @@ async def cluster_factory(
         for index in range(1, count + 1):
             data_dir = tmp_path / f"node{index}"
             data_dir.mkdir()
-            hosts = issue_host_certs(ca, data_dir, DOMAINS)
+            hosts = issue_host_certs(ca, data_dir, domains)
             node = Node(
                 f"n{index}",
                 free_port("127.0.0.1"),
@@ -224,9 +229,11 @@ async def cluster_factory(
             }
             if modules:
                 tables["modules"] = modules
+            if sections is not None:
+                tables.update(sections(node))
             write_toml(node.config, tables)
             nodes.append(node)
-        cluster = Cluster(nodes, storage, red, prefix, pg)
+        cluster = Cluster(nodes, storage, red, prefix, pg, domains[0])
         made.append(cluster)  # before starting: a node that fails to start is still stopped
         await asyncio.gather(*(_start_node(n) for n in nodes))
         return cluster
