@@ -120,7 +120,12 @@ class App:
             metrics.observe_sql(engine)
         self._lag_probe = asyncio.get_running_loop().create_task(metrics.probe_loop_lag())
         self.limits = Limits(settings.limits, self.clock, metrics)  # abuse controls
-        self.s2s = S2SManager(self)  # federation: listeners, outgoing connections, bounces
+        secret = None
+        if self.cluster is not None and settings.s2s.enabled:
+            # XEP-0185 keys made on one node must verify on any other: one secret for all
+            secret = await self.cluster.dialback_secret()
+        # federation: listeners, outgoing connections, bounces
+        self.s2s = S2SManager(self, dialback_secret=secret)
         if self.s2s.is_enabled:
             self.core.federation = self.s2s
         for domain in settings.hosts:
@@ -129,8 +134,6 @@ class App:
         self.core.load_hosts()
         if self.cluster is not None:
             await self.cluster.start()
-            if self.s2s.is_enabled:
-                self.s2s.secret = await self.cluster.dialback_secret()
         await self._listen()
         await self.s2s.start()
         await self.core.start_modules()

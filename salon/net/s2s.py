@@ -357,11 +357,13 @@ class _Route:
 
 
 class S2SManager:
-    def __init__(self, server: App) -> None:
+    def __init__(self, server: App, dialback_secret: bytes | None = None) -> None:
+        """``dialback_secret``: the XEP-0185 secret shared by a cluster's nodes; without
+        one, a secret of this run only. The stream policies keep it from here on."""
         self.server = server
         self.settings = server.settings.s2s
         self.clock = server.clock
-        self.secret = secrets.token_bytes(32)  # dialback keys of this run (XEP-0185)
+        self.secret = dialback_secret or secrets.token_bytes(32)
         ca_file = server.settings.resolve(self.settings.ca_file) if self.settings.ca_file else None
         self.tls = S2STls(ca_file)
         self.resolver = S2SResolver(self.settings.overrides, lifetime=self.settings.connect_timeout)

@@ -181,6 +181,37 @@ async def test_remote_server_reaches_users_on_every_node_through_one(
         await client.disconnect()
 
 
+async def test_dialback_key_made_by_one_node_verifies_on_another(federate: Federate) -> None:
+    """The nurse on n2 writes to romeo: n2 connects to montague.example and offers a
+    dialback key, which montague.example verifies with the authoritative server for
+    capulet.example, that is node n1 (its override). n1 can only vouch for the key
+    when it knows the secret n2 made it with."""
+    pair = await federate(dialback=True)
+    n1, n2 = pair.cluster.nodes
+    romeo = await montague_user(pair, "romeo")
+    nurse = await login(n2, f"{await pair.cluster.add_user('nurse')}/n")
+
+    chat(nurse, romeo.jid, "made on n2, verified on n1")
+    got = await romeo.expect(lambda s: is_message(s, "made on n2, verified on n1"))
+    assert str(got["from"]) == nurse.jid
+    # montague.example accepted capulet.example by dialback, on the one connection there is
+    # (n2's: n1 opened none), after asking n1.
+    (inbound,) = from_capulet(pair)
+    assert inbound.authenticated[(CAPULET, MONTAGUE)] == "dialback"
+    assert f"connecting to {MONTAGUE} for {CAPULET}" in n2.log_text()
+    assert f"connecting to {MONTAGUE}" not in n1.log_text()
+    (verifier,) = pair.montague.server.s2s.outgoing  # where montague.example asked
+    assert verifier.remote == CAPULET and verifier.target is not None
+    assert verifier.target.port == pair.s2s_ports["n1"]
+    # The answer goes back through n1 to the nurse on n2.
+    chat(romeo, nurse.jid, "and back")
+    got = await nurse.expect(lambda s: is_message(s, "and back"))
+    assert str(got["from"]) == romeo.jid
+    await nurse.expect_nothing(lambda s: s["type"] == "error", within=0.2)
+    for client in (romeo, nurse):
+        await client.disconnect()
+
+
 async def test_subscription_between_a_cluster_user_and_a_remote_user(
     federate: Federate,
 ) -> None:
