@@ -94,6 +94,7 @@ class ClusterNode:
         self._dead_since: dict[str, float] = {}
         self._local_services: dict[str, DomainService] = {}
         self._stopping = False
+        self._dialback: str | None = None  # the shared secret, once read from Redis
         self.connected = asyncio.Event()
         self.reaped = 0  # dead nodes cleaned up by this node (for tests and metrics)
 
@@ -125,6 +126,10 @@ class ClusterNode:
         r = self.redis
         await r.set(self._k("node", self.name), "1", px=self.ttl_ms)
         await r.sadd(self._k("nodes"), self.name)
+        if self._dialback is not None:
+            # a Redis that restarted empty gets the secret back, so a node started later
+            # reads the one the running nodes' dialback keys are made with
+            await r.set(self._k("dialback"), self._dialback, nx=True)
         with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
             await r.xgroup_create(self.stream_of(self.name), GROUP, id="0", mkstream=True)
         key = self._k("sess", self.name)
@@ -630,8 +635,8 @@ class ClusterNode:
             return self.settings.dialback_secret.encode()
         key = self._k("dialback")
         await self.redis.set(key, os.urandom(32).hex(), nx=True)
-        value = await self.redis.get(key)
-        return str(value).encode()
+        self._dialback = str(await self.redis.get(key))
+        return self._dialback.encode()
 
 
 class _Dropped:

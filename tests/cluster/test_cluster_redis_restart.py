@@ -9,11 +9,12 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from tests.cluster.conftest import Cluster
+from tests.cluster.conftest import Cluster, Node
 from tests.cluster.test_cluster import chat, login
 from tests.integration.harness import free_port, until
 from tests.integration.message_helpers import is_message
@@ -78,7 +79,15 @@ async def test_nodes_rebuild_after_redis_restart(
     cluster_factory: object, own_redis: RedisServer
 ) -> None:
     await own_redis.ready()
-    cluster: Cluster = await cluster_factory(2, redis_url=own_redis.url)  # type: ignore[operator]
+
+    def s2s(node: Node) -> dict[str, Any]:  # federation on: the nodes share a dialback secret
+        port = free_port("127.0.0.1")
+        return {"s2s": {"enabled": True, "interfaces": ["127.0.0.1"], "port": port,
+                        "direct_tls_enabled": False}}  # fmt: skip
+
+    cluster: Cluster = await cluster_factory(  # type: ignore[operator]
+        2, redis_url=own_redis.url, sections=s2s
+    )
     n1, n2 = cluster.nodes
     alice, bob = [await cluster.add_user(n) for n in ("alice", "bob")]
     ca = await login(n1, f"{alice}/a")
@@ -86,6 +95,10 @@ async def test_nodes_rebuild_after_redis_restart(
     chat(ca, f"{bob}/b", "before")
     await cb.expect(lambda s: is_message(s, "before"))
 
+    check = aioredis.from_url(own_redis.url, decode_responses=True)
+    secret = await check.get(f"{cluster.prefix}dialback")
+    assert secret
+    await check.aclose()
     own_redis.kill()
     own_redis.start()  # empty
     await own_redis.ready()
@@ -98,6 +111,9 @@ async def test_nodes_rebuild_after_redis_restart(
             return f"{alice}/a" in a and f"{bob}/b" in b
 
         await until(rebuilt, "both nodes writing their sessions again", timeout=20)
+        # the dialback secret is written back too: a node started now makes keys the
+        # running ones verify
+        assert await check.get(f"{cluster.prefix}dialback") == secret
     finally:
         await check.aclose()
     # Routing works again, both ways (bounded retries: a mirror may lag a moment).
