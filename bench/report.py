@@ -257,6 +257,7 @@ def render(
         "login": "SCRAM-SHA-1 logins (plaintext), closed loop",
         "presence": "one more presence round (every user coming online at once)",
         "pep": "one more PEP round (every user publishing a tune at once)",
+        "storm": "the login storm itself (profiled while it runs)",
     }
     for scenario, text in what.items():
         res = results.get("salon", {}).get(scenario)

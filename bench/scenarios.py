@@ -1059,6 +1059,8 @@ async def scenario_storm(server: ServerUnderTest, plan: Plan) -> Result:
         base_msgs = counters.messages
         sent_before = load.total_sent
         base_presences = counters.presences
+        profiler = Profiler(server, plan, "storm")
+        await profiler.start()  # samples from the generator's CPU without pausing the server
         before = meter.sample()
         t0 = time.perf_counter()
         failures: list[str] = []
@@ -1076,6 +1078,9 @@ async def scenario_storm(server: ServerUnderTest, plan: Plan) -> Result:
         logged_in = time.perf_counter() - t0
         await _wait_quiet(counters, counters.presences, plan.quiet, 120)
         after = meter.sample()
+        if profiler.enabled:
+            result.details["profile"] = await profiler.stop()
+            result.details["profile_threads"] = profiler.thread_cpu
         await load.drain(quiet=plan.quiet)
         during = sorted(counters.latencies)
         counters.latencies = None
