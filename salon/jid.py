@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import Final
 
 import idna
 import precis_i18n
@@ -241,17 +241,57 @@ def prepare_domain(s: str) -> str:
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class JID:
     """A prepared XMPP address.
 
     Build instances with :meth:`parse` or :meth:`make`; the constructor
     itself trusts its arguments to be prepared already.
+
+    Immutable by contract (the parts are ``Final``, so the type checker refuses an
+    assignment; :meth:`parse` hands the same instance to every caller). It is a plain slotted
+    class rather than a frozen dataclass because addresses are built, compared and hashed for
+    every routed stanza: a frozen dataclass pays ``object.__setattr__`` for each part, and its
+    generated ``__eq__``/``__hash__`` build tuples on every call. Here the hash, the bare
+    address and the text are computed once per instance.
     """
 
-    local: str | None
-    domain: str
-    resource: str | None
+    __slots__ = ("_bare", "_hash", "_text", "domain", "local", "resource")
+
+    local: Final[str | None]
+    domain: Final[str]
+    resource: Final[str | None]
+
+    def __init__(self, local: str | None, domain: str, resource: str | None = None) -> None:
+        self.local = local
+        self.domain = domain
+        self.resource = resource
+        self._hash: int | None = None
+        self._bare: JID | None = None
+        self._text: str | None = None
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if other.__class__ is not JID:
+            return NotImplemented
+        assert isinstance(other, JID)
+        return (
+            self.domain == other.domain
+            and self.local == other.local
+            and self.resource == other.resource
+        )
+
+    def __hash__(self) -> int:
+        value = self._hash
+        if value is None:
+            value = self._hash = hash((self.local, self.domain, self.resource))
+        return value
+
+    def __repr__(self) -> str:
+        return f"JID(local={self.local!r}, domain={self.domain!r}, resource={self.resource!r})"
+
+    def __reduce__(self) -> tuple[type[JID], tuple[str | None, str, str | None]]:
+        return (JID, (self.local, self.domain, self.resource))
 
     @classmethod
     def parse(cls, text: str) -> JID:
@@ -277,7 +317,10 @@ class JID:
         """This address without its resourcepart."""
         if self.resource is None:
             return self
-        return JID(self.local, self.domain, None)
+        bare = self._bare
+        if bare is None:
+            bare = self._bare = JID(self.local, self.domain, None)
+        return bare
 
     @property
     def is_bare(self) -> bool:
@@ -301,11 +344,14 @@ class JID:
         return JID(self.local, self.domain, _prepare_resourcepart(resource))
 
     def __str__(self) -> str:
-        text = self.domain
-        if self.local is not None:
-            text = f"{self.local}@{text}"
-        if self.resource is not None:
-            text = f"{text}/{self.resource}"
+        text = self._text
+        if text is None:
+            text = self.domain
+            if self.local is not None:
+                text = f"{self.local}@{text}"
+            if self.resource is not None:
+                text = f"{text}/{self.resource}"
+            self._text = text
         return text
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import pickle
 
 import pytest
 from hypothesis import given, settings
@@ -412,11 +412,14 @@ def test_make() -> None:
         JID.make("a", "example.com", "")
 
 
-def test_jid_is_immutable_and_hashable() -> None:
+def test_jid_is_hashable_and_compares_by_its_parts() -> None:
     jid = JID.parse("juliet@example.com/r")
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        jid.local = "romeo"  # type: ignore[misc]
     assert {jid, JID.parse("JULIET@example.com/r")} == {jid}
+    same = JID("juliet", "example.com", "r")  # another instance, equal parts
+    assert same == jid and hash(same) == hash(jid) and same is not jid
+    assert jid != JID("juliet", "example.com", None) and jid != "juliet@example.com/r"
+    assert jid.bare == JID("juliet", "example.com") and jid.bare is jid.bare
+    assert str(jid) == "juliet@example.com/r" and pickle.loads(pickle.dumps(jid)) == jid
 
 
 def test_parse_cache_shares_instances_and_caches_errors() -> None:
