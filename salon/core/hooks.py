@@ -82,7 +82,18 @@ class HookBus:
 
     def __init__(self) -> None:
         self._handlers: dict[type[Event], list[_Registration]] = {}
+        # What fire() needs per event class, made when the handlers change (not per event):
+        # the handlers in order, and whether the class is a Dispatch and a Guard.
+        self._chains: dict[type[Event], tuple[tuple[_Registration, ...], bool, bool]] = {}
         self._counter = 0
+
+    def _rebuild(self, event_type: type[Event]) -> None:
+        regs = self._handlers.get(event_type)
+        if not regs:
+            self._chains.pop(event_type, None)
+            return
+        dispatch, guard = issubclass(event_type, Dispatch), issubclass(event_type, Guard)
+        self._chains[event_type] = (tuple(regs), dispatch, guard)
 
     def add(
         self,
@@ -99,11 +110,13 @@ class HookBus:
         regs = self._handlers.setdefault(event_type, [])
         regs.append(reg)
         regs.sort(key=lambda r: (-r.priority, r.order))
+        self._rebuild(event_type)
 
         def remove() -> None:
             current = self._handlers.get(event_type, [])
             if reg in current:
                 current.remove(reg)
+                self._rebuild(event_type)
 
         return remove
 
@@ -117,11 +130,11 @@ class HookBus:
         error reply); any other exception is logged and the chain continues, except on a
         ``Guard`` event, where it becomes ``internal-server-error`` (fail closed).
         """
-        regs = self._handlers.get(type(event))
-        if not regs:
+        chain = self._chains.get(type(event))
+        if chain is None:
             return False
-        is_dispatch = isinstance(event, Dispatch)
-        for reg in tuple(regs):
+        regs, is_dispatch, is_guard = chain
+        for reg in regs:  # a snapshot: handlers added or removed meanwhile count next time
             try:
                 result = reg.handler(event)
                 if reg.is_async:
@@ -133,7 +146,7 @@ class HookBus:
                 continue
             except Exception as exc:
                 log.exception("hook %s of %s failed", type(event).__name__, reg.owner)
-                if isinstance(event, Guard):
+                if is_guard:
                     raise StanzaError(
                         StanzaErrorCondition.INTERNAL_SERVER_ERROR, "a policy check failed"
                     ) from exc

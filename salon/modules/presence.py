@@ -67,6 +67,7 @@ from salon.jid import JID, parse_jid
 from salon.modules._subscription import SUBSCRIPTION_TYPES, Outcome, SubState, inbound, outbound
 from salon.namespaces import NS_CLIENT, NS_PRE_APPROVAL
 from salon.storage.interfaces import PendingSubscription, Roster, RosterItem
+from salon.xml.broadcast import Broadcast
 from salon.xml.element import Element
 from salon.xml.fragment import parse_element
 from salon.xml.serializer import serialize_str
@@ -85,6 +86,9 @@ SINCE = SessionSlot[int]("presence.since")
 """The number of the change that made the session available."""
 _broadcasts: dict[int, int] = {}
 """id() of a broadcast copy being routed -> the number of the change it carries."""
+SHARED_PRESENCES = 4096
+"""Resources whose current presence is kept serialized for the copies still to come (probe
+answers): in a login storm each is asked for by many contacts within seconds."""
 
 
 def parse_priority(stanza: Element) -> int:
@@ -138,6 +142,9 @@ class Presence(Module[PresenceOptions]):
     def setup(self) -> None:
         self.opts = self.options
         self.last_unavailable: OrderedDict[JID, Element] = OrderedDict()
+        # Current presences of resources, each serialized once for all its copies; bounded
+        # (the least recently used go first), and checked against the session's presence.
+        self.shared: OrderedDict[JID, Broadcast] = OrderedDict()
         # read and written through it: online users cost no query; one writer per user's
         # roster at a time through its locks (the roster module takes the same ones)
         self.rosters = self.require(RosterCache)
@@ -181,11 +188,12 @@ class Presence(Module[PresenceOptions]):
                 copy = other.presence.shallow_copy()
                 copy.set("to", str(session.jid))
                 session.send(copy)
+        shared = self._share(session.jid, stanza)
         roster = await self._roster(user)
         async with self.host.fanout.turn() as turn:
             for contact in contacts(roster, user, _FROM):
                 await turn.step()
-                await self._route_copy(stanza, session, contact, change)
+                await self._route_copy(shared, session, contact, change)
             if not is_initial:
                 return
             for contact in contacts(roster, user, _TO):
@@ -211,10 +219,12 @@ class Presence(Module[PresenceOptions]):
         subscribers = contacts(await self._roster(user), user, _FROM) if was_available else []
         reached = set(subscribers)
         others = [jid for jid in directed if jid not in reached and jid.bare not in reached]
+        self.shared.pop(session.jid, None)
+        shared = Broadcast(stanza)
         async with self.host.fanout.turn() as turn:
             for jid in subscribers + others:
                 await turn.step()
-                await self._route_copy(stanza, session, jid)
+                await self._route_copy(shared, session, jid)
         if self.opts.remembered_unavailable and not self.sessions.available(user):
             last = stanza.shallow_copy()
             last.set("to", None)
@@ -230,11 +240,21 @@ class Presence(Module[PresenceOptions]):
             unavailable.set("from", str(session.jid))
             await self._unavailable(session, unavailable)
 
+    def _share(self, resource: JID, presence: Element) -> Broadcast:
+        """``presence``, the resource's current one, made ready for copies to many."""
+        shared = self.shared.get(resource)
+        if shared is not None and shared.stanza is presence:
+            self.shared.move_to_end(resource)
+            return shared
+        shared = self.shared[resource] = Broadcast(presence)
+        while len(self.shared) > SHARED_PRESENCES:
+            self.shared.popitem(last=False)
+        return shared
+
     async def _route_copy(
-        self, stanza: Element, session: C2SSession, to: JID, change: int | None = None
+        self, shared: Broadcast, session: C2SSession, to: JID, change: int | None = None
     ) -> None:
-        copy = stanza.shallow_copy()
-        copy.set("to", str(to))
+        copy = shared.to(str(to))
         if change is None:
             await self.router.route(copy, session, session.jid, to)
             return
@@ -373,8 +393,7 @@ class Presence(Module[PresenceOptions]):
             if since is not None and change is not None and change > since:
                 continue  # newer than the asking resource: the broadcast brings it there
             if session.presence is not None:
-                copy = session.presence.shallow_copy()
-                copy.set("to", str(prober))
+                copy = self._share(session.jid, session.presence).to(str(prober))
                 await self.router.route(copy, None, session.jid, prober)
 
     # ------------------------------------------------------------------ shared steps
@@ -419,7 +438,7 @@ class Presence(Module[PresenceOptions]):
     async def _send_current(self, user: JID, contact: JID) -> None:
         for session in self.sessions.available(user):
             if session.presence is not None:
-                await self._route_copy(session.presence, session, contact)
+                await self._route_copy(self._share(session.jid, session.presence), session, contact)
 
     async def _exists(self, user: JID) -> bool:
         if self.sessions.is_online(user):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, delete
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from salon.storage.sql.dialect import upsert
+from salon.storage.sql.dialect import driver_rows, upsert
 from salon.storage.sql.engine import reads
 from salon.storage.sql.schema import blocklist
 
@@ -62,8 +62,9 @@ class SqlBlocklistStore:
 
 
 def _get(conn: Connection, host: str, username: str) -> list[str]:
-    jids = conn.scalars(
-        select(blocklist.c.jid).where(blocklist.c.host == host, blocklist.c.username == username)
+    # Plain SQL to the driver (driver_rows): every login reads its user's list.
+    rows = driver_rows(
+        conn, "SELECT jid FROM blocklist WHERE host = ? AND username = ?", (host, username)
     )
     # Sorted here, not by ORDER BY: PostgreSQL collations vary by locale.
-    return sorted(jids)
+    return sorted(row[0] for row in rows)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, delete
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from salon.storage.sql.dialect import upsert, upsert_many
+from salon.storage.sql.dialect import driver_rows, upsert, upsert_many
 from salon.storage.sql.engine import reads
 from salon.storage.sql.schema import kv
 
@@ -70,7 +70,10 @@ class SqlKeyValueStore:
 
 
 def _get(conn: Connection, host: str, username: str, store: str) -> str | None:
-    value: str | None = conn.scalar(
-        select(kv.c.value).where(kv.c.host == host, kv.c.username == username, kv.c.store == store)
+    # Plain SQL to the driver (driver_rows): logins read documents (a vCard's photo hash).
+    rows = driver_rows(
+        conn,
+        "SELECT value FROM kv WHERE host = ? AND username = ? AND store = ?",
+        (host, username, store),
     )
-    return value
+    return str(rows[0][0]) if rows else None
