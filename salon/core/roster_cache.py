@@ -113,6 +113,11 @@ class RosterCache:
         roster: Roster = await self._load(user, _ROSTER)
         return roster
 
+    def cached(self, user: JID) -> Roster | None:
+        """``user``'s roster if it is in memory now (no query), else None."""
+        entry = self._entries.get(user)
+        return None if entry is None else entry.roster
+
     async def item(self, user: JID, jid: str) -> RosterItem | None:
         """The item for ``jid`` in ``user``'s roster: one query at most, none when cached."""
         entry = self._entries.get(user)

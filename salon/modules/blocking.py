@@ -258,19 +258,30 @@ class Blocking(Module[BlockingOptions]):
                 session.send(push)
 
     # ------------------------------------------------------------------ enforcement
-    async def inbound(self, event: InboundStanza) -> bool | None:
+    def inbound(self, event: InboundStanza) -> Verdict:
+        """Decided from the lists in memory, without a coroutine (every presence of a login
+        storm passes here); a list not in memory is read first, and the bus awaits that."""
         recipient = event.to.bare
         sender = event.sender
         if sender.bare == recipient:
             return None
-        if is_blocked(await self.blocklist(recipient), sender):
+        blocked = self.cache.get(recipient)
+        if blocked is None:
+            return self._inbound_after_read(event)
+        if is_blocked(blocked, sender):
             return _refuse_inbound(event.stanza)
-        return await self._presence_on_behalf_blocked(event)
+        return self._presence_on_behalf_blocked(event)
 
-    async def outbound_remote(self, event: OutboundRemoteStanza) -> bool | None:
-        return await self._presence_on_behalf_blocked(event)
+    async def _inbound_after_read(self, event: InboundStanza) -> bool | None:
+        if is_blocked(await self.blocklist(event.to.bare), event.sender):
+            return _refuse_inbound(event.stanza)
+        verdict = self._presence_on_behalf_blocked(event)
+        return await verdict if isinstance(verdict, Coroutine) else verdict
 
-    async def _presence_on_behalf_blocked(self, event: RoutedStanza) -> bool | None:
+    def outbound_remote(self, event: OutboundRemoteStanza) -> Verdict:
+        return self._presence_on_behalf_blocked(event)
+
+    def _presence_on_behalf_blocked(self, event: RoutedStanza) -> Verdict:
         """Presence the server routes for a local session without PreStanza (broadcast to
         contacts, probes, unavailable to directed recipients) stops at the sender's own list
         too. Messages and iqs from a session always pass PreStanza first; what the server
@@ -278,12 +289,16 @@ class Blocking(Module[BlockingOptions]):
         origin = event.origin
         if event.stanza.tag != "presence" or origin is None:
             return None
-        if origin.jid.bare != event.sender.bare:
+        user = event.sender.bare
+        if origin.jid.bare != user:
             return None
         guard = self._guard_for(origin.host)
-        if guard is not None and is_blocked(await guard.blocklist(event.sender.bare), event.to):
-            return HANDLED
-        return None
+        if guard is None:
+            return None
+        blocked = guard.cache.get(user)
+        if blocked is None:
+            return _blocks_after_read(guard, user, event.to)
+        return HANDLED if is_blocked(blocked, event.to) else None
 
     async def outbound(self, event: PreStanza) -> bool | None:
         to = event.to
@@ -415,6 +430,14 @@ def _parse_items(payload: Element) -> list[JID]:
             raise StanzaError(StanzaErrorCondition.JID_MALFORMED, "not a valid JID")
         items.append(jid)
     return items
+
+
+Verdict = bool | None | Coroutine[Any, Any, bool | None]
+"""What a guard answers: at once, or (when a list has to be read first) as a coroutine."""
+
+
+async def _blocks_after_read(guard: Blocking, user: JID, to: JID) -> bool | None:
+    return HANDLED if is_blocked(await guard.blocklist(user), to) else None
 
 
 def _refuse_inbound(stanza: Element) -> bool:

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
+from typing import Any
 
 from pydantic import Field
 
@@ -232,21 +233,35 @@ class Pep(Module[PepOptions]):
             self.interests.remove(session.jid.bare, session.jid)
             self._forget_unresolved(session.jid.bare, session.jid)
 
-    async def inbound_presence(self, event: RoutedStanza) -> None:
+    def inbound_presence(self, event: RoutedStanza) -> Coroutine[Any, Any, None] | None:
+        """A contact's presence tells which nodes of the owner it wants. Decided without a
+        coroutine when the owner's roster is in memory (the usual case); otherwise the
+        roster is read first, and the bus awaits that."""
         owner, contact = event.to.bare, event.sender
         if contact.resource is None or owner.local is None:
-            return
+            return None
         stype = event.stanza.get("type")
         if stype == "unavailable":
             self.interests.remove(owner, contact)
             self._forget_unresolved(owner, contact)
-            return
+            return None
         if stype is not None or contact.bare == owner:
-            return  # own resources are seen through their broadcast
+            return None  # own resources are seen through their broadcast
+        roster = self.rosters.cache.cached(owner)
+        if roster is None:
+            return self._observe_after_read(owner, contact, event.stanza)
+        self._observe_subscriber(roster.items.get(str(contact.bare)), owner, contact, event.stanza)
+        return None
+
+    async def _observe_after_read(self, owner: JID, contact: JID, presence: Element) -> None:
         item = await self.rosters.roster_item(owner, contact.bare)
-        if item is None or item.subscription not in ("from", "both"):
-            return
-        self._observe(owner, contact, event.stanza)
+        self._observe_subscriber(item, owner, contact, presence)
+
+    def _observe_subscriber(
+        self, item: RosterItem | None, owner: JID, contact: JID, presence: Element
+    ) -> None:
+        if item is not None and item.subscription in ("from", "both"):
+            self._observe(owner, contact, presence)
 
     def _observe(self, owner: JID, resource: JID, presence: Element) -> None:
         caps = caps_of(presence)

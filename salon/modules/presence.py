@@ -44,6 +44,8 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
+from collections.abc import Coroutine
+from typing import Any
 
 from pydantic import Field
 
@@ -315,14 +317,16 @@ class Presence(Module[PresenceOptions]):
                 raise StanzaError(StanzaErrorCondition.NOT_ALLOWED, "the roster is full")
 
     # ------------------------------------------------------------------ to the user
-    async def inbound(self, event: RoutedStanza) -> bool:
+    def inbound(self, event: RoutedStanza) -> bool | Coroutine[Any, Any, bool]:
+        """Available and unavailable presence is delivered without a coroutine; a probe or a
+        subscription stanza needs storage, so the bus awaits the work returned for it."""
         stanza, to = event.stanza, event.to
         stype = stanza.get("type")
         if stype in SUBSCRIPTION_TYPES:
-            await self._inbound_subscription(event, stype or "")
-        elif stype == "probe":
-            await self._answer_probe(to.bare, event.sender)
-        elif to.resource is not None:
+            return _then_handled(self._inbound_subscription(event, stype or ""))
+        if stype == "probe":
+            return _then_handled(self._answer_probe(to.bare, event.sender))
+        if to.resource is not None:
             session = self.sessions.get(to)
             if session is not None:
                 session.send(stanza)
@@ -444,6 +448,11 @@ class Presence(Module[PresenceOptions]):
         if self.sessions.is_online(user):
             return True
         return await self.storage.accounts.get(user.domain, user.local or "") is not None
+
+
+async def _then_handled(work: Coroutine[Any, Any, None]) -> bool:
+    await work
+    return HANDLED
 
 
 def _has(pending: list[PendingSubscription], contact: JID) -> bool:

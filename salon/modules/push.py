@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import OrderedDict
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -406,10 +407,20 @@ class Push(Module[PushOptions]):
     def back_online(self, event: ResourceBound | SessionResumed) -> None:
         self.summaries.pop(event.session.jid.bare, None)
 
-    async def inbound(self, event: InboundStanza) -> None:
+    def inbound(self, event: InboundStanza) -> Coroutine[Any, Any, None] | None:
+        """Only messages and subscription requests can wake a phone: anything else passes
+        without a coroutine (every presence of a login storm comes here)."""
         stanza = event.stanza
-        if stanza.tag == "iq":
-            return
+        tag = stanza.tag
+        if tag == "presence":
+            if stanza.get("type") != "subscribe":
+                return None
+        elif tag != "message":
+            return None
+        return self._inbound(event)
+
+    async def _inbound(self, event: InboundStanza) -> None:
+        stanza = event.stanza
         to = event.to
         session = self.sessions.get(to) if to.resource is not None else None
         kind = classify(
