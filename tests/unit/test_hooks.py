@@ -332,3 +332,47 @@ async def test_plain_dispatch_goes_on_past_a_broken_handler() -> None:
     event = Asked()
     assert await bus.fire(event) is True
     assert event.calls == ["broken", "deliver"]
+
+
+async def test_a_plain_handler_that_has_to_wait_returns_a_coroutine() -> None:
+    """A plain handler may return a coroutine (a cache miss): the bus awaits it and goes on
+    in priority order."""
+    bus = HookBus()
+
+    async def read_then_pass(event: Asked) -> None:
+        event.calls.append("read")
+
+    def guard(event: Asked) -> Any:
+        event.calls.append("guard")
+        return read_then_pass(event)
+
+    async def deliver(event: Asked) -> bool:
+        event.calls.append("deliver")
+        return HANDLED
+
+    bus.add(Asked, guard, Priority.GUARD)
+    bus.add(Asked, recorder("archive"), Priority.ARCHIVE)
+    bus.add(Asked, deliver)
+    bus.add(Asked, recorder("fallback", HANDLED), Priority.FALLBACK)
+    event = Asked()
+    assert await bus.fire(event) is True
+    assert event.calls == ["guard", "read", "archive", "deliver"]
+
+
+async def test_a_deferred_guard_that_breaks_fails_closed() -> None:
+    bus = HookBus()
+
+    async def read_fails(event: Checked) -> None:
+        event.calls.append("read")
+        raise OSError("storage is gone")
+
+    def guard(event: Checked) -> Any:
+        return read_fails(event)
+
+    bus.add(Checked, guard, Priority.GUARD)
+    bus.add(Checked, recorder("deliver", HANDLED))
+    event = Checked()
+    with pytest.raises(StanzaError) as raised:
+        await bus.fire(event)
+    assert raised.value.condition is StanzaErrorCondition.INTERNAL_SERVER_ERROR
+    assert event.calls == ["read"]
