@@ -56,6 +56,7 @@ _MAX_INPUT_CHARS = 4 * (3 * MAX_PART_OCTETS + 2)
 _MAX_CACHED_CHARS = 1024
 _CACHE_SIZE = 10_000
 _PART_CACHE_SIZE = 4096
+_INTERNED = 65_536  # addresses kept as one shared instance each (see _interned)
 
 # RFC 7622 §3.3.1: characters forbidden in a localpart in addition to what
 # the UsernameCaseMapped profile forbids.
@@ -306,7 +307,7 @@ class JID:
     @classmethod
     def make(cls, local: str | None, domain: str, resource: str | None = None) -> JID:
         """Build an address from separate parts, preparing each of them."""
-        return cls(
+        return _interned(
             None if local is None else _prepare_localpart(local),
             _prepare_domain(domain),
             None if resource is None else _prepare_resourcepart(resource),
@@ -319,7 +320,7 @@ class JID:
             return self
         bare = self._bare
         if bare is None:
-            bare = self._bare = JID(self.local, self.domain, None)
+            bare = self._bare = _interned(self.local, self.domain, None)
         return bare
 
     @property
@@ -341,7 +342,7 @@ class JID:
         """This address with *resource* (prepared) as resourcepart; None drops it."""
         if resource is None:
             return self.bare
-        return JID(self.local, self.domain, _prepare_resourcepart(resource))
+        return _interned(self.local, self.domain, _prepare_resourcepart(resource))
 
     def __str__(self) -> str:
         text = self._text
@@ -370,11 +371,20 @@ def _parse_uncached(text: str) -> JID:
         raise JIDError("resourcepart is empty (the address ends with '/')")
     if not domain:
         raise JIDError("domainpart is empty")
-    return JID(
+    return _interned(
         _prepare_localpart(local) if at else None,
         _prepare_domain(domain),
         _prepare_resourcepart(resource) if slash else None,
     )
+
+
+@lru_cache(maxsize=_INTERNED)
+def _interned(local: str | None, domain: str, resource: str | None) -> JID:
+    """One instance per address while it is among the ``_INTERNED`` most recently used, so
+    dictionaries keyed by addresses (sessions, rosters, blocklists, caches) find their keys
+    by identity, without calling ``JID.__eq__``. Equal instances made otherwise still compare
+    and hash equal: this saves time, it is not needed for correctness."""
+    return JID(local, domain, resource)
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
