@@ -202,7 +202,12 @@ class Presence(Module[PresenceOptions]):
                 # §4.3.1: a probe goes from the bare JID, and its answers reach every
                 # available resource. A local contact is asked on behalf of the new resource
                 # alone: the user's other resources already have the contact's presence.
-                prober = session.jid if self.host.is_local(contact.domain) else user
+                if self.host.is_local(contact.domain):
+                    if self._nothing_to_answer(contact, user, session.get(SINCE)):
+                        continue
+                    prober = session.jid
+                else:
+                    prober = user
                 await turn.step()
                 probe = _presence("probe", prober, contact)
                 await self.router.route(probe, session, prober, contact)
@@ -241,6 +246,34 @@ class Presence(Module[PresenceOptions]):
             unavailable = Element("presence", NS_CLIENT, {"type": "unavailable"})
             unavailable.set("from", str(session.jid))
             await self._unavailable(session, unavailable)
+
+    def _nothing_to_answer(self, contact: JID, user: JID, since: int | None) -> bool:
+        """Whether a probe of the local ``contact`` for a resource of ``user`` available
+        since change ``since`` would bring nothing, so it need not go. Its roster (in memory)
+        must have ``user`` subscribed: otherwise the answer is "unsubscribed". Then:
+
+        * with no available resource and no remembered unavailable presence, the contact's
+          server stays silent (§4.3.2); its broadcast brings its presence when it comes;
+        * each available resource whose presence is newer than the asking resource
+          (:data:`CHANGE` above ``since``) is left out of the answer (:meth:`_answer_probe`):
+          its own broadcast brings it.
+
+        In a login storm almost every probe is of the second kind: the contacts became
+        available a moment after the user did, and their broadcasts are on the way."""
+        roster = self.rosters.cached(contact)
+        if roster is None or since is None:
+            return False
+        item = roster.items.get(str(user))
+        if item is None or item.subscription not in _FROM:
+            return False
+        available = self.sessions.available(contact)
+        if not available:
+            return contact not in self.last_unavailable
+        for other in available:
+            change = other.get(CHANGE)
+            if change is None or change <= since:
+                return False  # an older presence (or one another node holds): ask
+        return True
 
     def _share(self, resource: JID, presence: Element) -> Broadcast:
         """``presence``, the resource's current one, made ready for copies to many."""

@@ -154,6 +154,28 @@ async def test_a_probe_from_a_non_subscriber_gets_unsubscribed(srv: RunningServe
     await juliet.expect_nothing(any_presence, within=0.1)  # probes are never delivered
 
 
+async def test_an_offline_contact_still_answers_a_non_subscriber_with_unsubscribed(
+    srv: RunningServer,
+) -> None:
+    """A probe of an offline contact whose roster is in memory (she was connected a moment
+    ago, never available, so no last presence is remembered) is spared only when it would
+    come back empty: Tybalt, whom Juliet's roster does not have subscribed, still gets
+    "unsubscribed"; Romeo, who is subscribed, gets nothing until she comes online, and then
+    her presence once."""
+    tybalt_jid, romeo_jid, juliet_jid = [await srv.add_user() for _ in range(3)]
+    await befriend(srv, romeo_jid, juliet_jid)
+    await put_item(srv, tybalt_jid, juliet_jid, "to")
+    juliet = await login(srv, juliet_jid, roster=True)
+    await juliet.disconnect()  # her roster stays in memory a while (a reconnecting client)
+    tybalt = await login(srv, tybalt_jid, roster=True, available=True)
+    await expect_all(tybalt, presence("unsubscribed", juliet_jid), push(juliet_jid, "none"))
+    romeo = await login(srv, romeo_jid, available=True)
+    await romeo.expect_nothing(presence(sender=juliet_jid), within=0.3)
+    juliet = await login(srv, juliet_jid, available=True)
+    await romeo.expect(presence(None, juliet_jid))
+    await romeo.expect_nothing(presence(sender=juliet_jid), within=0.3)
+
+
 async def test_a_raw_probe_reveals_nothing(srv: RunningServer) -> None:
     """A probe from someone with no subscription gets no presence, only a server-to-server
     "unsubscribed" that his own server, having nothing to cancel, does not deliver."""
