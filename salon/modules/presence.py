@@ -118,6 +118,25 @@ def contacts(roster: Roster, user: JID, subscriptions: tuple[str, ...]) -> list[
     return found
 
 
+def contacts_both_ways(roster: Roster, user: JID) -> tuple[list[JID], list[JID]]:
+    """In one pass: the contacts that receive the user's presence, and those whose presence
+    the user receives (:func:`contacts` with ``_FROM`` and with ``_TO``)."""
+    receivers: list[JID] = []
+    senders: list[JID] = []
+    for item in roster.items.values():
+        subscription = item.subscription
+        if subscription == "none":
+            continue
+        jid = parse_jid(item.jid)
+        if jid is None or jid == user:
+            continue
+        if subscription in _FROM:
+            receivers.append(jid)
+        if subscription in _TO:
+            senders.append(jid)
+    return receivers, senders
+
+
 def _presence(stype: str, sender: JID, to: JID) -> Element:
     return Element("presence", NS_CLIENT, {"type": stype, "from": str(sender), "to": str(to)})
 
@@ -191,14 +210,14 @@ class Presence(Module[PresenceOptions]):
                 copy.set("to", str(session.jid))
                 session.send(copy)
         shared = self._share(session.jid, stanza)
-        roster = await self._roster(user)
+        receivers, senders = contacts_both_ways(await self._roster(user), user)
         async with self.host.fanout.turn() as turn:
-            for contact in contacts(roster, user, _FROM):
+            for contact in receivers:
                 await turn.step()
                 await self._route_copy(shared, session, contact, change)
             if not is_initial:
                 return
-            for contact in contacts(roster, user, _TO):
+            for contact in senders:
                 # §4.3.1: a probe goes from the bare JID, and its answers reach every
                 # available resource. A local contact is asked on behalf of the new resource
                 # alone: the user's other resources already have the contact's presence.

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, delete
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from salon.storage.sql.dialect import driver_rows, upsert
+from salon.storage.sql.dialect import driver_tuples, upsert
 from salon.storage.sql.engine import reads
 from salon.storage.sql.schema import blocklist
 
@@ -62,8 +62,8 @@ class SqlBlocklistStore:
 
 
 def _get(conn: Connection, host: str, username: str) -> list[str]:
-    # Plain SQL to the driver (driver_rows): every login reads its user's list.
-    rows = driver_rows(
+    # Plain SQL to the driver (driver_tuples): every login reads its user's list.
+    rows = driver_tuples(
         conn, "SELECT jid FROM blocklist WHERE host = ? AND username = ?", (host, username)
     )
     # Sorted here, not by ORDER BY: PostgreSQL collations vary by locale.

@@ -122,6 +122,19 @@ def driver_rows(conn: Connection, sql: str, params: tuple[Any, ...]) -> Sequence
     return conn.exec_driver_sql(_placeholders(sql, conn.dialect.paramstyle), params).all()
 
 
+def driver_tuples(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """As :func:`driver_rows`, for callers that read columns by position only: the driver's
+    own cursor inside ``conn``'s transaction, its rows as the driver returns them. SQLAlchemy's
+    result and row objects cost about as much again as the query (0.10 ms against 0.07 ms for
+    50 rows on SQLite), paid for every roster item a login storm reads."""
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(_placeholders(sql, conn.dialect.paramstyle), params)
+        return [tuple(row) for row in cursor.fetchall()]
+    finally:
+        cursor.close()
+
+
 @functools.cache
 def _placeholders(sql: str, paramstyle: str) -> str:
     """``sql`` with its ``?`` placeholders in the driver's style."""

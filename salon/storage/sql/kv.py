@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, delete
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from salon.storage.sql.dialect import driver_rows, upsert, upsert_many
+from salon.storage.sql.dialect import driver_tuples, upsert, upsert_many
 from salon.storage.sql.engine import reads
 from salon.storage.sql.schema import kv
 
@@ -70,8 +70,8 @@ class SqlKeyValueStore:
 
 
 def _get(conn: Connection, host: str, username: str, store: str) -> str | None:
-    # Plain SQL to the driver (driver_rows): logins read documents (a vCard's photo hash).
-    rows = driver_rows(
+    # Plain SQL to the driver (driver_tuples): logins read documents (a vCard's photo hash).
+    rows = driver_tuples(
         conn,
         "SELECT value FROM kv WHERE host = ? AND username = ? AND store = ?",
         (host, username, store),

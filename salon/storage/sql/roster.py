@@ -20,7 +20,7 @@ from sqlalchemy import Connection, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from salon.storage.interfaces import PendingSubscription, Roster, RosterItem
-from salon.storage.sql.dialect import driver_rows, increment, upsert
+from salon.storage.sql.dialect import driver_rows, driver_tuples, increment, upsert
 from salon.storage.sql.engine import reader, reads
 from salon.storage.sql.schema import pending_subscriptions, roster_items, roster_versions
 
@@ -145,7 +145,8 @@ class SqlRosterStore:
 
 
 # Reads: synchronous functions of a connection, run by Reads in one round trip. They are
-# plain SQL handed to the driver (driver_rows): a login storm reads a thousand rosters.
+# plain SQL handed to the driver (driver_rows, driver_tuples): a login storm reads a
+# thousand rosters.
 _ITEM_COLUMNS = "jid, name, subscription, ask, approved, groups"
 
 
@@ -153,7 +154,7 @@ def _roster(conn: Connection, host: str, username: str) -> Roster:
     # FOR SHARE (PostgreSQL) keeps writers out until we have read the items, so the items
     # match the version; a SQLite transaction reads one snapshot.
     lock = " FOR SHARE" if conn.dialect.name == "postgresql" else ""
-    version = driver_rows(
+    version = driver_tuples(
         conn,
         f"SELECT version FROM roster_versions WHERE host = ? AND username = ?{lock}",
         (host, username),
@@ -161,7 +162,7 @@ def _roster(conn: Connection, host: str, username: str) -> Roster:
     if not version:
         # Items are only ever written together with the version row.
         return Roster(version=0, items={})
-    rows = driver_rows(
+    rows = driver_tuples(
         conn,
         f"SELECT {_ITEM_COLUMNS} FROM roster_items WHERE host = ? AND username = ?",
         (host, username),
@@ -176,7 +177,7 @@ def _roster_and_pending(
 
 
 def _get_item(conn: Connection, host: str, username: str, jid: str) -> RosterItem | None:
-    rows = driver_rows(
+    rows = driver_tuples(
         conn,
         f"SELECT {_ITEM_COLUMNS} FROM roster_items WHERE host = ? AND username = ? AND jid = ?",
         (host, username, jid),
