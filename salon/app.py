@@ -32,6 +32,7 @@ from salon.net.component import ComponentManager
 from salon.net.http import HttpService
 from salon.net.limits import Limits
 from salon.net.listen import listen
+from salon.net.login_pacing import LoginPacer
 from salon.net.metrics import TransportCollector
 from salon.net.s2s import S2SManager
 from salon.net.socks5 import Socks5Relay
@@ -78,6 +79,7 @@ class App:
         self._sweeper: asyncio.Task[None] | None = None
         self._lag_probe: asyncio.Task[None] | None = None
         self.limits: Limits | None = None
+        self.login_pacer: LoginPacer | None = None
         self._stopped = asyncio.Event()
         c2s = settings.c2s
         hosted = set(settings.hosts)
@@ -120,6 +122,8 @@ class App:
             metrics.observe_sql(engine)
         self._lag_probe = asyncio.get_running_loop().create_task(metrics.probe_loop_lag())
         self.limits = Limits(settings.limits, self.clock, metrics)  # abuse controls
+        # login input within a time budget per loop turn (salon.net.login_pacing)
+        self.login_pacer = LoginPacer(asyncio.get_running_loop())
         secret = None
         if self.cluster is not None and settings.s2s.enabled:
             # XEP-0185 keys made on one node must verify on any other: one secret for all

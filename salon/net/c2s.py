@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from salon.errors import StreamErrorCondition
 from salon.logs import CONNECTION
@@ -74,6 +74,13 @@ class C2SConnection(TcpShell, ClientShell):
             self.transport_lost(None if exc is None else str(exc))
         finally:
             CONNECTION.reset(token)
+
+    def _login_pacer(self) -> Any:
+        """While it logs in, and while bytes it sent then still wait, its input is paced."""
+        pacer = self.server.login_pacer
+        if pacer is None or (self.session is not None and not pacer.holds(self)):
+            return None
+        return pacer
 
     # ------------------------------------------------------------------ Connection API
     def send_stanza(self, stanza: Element) -> None:

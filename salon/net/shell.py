@@ -530,6 +530,22 @@ class TcpShell(asyncio.Protocol):
             # The TLS handshake finished but start_tls() has not returned to us yet.
             self._held_data.append(data)
             return
+        pacer = self._login_pacer()
+        if pacer is not None:
+            pacer.handle(self, data)
+            return
+        self._handle_input(data)
+
+    def _login_pacer(self) -> Any:
+        """The pacer of login input (salon.net.login_pacing) while this connection logs in;
+        None for a connection whose input is never held."""
+        return None
+
+    @property
+    def is_closed_for_input(self) -> bool:
+        return self.transport is None or self._closing
+
+    def _handle_input(self, data: bytes) -> None:
         # Whatever this input makes happen (log lines, tasks, timers) is this connection's.
         token = CONNECTION.set(self.conn_id)
         try:
