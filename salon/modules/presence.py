@@ -107,20 +107,10 @@ def parse_priority(stanza: Element) -> int:
     return value
 
 
-def contacts(roster: Roster, user: JID, subscriptions: tuple[str, ...]) -> list[JID]:
-    """The contacts whose item has one of ``subscriptions`` (the user itself left out)."""
-    found = []
-    for item in roster.items.values():
-        if item.subscription in subscriptions:
-            jid = parse_jid(item.jid)
-            if jid is not None and jid != user:
-                found.append(jid)
-    return found
-
-
 def contacts_both_ways(roster: Roster, user: JID) -> tuple[list[JID], list[JID]]:
-    """In one pass: the contacts that receive the user's presence, and those whose presence
-    the user receives (:func:`contacts` with ``_FROM`` and with ``_TO``)."""
+    """In one pass: the contacts that receive the user's presence (subscription "from" or
+    "both") and those whose presence the user receives ("to" or "both"); the user itself
+    left out."""
     receivers: list[JID] = []
     senders: list[JID] = []
     for item in roster.items.values():
@@ -242,7 +232,7 @@ class Presence(Module[PresenceOptions]):
         for other in self.sessions.resources(user):
             if other.is_available or other is session:
                 other.send(stanza)
-        subscribers = contacts(await self._roster(user), user, _FROM) if was_available else []
+        subscribers = contacts_both_ways(await self._roster(user), user)[0] if was_available else []
         reached = set(subscribers)
         others = [jid for jid in directed if jid not in reached and jid.bare not in reached]
         self.shared.pop(session.jid, None)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from salon.errors import StreamErrorCondition
 from salon.logs import CONNECTION
 from salon.namespaces import NS_CLIENT
 from salon.net.limits import ReadShaper
+from salon.net.login_pacing import LoginPacer
 from salon.net.shell import ClientShell, TcpShell
 from salon.stream.c2s import C2SStream
 from salon.xml.element import Element
@@ -75,7 +76,7 @@ class C2SConnection(TcpShell, ClientShell):
         finally:
             CONNECTION.reset(token)
 
-    def _login_pacer(self) -> Any:
+    def _login_pacer(self) -> LoginPacer | None:
         """While it logs in, and while bytes it sent then still wait, its input is paced."""
         pacer = self.server.login_pacer
         if pacer is None or (self.session is not None and not pacer.holds(self)):

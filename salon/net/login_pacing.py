@@ -57,7 +57,6 @@ class LoginPacer:
         self._reset_pending = False
         self._waiting: deque[tuple[Paced, bytes]] = deque()
         self._holding: dict[Paced, int] = {}  # connections with bytes waiting: how many chunks
-        self._draining = False
 
     def holds(self, conn: Paced) -> bool:
         """Whether bytes of ``conn`` wait here (its next ones must wait behind them)."""
@@ -66,12 +65,11 @@ class LoginPacer:
     def handle(self, conn: Paced, data: bytes) -> None:
         """``conn``'s login input: handled now if this turn's budget allows, else later."""
         if self._waiting or self._spent >= self.budget:
+            if not self._waiting:  # a drain is scheduled exactly while bytes wait
+                self._loop.call_soon(self._drain)
             self._waiting.append((conn, data))
             self._holding[conn] = self._holding.get(conn, 0) + 1
             conn._pause_input()
-            if not self._draining:
-                self._draining = True
-                self._loop.call_soon(self._drain)
             return
         started = self._timer()
         conn._handle_input(data)
@@ -106,5 +104,3 @@ class LoginPacer:
                 break
         if waiting:
             self._loop.call_soon(self._drain)
-        else:
-            self._draining = False

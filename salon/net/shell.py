@@ -34,6 +34,7 @@ from salon.jid import JID
 from salon.logs import CONNECTION, new_connection_id
 from salon.namespaces import NS_CLIENT
 from salon.net.limits import ReadShaper, address_of
+from salon.net.login_pacing import LoginPacer
 from salon.stream.c2s import C2SStream
 from salon.stream.events import (
     Authenticated,
@@ -536,7 +537,7 @@ class TcpShell(asyncio.Protocol):
             return
         self._handle_input(data)
 
-    def _login_pacer(self) -> Any:
+    def _login_pacer(self) -> LoginPacer | None:
         """The pacer of login input (salon.net.login_pacing) while this connection logs in;
         None for a connection whose input is never held."""
         return None
