@@ -11,7 +11,13 @@ from typing import Any
 from slixmpp.xmlstream import ET
 
 from tests.cluster.conftest import Cluster, Node
-from tests.integration.harness import RawClient, SlixClient, connect_slixmpp, until
+from tests.integration.harness import (
+    RawClient,
+    RunningServer,
+    SlixClient,
+    connect_slixmpp,
+    until,
+)
 from tests.integration.im_helpers import presence, push, roster_get, send_iq, settle
 from tests.integration.message_helpers import carbon_original, delay_of, is_carbon, is_message
 from tests.integration.pubsub_helpers import event, event_item_ids, publish
@@ -23,7 +29,9 @@ NS_MUC = "http://jabber.org/protocol/muc"
 INSTANT_ROOM = f"<query xmlns='{NS_MUC}#owner'><x xmlns='jabber:x:data' type='submit'/></query>"
 
 
-async def login(node: Node, jid: str, *, available: bool = True, **kw: Any) -> SlixClient:
+async def login(
+    node: Node | RunningServer, jid: str, *, available: bool = True, **kw: Any
+) -> SlixClient:
     client = await connect_slixmpp(node, jid, **kw)  # type: ignore[arg-type]
     client.xmpp.auto_authorize = None
     client.xmpp.auto_subscribe = False

@@ -22,10 +22,9 @@ import trustme
 
 from salon.net.s2s import S2SInConnection
 from tests.cluster.conftest import Cluster, Node
+from tests.cluster.test_cluster import chat, login
 from tests.integration.harness import (
-    RunningServer,
     SlixClient,
-    connect_slixmpp,
     free_port,
 )
 from tests.integration.im_helpers import expect_all, presence, push
@@ -98,24 +97,18 @@ async def federate(
         await peer.server.stop()
 
 
-async def login(srv: Node | RunningServer, jid: str) -> SlixClient:
-    """A slixmpp client, available, that answers no subscription request on its own."""
-    client = await connect_slixmpp(srv, jid)  # type: ignore[arg-type]
-    client.xmpp.auto_authorize = None
-    client.xmpp.auto_subscribe = False
-    await client.xmpp.get_roster(timeout=5)
-    client.xmpp.send_presence()
-    await client.expect(presence(sender=client.jid))
-    return client
-
-
 async def montague_user(pair: Verona, local: str) -> SlixClient:
     jid = await pair.montague.srv.add_user(local, domain=MONTAGUE)
     return await login(pair.montague.srv, f"{jid}/m")
 
 
-def chat(client: SlixClient, to: str, body: str) -> None:
-    client.xmpp.send_message(mto=to, mbody=body, mtype="chat")
+async def romeo_juliet_and_the_nurse(pair: Verona) -> tuple[SlixClient, ...]:
+    """Romeo on montague.example, Juliet on node 1 and the nurse on node 2, all online."""
+    n1, n2 = pair.cluster.nodes
+    romeo = await montague_user(pair, "romeo")
+    juliet = await login(n1, f"{await pair.cluster.add_user('juliet')}/j")
+    nurse = await login(n2, f"{await pair.cluster.add_user('nurse')}/n")
+    return romeo, juliet, nurse
 
 
 def from_capulet(pair: Verona) -> list[S2SInConnection]:
@@ -128,9 +121,7 @@ async def test_each_node_opens_its_own_connection_to_the_remote_domain(
 ) -> None:
     pair = await federate()
     n1, n2 = pair.cluster.nodes
-    romeo = await montague_user(pair, "romeo")
-    juliet = await login(n1, f"{await pair.cluster.add_user('juliet')}/j")
-    nurse = await login(n2, f"{await pair.cluster.add_user('nurse')}/n")
+    romeo, juliet, nurse = await romeo_juliet_and_the_nurse(pair)
 
     chat(juliet, romeo.jid, "from node one")
     chat(nurse, romeo.jid, "from node two")
@@ -158,9 +149,7 @@ async def test_remote_server_reaches_users_on_every_node_through_one(
 ) -> None:
     pair = await federate()
     n1, n2 = pair.cluster.nodes
-    romeo = await montague_user(pair, "romeo")
-    juliet = await login(n1, f"{await pair.cluster.add_user('juliet')}/j")
-    nurse = await login(n2, f"{await pair.cluster.add_user('nurse')}/n")
+    romeo, juliet, nurse = await romeo_juliet_and_the_nurse(pair)
 
     # To bare JIDs (the cluster finds the sessions) and to a full JID on the other node.
     chat(romeo, f"juliet@{CAPULET}", "to juliet on n1")
